@@ -1,0 +1,115 @@
+//! Durations in configuration: `"50ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, or a bare
+//! number of seconds.
+//!
+//! Use with serde: `#[serde(with = "nucleon_runtime::config::duration")]`, or
+//! `duration::option` for an `Option<Duration>`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserializer;
+use serde::de::{self, Visitor};
+
+/// Parses `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"` or `"3"` (seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// use nucleon_runtime::config::duration::parse;
+///
+/// assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert!(parse("soon").is_err());
+/// ```
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| invalid(text))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(invalid(text)),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| invalid(text))
+}
+
+fn invalid(text: &str) -> String {
+    format!(
+        "`{text}` is not a duration: write e.g. \"250ms\", \"10s\", \"1.5s\", \"2m\", \"1h\" or a number of seconds"
+    )
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as \"250ms\", \"10s\" or a number of seconds")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse(v).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        u64::try_from(v)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom("a duration cannot be negative"))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        Duration::try_from_secs_f64(v).map_err(|_| E::custom(invalid(&v.to_string())))
+    }
+}
+
+/// Deserializes a [`Duration`] (see the module docs for the forms).
+///
+/// # Errors
+/// When the value is not one of the accepted forms.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    deserializer.deserialize_any(DurationVisitor)
+}
+
+/// The same for `Option<Duration>`.
+pub mod option {
+    use super::*;
+
+    /// Deserializes an optional [`Duration`].
+    ///
+    /// # Errors
+    /// When the value is present and not a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(deserializer).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(parse("50ms").unwrap(), Duration::from_millis(50));
+        assert_eq!(parse("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse("").is_err());
+        assert!(parse("10 parsecs").unwrap_err().contains("10 parsecs"));
+        assert!(parse("-1s").is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! Configuration: `app.toml` with one table per environment, `NUCLEON_<KEY>` overrides,
+//! typed extraction.
+//!
+//! ```toml
+//! [default]
+//! database = "postgres://app:secret@127.0.0.1/app"
+//!
+//! [default.runtime]
+//! workers = 2
+//! shutdown_timeout = "10s"
+//!
+//! [test]
+//! database = "postgres://postgres@127.0.0.1/test"
+//!
+//! [production.runtime.watchdog]
+//! threshold = "20ms"
+//! ```
+//!
+//! The environment is chosen once, at start: explicitly (`--env`), else `NUCLEON_ENV`,
+//! else `NUCLEON_CONFIGURATION`, else `default`. The chosen table is merged over
+//! `[default]`; then every `NUCLEON_<KEY>` environment variable overrides `<key>`
+//! (`__` separates nested keys: `NUCLEON_RUNTIME__WORKERS=4`).
+
+pub mod duration;
+mod secret;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Profile};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub use secret::{InvalidUrl, Secret, SecretUrl};
+
+use crate::offload::OffloadConfig;
+use crate::watchdog::WatchdogConfig;
+
+/// Environment variables that choose how configuration is loaded, not what it says.
+const RESERVED: [&str; 4] = ["env", "configuration", "config", "log"];
+
+/// Where to load configuration from; see [`Config::load`].
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOptions {
+    /// The file to read. `None`: `app.toml` in the working directory if it exists, else
+    /// embedded defaults only.
+    pub file: Option<PathBuf>,
+    /// The environment. `None`: `NUCLEON_ENV`, `NUCLEON_CONFIGURATION`, else `default`.
+    pub environment: Option<String>,
+}
+
+/// Loaded configuration for one environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    figment: Figment,
+    environment: String,
+    file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads configuration as [`ConfigOptions`] says (file, environment, overrides).
+    ///
+    /// Call it at start, before the workers run: it reads the file.
+    ///
+    /// # Errors
+    /// A missing file that was asked for by name, a file that is not valid TOML, or an
+    /// environment the file does not define.
+    pub fn load(options: ConfigOptions) -> Result<Self, ConfigError> {
+        let environment = options
+            .environment
+            .or_else(|| std::env::var("NUCLEON_ENV").ok())
+            .or_else(|| std::env::var("NUCLEON_CONFIGURATION").ok())
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        let (file, explicit) = match options.file {
+            Some(file) => (Some(file), true),
+            None => (Some(PathBuf::from("app.toml")), false),
+        };
+        let file = file.filter(|f| explicit || f.exists());
+        if let Some(path) = &file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile { file: path.clone() });
+            }
+        }
+        let base = match &file {
+            Some(path) => Figment::new().merge(Toml::file_exact(path).nested()),
+            None => Figment::new(),
+        };
+        Self::assemble(base, environment, file)
+    }
+
+    /// Configuration from TOML text (tests, embedded defaults), for `environment`.
+    ///
+    /// `NUCLEON_<KEY>` overrides apply as in [`Config::load`].
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml(text: &str, environment: &str) -> Result<Self, ConfigError> {
+        let base = Figment::new().merge(Toml::string(text).nested());
+        Self::assemble(base, environment.to_owned(), None)
+    }
+
+    /// Embedded defaults only (no file), in the `default` environment, with overrides.
+    pub fn defaults() -> Self {
+        Self::assemble(Figment::new(), "default".to_owned(), None)
+            .expect("the default environment always exists")
+    }
+
+    fn assemble(
+        base: Figment,
+        environment: String,
+        file: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        let defined: Vec<String> = base.profiles().map(|p| p.as_str().to_string()).collect();
+        let env = Env::prefixed("NUCLEON_")
+            .split("__")
+            .filter(|key| {
+                let key = key.as_str();
+                !RESERVED.contains(&key) && !key.starts_with("test_")
+            })
+            .global();
+        let figment = base.merge(env).select(Profile::new(&environment));
+        // Surfaces TOML syntax errors now, at start, rather than at first use.
+        if let Err(error) = figment.extract::<figment::value::Dict>() {
+            return Err(ConfigError::from_figment(
+                error,
+                &environment,
+                file.as_deref(),
+            ));
+        }
+        if environment != "default" && !defined.is_empty() && !defined.contains(&environment) {
+            return Err(ConfigError::UnknownEnvironment {
+                file: display_file(file.as_deref()),
+                environment,
+                defined,
+            });
+        }
+        Ok(Self {
+            figment,
+            environment,
+            file,
+        })
+    }
+
+    /// The environment in force (`default`, `test`, `production`…).
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// The file read, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The whole environment's configuration as `T`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`], naming the file, environment and key.
+    pub fn extract<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.figment
+            .extract()
+            .map_err(|e| ConfigError::from_figment(e, &self.environment, self.file.as_deref()))
+    }
+
+    /// The value at `key` (dotted: `runtime.watchdog`) as `T`, or `T::default()` when the
+    /// key is absent.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the key is present but not a valid `T`.
+    pub fn extract_at<T: DeserializeOwned + Default>(&self, key: &str) -> Result<T, ConfigError> {
+        if !self.figment.contains(key) {
+            return Ok(T::default());
+        }
+        self.figment
+            .extract_inner(key)
+            .map_err(|e| ConfigError::from_figment(e, &self.environment, self.file.as_deref()))
+    }
+
+    /// The value at `key`, required.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when absent or not a valid `T`.
+    pub fn require<T: DeserializeOwned>(&self, key: &str) -> Result<T, ConfigError> {
+        self.figment
+            .extract_inner(key)
+            .map_err(|e| ConfigError::from_figment(e, &self.environment, self.file.as_deref()))
+    }
+
+    /// The underlying figment, for providers of your own.
+    pub fn figment(&self) -> &Figment {
+        &self.figment
+    }
+
+    /// The runtime's own settings (`[<env>.runtime]`).
+    ///
+    /// # Errors
+    /// As [`Config::extract_at`].
+    pub fn runtime_settings(&self) -> Result<RuntimeSettings, ConfigError> {
+        self.extract_at("runtime")
+    }
+}
+
+fn display_file(file: Option<&Path>) -> String {
+    file.map_or_else(|| "<embedded>".to_owned(), |f| f.display().to_string())
+}
+
+/// The runtime's settings, from `[<env>.runtime]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Worker count (default: available cores).
+    pub workers: Option<usize>,
+    /// How long a drain may take before the process exits anyway (default 10 s).
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// How long one adapter may take to start (default 30 s).
+    #[serde(with = "duration")]
+    pub start_timeout: Duration,
+    /// Blocking-call detection.
+    pub watchdog: WatchdogConfig,
+    /// The offload pools.
+    pub offload: OffloadConfig,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            shutdown_timeout: Duration::from_secs(10),
+            start_timeout: Duration::from_secs(30),
+            watchdog: WatchdogConfig::default(),
+            offload: OffloadConfig::default(),
+        }
+    }
+}
+
+/// Configuration that cannot be used. Every message names the file and environment.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file named explicitly does not exist.
+    #[error("configuration file `{}` does not exist", file.display())]
+    MissingFile {
+        /// The file asked for.
+        file: PathBuf,
+    },
+    /// The environment chosen is not a table of the file.
+    #[error("environment `{environment}` is not defined in `{file}` (defined: {})", defined.join(", "))]
+    UnknownEnvironment {
+        /// The file read.
+        file: String,
+        /// The environment asked for.
+        environment: String,
+        /// The environments the file defines.
+        defined: Vec<String>,
+    },
+    /// A value is missing, malformed, or of the wrong type.
+    #[error(
+        "invalid configuration in `{file}` (environment `{environment}`), key `{key}`: {message}"
+    )]
+    Invalid {
+        /// Where the value came from (the file, or the environment variables).
+        file: String,
+        /// The environment in force.
+        environment: String,
+        /// The dotted key (empty for the whole table).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn from_figment(error: figment::Error, environment: &str, file: Option<&Path>) -> Self {
+        let source = error
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref())
+            .map(|s| match s {
+                figment::Source::File(path) => path.display().to_string(),
+                other => other.to_string(),
+            })
+            .or_else(|| error.metadata.as_ref().map(|m| m.name.to_string()))
+            .unwrap_or_else(|| display_file(file));
+        ConfigError::Invalid {
+            file: source,
+            environment: environment.to_owned(),
+            key: error.path.join("."),
+            message: error.kind.to_string(),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The runtime's errors.
+
+use std::time::Duration;
+
+use crate::adapter::BoxError;
+use crate::config::ConfigError;
+
+/// Why the runtime could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// Configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An adapter failed to start.
+    #[error("adapter `{adapter}`{} failed to start: {source}", on_worker(*worker))]
+    AdapterStart {
+        /// The adapter's name.
+        adapter: String,
+        /// The worker it belongs to (`None`: per-process).
+        worker: Option<usize>,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// An adapter did not start in time.
+    #[error("adapter `{adapter}`{} did not start within {timeout:?} (runtime.start_timeout)", on_worker(*worker))]
+    AdapterStartTimeout {
+        /// The adapter's name.
+        adapter: String,
+        /// The worker it belongs to (`None`: per-process).
+        worker: Option<usize>,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// A worker's setup closure returned an error.
+    #[error("setup of worker {worker} failed: {source}")]
+    WorkerSetup {
+        /// The worker.
+        worker: usize,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A worker panicked while starting, too many times.
+    #[error("worker {worker} panicked while starting ({attempts} attempts), last: {message}")]
+    WorkerStartPanicked {
+        /// The worker.
+        worker: usize,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last panic's message.
+        message: String,
+    },
+    /// A lifecycle hook failed.
+    #[error("{stage} hook #{index} failed: {source}")]
+    Hook {
+        /// `on_initialise`, `on_start` or `on_stop`.
+        stage: &'static str,
+        /// The hook's position among that stage's hooks.
+        index: usize,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// Workers were still running when the shutdown deadline passed.
+    #[error("shutdown deadline ({timeout:?}) passed with worker(s) {workers:?} still draining")]
+    ShutdownTimeout {
+        /// The workers still running.
+        workers: Vec<usize>,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// An operating-system resource could not be had.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn on_worker(worker: Option<usize>) -> String {
+    worker
+        .map(|w| format!(" on worker {w}"))
+        .unwrap_or_default()
+}
+
+impl RuntimeError {
+    /// The process exit code for this error: 78 (`EX_CONFIG`) for configuration, 1 else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RuntimeError::Config(_) => 78,
+            _ => 1,
+        }
+    }
+}

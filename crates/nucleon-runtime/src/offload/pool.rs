@@ -1,0 +1,217 @@
+//! A bounded thread pool with a bounded queue, for work that must not run on a worker.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::OffloadError;
+use crate::task::panic_message;
+use crate::watchdog::lock;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Limits of an [`OffloadPool`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Most threads; they start on demand.
+    pub max_threads: usize,
+    /// Most jobs waiting for a thread.
+    pub queue: usize,
+    /// How long an idle thread lingers before it exits.
+    pub keep_alive: Duration,
+}
+
+/// Figures of one pool at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Live threads.
+    pub threads: usize,
+    /// Threads waiting for work.
+    pub idle: usize,
+    /// Jobs waiting for a thread.
+    pub queued: usize,
+    /// Jobs finished (including those that panicked).
+    pub completed: u64,
+    /// Jobs refused because the pool was saturated.
+    pub rejected: u64,
+}
+
+/// A pool of threads for blocking or CPU work, with a bounded queue.
+///
+/// The process-wide pools behind [`super::blocking`] and [`super::cpu`] are two of these;
+/// make your own to isolate one kind of work (a slow legacy call that must not starve the
+/// others).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use nucleon_runtime::offload::{OffloadPool, PoolConfig};
+///
+/// let pool = OffloadPool::new("legacy", PoolConfig {
+///     max_threads: 2,
+///     queue: 16,
+///     keep_alive: Duration::from_secs(5),
+/// });
+/// assert_eq!(pool.run(|| 6 * 7).await, Ok(42));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct OffloadPool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    config: PoolConfig,
+    state: Mutex<State>,
+    available: Condvar,
+    completed: AtomicU64,
+    rejected: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+}
+
+impl OffloadPool {
+    /// A pool with no threads yet; they start as work arrives.
+    pub fn new(name: impl Into<String>, config: PoolConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                name: name.into(),
+                config,
+                state: Mutex::new(State::default()),
+                available: Condvar::new(),
+                completed: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The pool's name, as errors show it.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Runs `f` on one of the pool's threads and awaits its result.
+    ///
+    /// # Errors
+    /// [`OffloadError::Saturated`] at once when every thread is busy and the queue is
+    /// full; [`OffloadError::Panicked`] when `f` panicked.
+    pub async fn run<F, T>(&self, f: F) -> Result<T, OffloadError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Box::new(move || {
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+        }))?;
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(panic)) => Err(OffloadError::Panicked {
+                pool: self.shared.name.clone(),
+                message: panic_message(&*panic),
+            }),
+            Err(_) => Err(OffloadError::Closed {
+                pool: self.shared.name.clone(),
+                reason: "the job was dropped before it ran".into(),
+            }),
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), OffloadError> {
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        let busy = state.threads - state.idle;
+        let free_threads = state.idle + (shared.config.max_threads - state.threads);
+        if state.jobs.len() >= shared.config.queue + free_threads {
+            shared.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(OffloadError::Saturated {
+                pool: shared.name.clone(),
+                threads: busy,
+                queued: state.jobs.len(),
+            });
+        }
+        state.jobs.push_back(job);
+        if state.idle > 0 {
+            shared.available.notify_one();
+        }
+        if state.jobs.len() > state.idle && state.threads < shared.config.max_threads {
+            state.threads += 1;
+            drop(state);
+            let pool = Arc::clone(shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("nucleon-offload-{}", shared.name))
+                .spawn(move || pool.work());
+            if let Err(error) = spawned {
+                let mut state = lock(&shared.state);
+                state.threads -= 1;
+                tracing::error!(pool = %shared.name, %error, "cannot start an offload thread");
+                if state.threads == 0 {
+                    state.jobs.pop_back();
+                    return Err(OffloadError::Closed {
+                        pool: shared.name.clone(),
+                        reason: format!("cannot start a thread: {error}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool's current figures.
+    pub fn stats(&self) -> PoolStats {
+        let state = lock(&self.shared.state);
+        PoolStats {
+            threads: state.threads,
+            idle: state.idle,
+            queued: state.jobs.len(),
+            completed: self.shared.completed.load(Ordering::Relaxed),
+            rejected: self.shared.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Shared {
+    fn work(&self) {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                drop(state);
+                job();
+                self.completed.fetch_add(1, Ordering::Relaxed);
+                state = lock(&self.state);
+                continue;
+            }
+            state.idle += 1;
+            let (next, timeout) = self
+                .available
+                .wait_timeout(state, self.config.keep_alive)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state = next;
+            state.idle -= 1;
+            if timeout.timed_out() && state.jobs.is_empty() {
+                state.threads -= 1;
+                return;
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for OffloadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffloadPool")
+            .field("name", &self.shared.name)
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,741 @@
+//! The runtime: builds workers, runs the lifecycle, supervises, drains.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, Health};
+use crate::config::{Config, RuntimeSettings};
+use crate::drain::Drain;
+use crate::lifecycle::{Hooks, hook, run_hooks};
+use crate::watchdog::{Watchdog, WatchdogConfig, lock};
+use crate::worker::{SetupFn, WorkerCommand, WorkerEvent, WorkerSetup, WorkerSpec, spawn_worker};
+use crate::{RuntimeError, offload};
+
+/// How many times a worker that panics while starting is retried before start fails.
+const START_ATTEMPTS: u32 = 3;
+
+/// Where the runtime is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Hooks and adapters are starting.
+    Starting,
+    /// Every worker is up; `on_start` hooks have run.
+    Serving,
+    /// A drain has started.
+    Draining,
+    /// `run` has returned.
+    Stopped,
+}
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```no_run
+/// use nucleon_runtime::Runtime;
+///
+/// Runtime::builder()
+///     .workers(2)
+///     .on_start(|| async {
+///         tracing::info!("serving");
+///         Ok(())
+///     })
+///     .per_worker(|worker| {
+///         worker.spawn("hello", async {});
+///         Ok(())
+///     })
+///     .build()?
+///     .run()?;
+/// # Ok::<(), nucleon_runtime::RuntimeError>(())
+/// ```
+#[must_use]
+pub struct RuntimeBuilder {
+    workers: Option<usize>,
+    config: Option<Config>,
+    watchdog: Option<WatchdogConfig>,
+    shutdown_timeout: Option<Duration>,
+    start_timeout: Option<Duration>,
+    adapters: AdapterSet,
+    setup: Option<SetupFn>,
+    hooks: Hooks,
+    handle_signals: bool,
+}
+
+impl RuntimeBuilder {
+    /// The number of workers (default: `runtime.workers`, else the available cores).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers.max(1));
+        self
+    }
+
+    /// The configuration (default: [`Config::defaults`], i.e. no file, overrides only).
+    /// Its `runtime` table supplies whatever this builder does not set.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Watchdog settings, overriding `runtime.watchdog`.
+    pub fn watchdog(mut self, watchdog: WatchdogConfig) -> Self {
+        self.watchdog = Some(watchdog);
+        self
+    }
+
+    /// How long a drain may last, overriding `runtime.shutdown_timeout` (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// How long each adapter may take to start (default 30 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a per-process adapter, run on the control thread. Per-process adapters start
+    /// before the workers and stop after them.
+    pub fn adapter(mut self, adapter: impl Adapter) -> Self {
+        self.adapters.push(Box::new(adapter));
+        self
+    }
+
+    /// Sets the per-worker setup: called on each worker's thread, at every (re)start, to
+    /// add that worker's adapters, state and tasks. Only the closure needs to be `Send`.
+    pub fn per_worker<F>(mut self, setup: F) -> Self
+    where
+        F: Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync + 'static,
+    {
+        self.setup = Some(Arc::new(setup));
+        self
+    }
+
+    /// Adds a hook run after configuration loads, before any adapter starts.
+    pub fn on_initialise<F, Fut>(mut self, f: F) -> Self
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + 'static,
+    {
+        self.hooks.initialise.push(hook(f));
+        self
+    }
+
+    /// Adds a hook run once every adapter and worker is up, before serving.
+    pub fn on_start<F, Fut>(mut self, f: F) -> Self
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + 'static,
+    {
+        self.hooks.start.push(hook(f));
+        self
+    }
+
+    /// Adds a hook run after every adapter stopped, before `run` returns.
+    pub fn on_stop<F, Fut>(mut self, f: F) -> Self
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + 'static,
+    {
+        self.hooks.stop.push(hook(f));
+        self
+    }
+
+    /// Whether `run` listens for SIGTERM, SIGINT, SIGHUP and SIGUSR1 (default true).
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+
+    /// Builds the runtime; nothing starts until [`Runtime::run`].
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] when the `runtime` settings are invalid.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let config = self.config.unwrap_or_else(Config::defaults);
+        let mut settings = config.runtime_settings()?;
+        if let Some(workers) = self.workers {
+            settings.workers = Some(workers);
+        }
+        if let Some(watchdog) = self.watchdog {
+            settings.watchdog = watchdog;
+        }
+        if let Some(timeout) = self.shutdown_timeout {
+            settings.shutdown_timeout = timeout;
+        }
+        if let Some(timeout) = self.start_timeout {
+            settings.start_timeout = timeout;
+        }
+        let workers = settings
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1);
+        let watchdog = Watchdog::new(settings.watchdog.clone(), workers);
+        let drain = Drain::new();
+        let (phase, _) = watch::channel(Phase::Starting);
+        let handle = RuntimeHandle {
+            drain: drain.clone(),
+            watchdog,
+            shared: Arc::new(HandleShared {
+                phase,
+                restarts: AtomicU64::new(0),
+                control: Mutex::new(None),
+                workers,
+            }),
+        };
+        Ok(Runtime {
+            config: Arc::new(config),
+            settings,
+            workers,
+            adapters: self.adapters,
+            setup: self
+                .setup
+                .unwrap_or_else(|| Arc::new(|_: &mut WorkerSetup| Ok(()))),
+            hooks: self.hooks,
+            handle_signals: self.handle_signals,
+            handle,
+        })
+    }
+}
+
+/// Nucleon's runtime: N workers, adapters, lifecycle hooks, signals, drain, watchdog.
+///
+/// See [`RuntimeBuilder`] and DESIGN.md. [`Runtime::run`] blocks the calling thread
+/// (which becomes the control thread) until the process has drained.
+pub struct Runtime {
+    config: Arc<Config>,
+    settings: RuntimeSettings,
+    workers: usize,
+    adapters: AdapterSet,
+    setup: SetupFn,
+    hooks: Hooks,
+    handle_signals: bool,
+    handle: RuntimeHandle,
+}
+
+impl Runtime {
+    /// A builder with defaults.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            workers: None,
+            config: None,
+            watchdog: None,
+            shutdown_timeout: None,
+            start_timeout: None,
+            adapters: AdapterSet::default(),
+            setup: None,
+            hooks: Hooks::default(),
+            handle_signals: true,
+        }
+    }
+
+    /// A handle to watch and control the runtime from other threads.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+
+    /// Runs the whole lifecycle on the calling thread: initialise hooks, adapters,
+    /// workers, start hooks, serve until a signal or [`RuntimeHandle::shutdown`], drain,
+    /// stop adapters in reverse, stop hooks.
+    ///
+    /// # Errors
+    /// A failed start (naming the adapter or hook and its cause), or a drain that missed
+    /// its deadline.
+    pub fn run(self) -> Result<(), RuntimeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("nucleon-control")
+            .build()
+            .map_err(|source| RuntimeError::Io {
+                what: "build the control thread's tokio runtime",
+                source,
+            })?;
+        let handle = self.handle.clone();
+        let local = tokio::task::LocalSet::new();
+        let result = local.block_on(&runtime, Control::new(self).run());
+        handle.shared.phase.send_replace(Phase::Stopped);
+        *lock(&handle.shared.control) = None;
+        if let Err(error) = &result {
+            tracing::error!(target: "nucleon::runtime", "{error}");
+        }
+        result
+    }
+}
+
+/// A handle on a [`Runtime`]: its phase, drain, watchdog and supervisor figures.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    drain: Drain,
+    watchdog: Watchdog,
+    shared: Arc<HandleShared>,
+}
+
+struct HandleShared {
+    phase: watch::Sender<Phase>,
+    restarts: AtomicU64,
+    control: Mutex<Option<mpsc::UnboundedSender<ControlCommand>>>,
+    workers: usize,
+}
+
+enum ControlCommand {
+    Health(oneshot::Sender<Vec<AdapterHealth>>),
+}
+
+/// One adapter instance's health, from [`RuntimeHandle::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterHealth {
+    /// The adapter's name.
+    pub adapter: String,
+    /// Its worker (`None`: per-process).
+    pub worker: Option<usize>,
+    /// What it says.
+    pub health: Health,
+}
+
+impl RuntimeHandle {
+    /// Starts a drain, as SIGTERM does.
+    pub fn shutdown(&self) {
+        if self.drain.start() {
+            tracing::info!(target: "nucleon::runtime", "shutdown requested: draining");
+        }
+    }
+
+    /// The process's drain state.
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// The watchdog: counters, histogram, recent reports, listeners.
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    /// How many times the supervisor restarted a worker.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        *self.shared.phase.borrow()
+    }
+
+    /// Waits until the runtime reaches `phase` (or a later one).
+    pub async fn wait_for(&self, phase: Phase) -> Phase {
+        let mut rx = self.shared.phase.subscribe();
+        let reached = rx.wait_for(|p| *p >= phase).await.map(|p| *p);
+        reached.unwrap_or(Phase::Stopped)
+    }
+
+    /// Every adapter's health, per-process ones first, then each worker's.
+    ///
+    /// Empty when the runtime is not running.
+    pub async fn health(&self) -> Vec<AdapterHealth> {
+        let (tx, rx) = oneshot::channel();
+        let sent = lock(&self.shared.control)
+            .as_ref()
+            .is_some_and(|control| control.send(ControlCommand::Health(tx)).is_ok());
+        if !sent {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("phase", &self.phase())
+            .field("workers", &self.shared.workers)
+            .field("restarts", &self.restarts())
+            .field("drain", &self.drain)
+            .finish()
+    }
+}
+
+/// One worker as the control thread sees it.
+struct WorkerState {
+    thread: Option<std::thread::JoinHandle<()>>,
+    commands: mpsc::UnboundedSender<WorkerCommand>,
+    ready: bool,
+    running: bool,
+    start_attempts: u32,
+    restarts: u32,
+}
+
+/// The control thread's state during `run`.
+struct Control {
+    runtime: Runtime,
+    spec: Arc<WorkerSpec>,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
+    workers: Vec<WorkerState>,
+    restart_tx: mpsc::UnboundedSender<usize>,
+    restart_rx: mpsc::UnboundedReceiver<usize>,
+}
+
+impl Control {
+    fn new(runtime: Runtime) -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (restart_tx, restart_rx) = mpsc::unbounded_channel();
+        let spec = Arc::new(WorkerSpec {
+            setup: Arc::clone(&runtime.setup),
+            config: Arc::clone(&runtime.config),
+            drain: runtime.handle.drain.clone(),
+            watchdog: runtime.handle.watchdog.clone(),
+            start_timeout: runtime.settings.start_timeout,
+            shutdown_timeout: runtime.settings.shutdown_timeout,
+            events: events_tx,
+        });
+        Self {
+            runtime,
+            spec,
+            events,
+            workers: Vec::new(),
+            restart_tx,
+            restart_rx,
+        }
+    }
+
+    async fn run(mut self) -> Result<(), RuntimeError> {
+        let settings = self.runtime.settings.clone();
+        let drain = self.runtime.handle.drain.clone();
+        let watchdog = self.runtime.handle.watchdog.clone();
+        if !offload::configure(&settings.offload) {
+            tracing::debug!(target: "nucleon::runtime", "offload pools already configured; runtime.offload ignored");
+        }
+        let monitor = if settings.watchdog.enabled {
+            Some(
+                watchdog
+                    .start_monitor()
+                    .map_err(|source| RuntimeError::Io {
+                        what: "start the watchdog thread",
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        if self.runtime.handle_signals {
+            let listener =
+                SignalListener::install(drain.clone()).map_err(|source| RuntimeError::Io {
+                    what: "install signal handlers",
+                    source,
+                })?;
+            tokio::task::spawn_local(listener.run());
+        }
+        let result = self.lifecycle(&settings).await;
+        watchdog.stop_monitor();
+        if let Some(monitor) = monitor {
+            monitor.thread().unpark();
+            let _ = monitor.join();
+        }
+        result
+    }
+
+    async fn lifecycle(&mut self, settings: &RuntimeSettings) -> Result<(), RuntimeError> {
+        let drain = self.runtime.handle.drain.clone();
+        let hooks = std::mem::take(&mut self.runtime.hooks);
+        run_hooks("on_initialise", hooks.initialise).await?;
+        let ctx = AdapterContext {
+            worker: None,
+            config: Arc::clone(&self.runtime.config),
+            drain: drain.clone(),
+        };
+        self.runtime
+            .adapters
+            .start_all(&ctx, settings.start_timeout, settings.shutdown_timeout)
+            .await?;
+
+        let started = match self.start_workers().await {
+            Ok(()) => run_hooks("on_start", hooks.start).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = started {
+            drain.start();
+            let _ = self.stop_workers(settings.shutdown_timeout).await;
+            self.runtime
+                .adapters
+                .stop_all(Instant::now() + settings.shutdown_timeout)
+                .await;
+            return Err(error);
+        }
+
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+        *lock(&self.runtime.handle.shared.control) = Some(control_tx);
+        if !drain.is_draining() {
+            self.runtime
+                .handle
+                .shared
+                .phase
+                .send_replace(Phase::Serving);
+            tracing::info!(target: "nucleon::runtime", workers = self.workers.len(), "serving");
+        }
+        loop {
+            tokio::select! {
+                () = drain.draining() => break,
+                Some(event) = self.events.recv() => self.on_event(event),
+                Some(worker) = self.restart_rx.recv() => {
+                    if !drain.is_draining() {
+                        self.start_worker(worker)?;
+                    }
+                }
+                Some(command) = control_rx.recv() => match command {
+                    ControlCommand::Health(reply) => {
+                        let _ = reply.send(self.health().await);
+                    }
+                },
+            }
+        }
+
+        self.runtime
+            .handle
+            .shared
+            .phase
+            .send_replace(Phase::Draining);
+        tracing::info!(target: "nucleon::runtime", timeout = ?settings.shutdown_timeout, "draining");
+        let deadline = Instant::now() + settings.shutdown_timeout;
+        let stopped = self.stop_workers(settings.shutdown_timeout).await;
+        self.runtime.adapters.stop_all(deadline).await;
+        let hooks_result = run_hooks("on_stop", hooks.stop).await;
+        stopped?;
+        hooks_result?;
+        tracing::info!(target: "nucleon::runtime", "stopped");
+        Ok(())
+    }
+
+    fn start_worker(&mut self, id: usize) -> Result<(), RuntimeError> {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let thread = spawn_worker(Arc::clone(&self.spec), id, commands_rx).map_err(|source| {
+            RuntimeError::Io {
+                what: "start a worker thread",
+                source,
+            }
+        })?;
+        if let Some(state) = self.workers.get_mut(id) {
+            if let Some(old) = state.thread.replace(thread) {
+                let _ = old.join();
+            }
+            state.commands = commands;
+            state.running = true;
+        } else {
+            self.workers.push(WorkerState {
+                thread: Some(thread),
+                commands,
+                ready: false,
+                running: true,
+                start_attempts: 1,
+                restarts: 0,
+            });
+        }
+        Ok(())
+    }
+
+    async fn start_workers(&mut self) -> Result<(), RuntimeError> {
+        let drain = self.runtime.handle.drain.clone();
+        for id in 0..self.runtime.workers {
+            self.start_worker(id)?;
+        }
+        let mut ready = 0;
+        while ready < self.workers.len() {
+            let event = tokio::select! {
+                () = drain.draining() => return Ok(()),
+                event = self.events.recv() => event,
+            };
+            match event {
+                Some(WorkerEvent::Ready { worker }) => {
+                    self.workers[worker].ready = true;
+                    ready += 1;
+                }
+                Some(WorkerEvent::StartFailed { error, .. }) => return Err(error),
+                Some(WorkerEvent::Exited { worker, panic }) => {
+                    self.workers[worker].running = false;
+                    let Some(message) = panic else { continue };
+                    let attempts = self.workers[worker].start_attempts;
+                    tracing::error!(target: "nucleon::runtime", worker, attempt = attempts, "worker {worker} panicked while starting: {message}");
+                    if attempts >= START_ATTEMPTS {
+                        return Err(RuntimeError::WorkerStartPanicked {
+                            worker,
+                            attempts,
+                            message,
+                        });
+                    }
+                    self.workers[worker].start_attempts += 1;
+                    self.runtime
+                        .handle
+                        .shared
+                        .restarts
+                        .fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff(attempts)).await;
+                    self.start_worker(worker)?;
+                }
+                None => unreachable!("the control thread holds an event sender"),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Ready { worker } => {
+                self.workers[worker].ready = true;
+                tracing::info!(target: "nucleon::runtime", worker, "worker {worker} restarted and serving");
+            }
+            WorkerEvent::StartFailed { worker, error } => {
+                tracing::error!(target: "nucleon::runtime", worker, "worker {worker} failed to restart: {error}");
+                self.schedule_restart(worker);
+            }
+            WorkerEvent::Exited { worker, panic } => {
+                self.workers[worker].running = false;
+                self.workers[worker].ready = false;
+                let message = panic.unwrap_or_else(|| "exited unexpectedly".into());
+                tracing::error!(target: "nucleon::runtime", worker, "worker {worker} died: {message}; restarting it");
+                self.schedule_restart(worker);
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, worker: usize) {
+        let state = &mut self.workers[worker];
+        state.restarts += 1;
+        self.runtime
+            .handle
+            .shared
+            .restarts
+            .fetch_add(1, Ordering::Relaxed);
+        let delay = backoff(state.restarts);
+        let restart = self.restart_tx.clone();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(delay).await;
+            let _ = restart.send(worker);
+        });
+    }
+
+    /// Waits for every running worker to exit (they drain on their own), up to the
+    /// deadline plus a short grace for their threads to finish.
+    async fn stop_workers(&mut self, timeout: Duration) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(500);
+        while self.workers.iter().any(|w| w.running) {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(WorkerEvent::Exited { worker, panic })) => {
+                    self.workers[worker].running = false;
+                    if let Some(message) = panic {
+                        tracing::error!(target: "nucleon::runtime", worker, "worker {worker} panicked while draining: {message}");
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let stuck: Vec<usize> = (0..self.workers.len())
+            .filter(|&w| self.workers[w].running)
+            .collect();
+        for worker in &mut self.workers {
+            if !worker.running {
+                if let Some(thread) = worker.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::ShutdownTimeout {
+                workers: stuck,
+                timeout,
+            })
+        }
+    }
+
+    async fn health(&self) -> Vec<AdapterHealth> {
+        let mut report: Vec<AdapterHealth> = self
+            .runtime
+            .adapters
+            .health()
+            .await
+            .into_iter()
+            .map(|(adapter, health)| AdapterHealth {
+                adapter,
+                worker: None,
+                health,
+            })
+            .collect();
+        for (id, worker) in self.workers.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            if !worker.ready || worker.commands.send(WorkerCommand::Health(tx)).is_err() {
+                report.push(AdapterHealth {
+                    adapter: "worker".into(),
+                    worker: Some(id),
+                    health: Health::Unhealthy("worker is restarting".into()),
+                });
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(2), rx).await {
+                Ok(Ok(entries)) => {
+                    report.extend(entries.into_iter().map(|(adapter, health)| AdapterHealth {
+                        adapter,
+                        worker: Some(id),
+                        health,
+                    }))
+                }
+                Ok(Err(_)) | Err(_) => report.push(AdapterHealth {
+                    adapter: "worker".into(),
+                    worker: Some(id),
+                    health: Health::Unhealthy("worker did not answer".into()),
+                }),
+            }
+        }
+        report
+    }
+}
+
+/// Restart delay: 100 ms doubling per attempt, at most 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(6).saturating_sub(1)).min(Duration::from_secs(5))
+}
+
+/// SIGTERM, SIGINT, SIGHUP, SIGUSR1: the first starts a drain, the second forces exit.
+struct SignalListener {
+    drain: Drain,
+    signals: Vec<(&'static str, tokio::signal::unix::Signal)>,
+}
+
+impl SignalListener {
+    fn install(drain: Drain) -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let signals = vec![
+            ("SIGTERM", signal(SignalKind::terminate())?),
+            ("SIGINT", signal(SignalKind::interrupt())?),
+            ("SIGHUP", signal(SignalKind::hangup())?),
+            ("SIGUSR1", signal(SignalKind::user_defined1())?),
+        ];
+        Ok(Self { drain, signals })
+    }
+
+    async fn run(mut self) {
+        loop {
+            let received =
+                futures_util::future::select_all(self.signals.iter_mut().map(|(name, signal)| {
+                    Box::pin(async move { signal.recv().await.map(|()| *name) })
+                }))
+                .await
+                .0;
+            let Some(name) = received else { return };
+            if self.drain.start() {
+                tracing::info!(target: "nucleon::runtime", signal = name, "{name} received: draining (send another signal to force exit)");
+            } else {
+                tracing::error!(target: "nucleon::runtime", signal = name, "{name} received while draining: forcing exit");
+                std::process::exit(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Spawning tasks on the current worker, tracked by the watchdog under a label.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::watchdog::{self, ReportKind, WatchdogReport, WorkerSlot};
+use crate::worker;
+
+/// A task's name in watchdog reports and logs (e.g. `GET /countries/{code}`).
+///
+/// Made from a `&'static str` without allocating, or from a `String`/`Arc<str>`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TaskLabel(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl TaskLabel {
+    /// The label's text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Shared(s) => s,
+        }
+    }
+}
+
+impl From<&'static str> for TaskLabel {
+    fn from(s: &'static str) -> Self {
+        Self(Repr::Static(s))
+    }
+}
+
+impl From<String> for TaskLabel {
+    fn from(s: String) -> Self {
+        Self(Repr::Shared(s.into()))
+    }
+}
+
+impl From<Arc<str>> for TaskLabel {
+    fn from(s: Arc<str>) -> Self {
+        Self(Repr::Shared(s))
+    }
+}
+
+impl From<Cow<'static, str>> for TaskLabel {
+    fn from(s: Cow<'static, str>) -> Self {
+        match s {
+            Cow::Borrowed(s) => s.into(),
+            Cow::Owned(s) => s.into(),
+        }
+    }
+}
+
+impl fmt::Display for TaskLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TaskLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Spawns a (possibly `!Send`) future on the current worker, tracked by the watchdog.
+///
+/// The task runs inside the tracing span current at the call. Every poll is timed: a poll
+/// that blocks the loop past the watchdog's threshold is reported under `label`. A panic
+/// in the task is logged with its label and ends only this task (its [`JoinHandle`]
+/// returns the panic); the worker goes on.
+///
+/// Outside a Nucleon worker, but inside a tokio `LocalSet`, the task is spawned untracked.
+///
+/// # Panics
+/// Outside any `LocalSet` (as `tokio::task::spawn_local` does).
+///
+/// ```no_run
+/// use nucleon_runtime::{spawn, Runtime};
+///
+/// Runtime::builder()
+///     .workers(1)
+///     .per_worker(|worker| {
+///         worker.spawn("ticker", async {
+///             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+///             loop {
+///                 tick.tick().await;
+///                 tracing::info!("tick");
+///             }
+///         });
+///         Ok(())
+///     })
+///     .build()
+///     .unwrap()
+///     .run()
+///     .unwrap();
+/// ```
+pub fn spawn<F>(label: impl Into<TaskLabel>, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let label = label.into();
+    let span = tracing::Span::current();
+    let span_name = span.metadata().map(|m| m.name());
+    let tracking = worker::with_context(|ctx| {
+        ctx.watchdog.as_ref().map(|watchdog| {
+            let id = ctx.slot.register(label.clone(), span_name);
+            Tracking {
+                slot: Arc::clone(&ctx.slot),
+                watchdog: Arc::clone(&watchdog.inner),
+                id,
+            }
+        })
+    })
+    .flatten();
+    tokio::task::spawn_local(Tracked {
+        inner: future.instrument(span),
+        label,
+        tracking,
+    })
+}
+
+/// Renames the current task for the watchdog (e.g. to the route a connection now
+/// serves). Does nothing outside a tracked task.
+pub fn set_label(label: impl Into<TaskLabel>) {
+    worker::with_context(|ctx| {
+        if let Some(task) = ctx.slot.current_task() {
+            *watchdog::lock(&task.label) = label.into();
+        }
+    });
+}
+
+/// The current task's label, inside a tracked task.
+pub fn current_label() -> Option<TaskLabel> {
+    worker::with_context(|ctx| {
+        ctx.slot
+            .current_task()
+            .map(|task| watchdog::lock(&task.label).clone())
+    })
+    .flatten()
+}
+
+struct Tracking {
+    slot: Arc<WorkerSlot>,
+    watchdog: Arc<watchdog::Inner>,
+    id: u64,
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        self.slot.unregister(self.id);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A spawned future: times each poll, logs a panic with the task's label.
+    struct Tracked<F> {
+        #[pin]
+        inner: F,
+        label: TaskLabel,
+        tracking: Option<Tracking>,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        let Some(tracking) = this.tracking.as_ref() else {
+            return poll_logging_panics(inner, cx, this.label);
+        };
+        let start = tracking.slot.begin_poll(tracking.id);
+        let result = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+        let elapsed = tracking.slot.end_poll(start);
+        if elapsed >= tracking.watchdog.config.threshold {
+            let meta = tracking.slot.task(tracking.id);
+            tracking.watchdog.publish(WatchdogReport {
+                kind: ReportKind::SlowPollEnded,
+                worker: tracking.slot.worker,
+                task: Some(meta.as_ref().map_or_else(
+                    || this.label.to_string(),
+                    |m| watchdog::lock(&m.label).to_string(),
+                )),
+                span: meta.and_then(|m| watchdog::lock(&m.span).map(str::to_owned)),
+                elapsed,
+                backtrace: None,
+            });
+        }
+        match result {
+            Ok(poll) => poll,
+            Err(panic) => {
+                log_panic(this.label, &panic);
+                resume_unwind(panic)
+            }
+        }
+    }
+}
+
+fn poll_logging_panics<F: Future>(
+    inner: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    label: &TaskLabel,
+) -> Poll<F::Output> {
+    match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+        Ok(poll) => poll,
+        Err(panic) => {
+            log_panic(label, &panic);
+            resume_unwind(panic)
+        }
+    }
+}
+
+fn log_panic(label: &TaskLabel, panic: &(dyn std::any::Any + Send)) {
+    let message = panic_message(panic);
+    tracing::error!(
+        target: "nucleon::task",
+        task = %label,
+        panic = %message,
+        "task `{label}` panicked: {message}; the task ended, its worker goes on"
+    );
+}
+
+/// The text of a panic payload, when it has one.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}

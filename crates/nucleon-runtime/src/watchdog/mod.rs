@@ -1,0 +1,260 @@
+//! The watchdog: finds polls that block a worker loop, names them while they block.
+//!
+//! Every task spawned through [`crate::spawn`] is wrapped so that each poll records, in
+//! its worker's [`slot`], which task runs and since when (two relaxed atomic stores and a
+//! clock read at the start, one store and a clock read at the end). A monitor thread
+//! scans the slots; a poll running past the threshold is reported **while it is still
+//! running**, naming the worker, the task's label and span, and the time so far. When the
+//! poll ends, its total is logged, counted and put in a histogram.
+//!
+//! A heartbeat task per worker catches stalls caused by work the watchdog cannot see
+//! (tasks spawned with plain `tokio::task::spawn_local`, or blocking code in an adapter).
+//!
+//! With [`WatchdogConfig::backtrace`] on (Linux, `backtrace` feature), the monitor also
+//! captures the blocked thread's stack while it is blocked, by signalling that thread.
+
+mod monitor;
+mod report;
+pub(crate) mod slot;
+#[cfg(all(target_os = "linux", feature = "backtrace"))]
+// Unsafe is needed here, and only here: installing a signal handler (sigaction),
+// signalling one thread (pthread_kill), and walking that thread's stack from inside the
+// handler. The module documents each invariant it relies on.
+#[allow(unsafe_code)]
+mod stack;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use report::{ReportKind, WatchdogReport, WatchdogStats};
+pub(crate) use slot::{WorkerSlot, now_ns};
+#[cfg(all(target_os = "linux", feature = "backtrace"))]
+pub(crate) use stack::current_thread as stack_current_thread;
+
+use crate::config::duration;
+
+/// Watchdog settings (`[default.watchdog]` in `app.toml`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// Whether tasks are tracked at all. Off, spawned tasks are not wrapped.
+    pub enabled: bool,
+    /// A poll running longer than this is reported (default 50 ms).
+    #[serde(with = "duration")]
+    pub threshold: Duration,
+    /// How often each worker's heartbeat ticks (default: the threshold).
+    #[serde(with = "duration::option")]
+    pub heartbeat: Option<Duration>,
+    /// Capture the blocked thread's stack when reporting (Linux; default off).
+    pub backtrace: bool,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: Duration::from_millis(50),
+            heartbeat: None,
+            backtrace: false,
+        }
+    }
+}
+
+impl WatchdogConfig {
+    pub(crate) fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.threshold)
+    }
+
+    fn scan_interval(&self) -> Duration {
+        (self.threshold / 4).clamp(Duration::from_millis(2), Duration::from_millis(100))
+    }
+}
+
+/// Upper bounds (in milliseconds) of the slow-poll histogram's buckets; the last bucket
+/// holds everything longer.
+pub const HISTOGRAM_BOUNDS_MS: [u64; 7] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+type Listener = Arc<dyn Fn(&WatchdogReport) + Send + Sync>;
+
+/// The watchdog of one runtime: its settings, counters and recent reports.
+///
+/// Get it from [`crate::RuntimeHandle::watchdog`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Watchdog {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: WatchdogConfig,
+    pub(crate) slots: Vec<Arc<WorkerSlot>>,
+    blocking_reports: AtomicU64,
+    slow_polls: AtomicU64,
+    stalls: AtomicU64,
+    histogram: [AtomicU64; HISTOGRAM_BOUNDS_MS.len() + 1],
+    recent: Mutex<std::collections::VecDeque<WatchdogReport>>,
+    listeners: Mutex<Vec<Listener>>,
+    stop: AtomicBool,
+}
+
+const RECENT_REPORTS: usize = 256;
+
+impl Watchdog {
+    pub(crate) fn new(config: WatchdogConfig, workers: usize) -> Self {
+        let slots = (0..workers)
+            .map(|id| Arc::new(WorkerSlot::new(id)))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                slots,
+                blocking_reports: AtomicU64::new(0),
+                slow_polls: AtomicU64::new(0),
+                stalls: AtomicU64::new(0),
+                histogram: Default::default(),
+                recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_REPORTS)),
+                listeners: Mutex::new(Vec::new()),
+                stop: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &WatchdogConfig {
+        &self.inner.config
+    }
+
+    /// A snapshot of the counters and the slow-poll histogram.
+    pub fn stats(&self) -> WatchdogStats {
+        let i = &self.inner;
+        WatchdogStats {
+            blocking_reports: i.blocking_reports.load(Ordering::Relaxed),
+            slow_polls: i.slow_polls.load(Ordering::Relaxed),
+            stalls: i.stalls.load(Ordering::Relaxed),
+            histogram: i
+                .histogram
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// The most recent reports (up to 256), oldest first.
+    pub fn recent_reports(&self) -> Vec<WatchdogReport> {
+        lock(&self.inner.recent).iter().cloned().collect()
+    }
+
+    /// Calls `listener` with every report as it is made: on the monitor thread for live
+    /// reports, on the worker for ended slow polls. Keep it short and non-blocking.
+    pub fn on_report(&self, listener: impl Fn(&WatchdogReport) + Send + Sync + 'static) {
+        lock(&self.inner.listeners).push(Arc::new(listener));
+    }
+
+    pub(crate) fn start_monitor(&self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let inner = Arc::clone(&self.inner);
+        #[cfg(all(target_os = "linux", feature = "backtrace"))]
+        if inner.config.backtrace {
+            stack::install_handler()?;
+        }
+        std::thread::Builder::new()
+            .name("nucleon-watchdog".into())
+            .spawn(move || monitor::run(&inner))
+    }
+
+    pub(crate) fn stop_monitor(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+    }
+}
+
+impl Inner {
+    pub(crate) fn publish(&self, report: WatchdogReport) {
+        match report.kind {
+            ReportKind::Blocking => {
+                self.blocking_reports.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "nucleon::watchdog",
+                    worker = report.worker,
+                    task = report.task.as_deref().unwrap_or("-"),
+                    span = report.span.as_deref().unwrap_or("-"),
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "worker {} blocked by task `{}` for {:?} so far (still blocking){}",
+                    report.worker,
+                    report.task.as_deref().unwrap_or("?"),
+                    report.elapsed,
+                    report.backtrace.as_deref().map(|b| format!("; stack:\n{b}")).unwrap_or_default(),
+                );
+            }
+            ReportKind::SlowPollEnded => {
+                self.slow_polls.fetch_add(1, Ordering::Relaxed);
+                self.record_histogram(report.elapsed);
+                tracing::warn!(
+                    target: "nucleon::watchdog",
+                    worker = report.worker,
+                    task = report.task.as_deref().unwrap_or("-"),
+                    span = report.span.as_deref().unwrap_or("-"),
+                    total_ms = report.elapsed.as_millis() as u64,
+                    "task `{}` blocked worker {} for {:?} in one poll; move blocking or CPU work to nucleon_runtime::offload",
+                    report.task.as_deref().unwrap_or("?"),
+                    report.worker,
+                    report.elapsed,
+                );
+            }
+            ReportKind::Stall => {
+                self.stalls.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "nucleon::watchdog",
+                    worker = report.worker,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "worker {} heartbeat late by {:?}: code the watchdog does not track (a task not spawned through nucleon, or an adapter) is blocking it{}",
+                    report.worker,
+                    report.elapsed,
+                    report.backtrace.as_deref().map(|b| format!("; stack:\n{b}")).unwrap_or_default(),
+                );
+            }
+            ReportKind::StallEnded => {
+                tracing::warn!(
+                    target: "nucleon::watchdog",
+                    worker = report.worker,
+                    total_ms = report.elapsed.as_millis() as u64,
+                    "worker {} heartbeat resumed after a stall of {:?}",
+                    report.worker,
+                    report.elapsed,
+                );
+            }
+        }
+        let listeners: Vec<Listener> = lock(&self.listeners).clone();
+        for listener in listeners {
+            listener(&report);
+        }
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT_REPORTS {
+            recent.pop_front();
+        }
+        recent.push_back(report);
+    }
+
+    fn record_histogram(&self, elapsed: Duration) {
+        let ms = elapsed.as_millis() as u64;
+        let bucket = HISTOGRAM_BOUNDS_MS
+            .iter()
+            .position(|&bound| ms < bound)
+            .unwrap_or(HISTOGRAM_BOUNDS_MS.len());
+        self.histogram[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchdog")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data behind these locks stays consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,87 @@
+//! The monitor thread: scans worker slots and reports what blocks, while it blocks.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::report::{ReportKind, WatchdogReport};
+use super::slot::now_ns;
+use super::{Inner, lock};
+
+/// What the monitor already reported for one worker, so each episode is reported once.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    poll: Option<(u64, u64)>,
+    stall_since: Option<u64>,
+}
+
+pub(super) fn run(inner: &Inner) {
+    let threshold = inner.config.threshold;
+    let stall_after = threshold + inner.config.heartbeat_interval();
+    let scan = inner.config.scan_interval();
+    let mut seen = vec![Seen::default(); inner.slots.len()];
+    while !inner.stop.load(Ordering::Acquire) {
+        std::thread::park_timeout(scan);
+        let now = now_ns();
+        for (slot, seen) in inner.slots.iter().zip(seen.iter_mut()) {
+            if !slot.alive.load(Ordering::Acquire) {
+                *seen = Seen::default();
+                continue;
+            }
+            let started = slot.poll_started.load(Ordering::Acquire);
+            if started != 0 {
+                let task_id = slot.task_id.load(Ordering::Acquire);
+                let elapsed = Duration::from_nanos(now.saturating_sub(started));
+                if elapsed >= threshold && seen.poll != Some((task_id, started)) {
+                    seen.poll = Some((task_id, started));
+                    let meta = slot.task(task_id);
+                    // Only report if the same poll is still running after the lookup.
+                    if slot.poll_started.load(Ordering::Acquire) != started {
+                        continue;
+                    }
+                    let backtrace = capture_stack(inner, slot);
+                    inner.publish(WatchdogReport {
+                        kind: ReportKind::Blocking,
+                        worker: slot.worker,
+                        task: meta.as_ref().map(|m| lock(&m.label).to_string()),
+                        span: meta.as_ref().and_then(|m| lock(&m.span).map(str::to_owned)),
+                        elapsed,
+                        backtrace,
+                    });
+                }
+                continue;
+            }
+            let beat = slot.heartbeat.load(Ordering::Acquire);
+            let late = Duration::from_nanos(now.saturating_sub(beat));
+            if beat != 0 && late >= stall_after && seen.stall_since != Some(beat) {
+                seen.stall_since = Some(beat);
+                slot.stalled.store(true, Ordering::Release);
+                let backtrace = capture_stack(inner, slot);
+                inner.publish(WatchdogReport {
+                    kind: ReportKind::Stall,
+                    worker: slot.worker,
+                    task: None,
+                    span: None,
+                    elapsed: late,
+                    backtrace,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "backtrace"))]
+fn capture_stack(inner: &Inner, slot: &super::WorkerSlot) -> Option<String> {
+    if !inner.config.backtrace {
+        return None;
+    }
+    let thread = slot.thread.load(Ordering::Acquire);
+    if thread == 0 || !slot.alive.load(Ordering::Acquire) {
+        return None;
+    }
+    super::stack::capture(thread)
+}
+
+#[cfg(not(all(target_os = "linux", feature = "backtrace")))]
+fn capture_stack(_inner: &Inner, _slot: &super::WorkerSlot) -> Option<String> {
+    None
+}

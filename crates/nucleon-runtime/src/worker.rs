@@ -1,0 +1,307 @@
+//! A worker ("nucleus"): one OS thread, one `current_thread` tokio runtime, one
+//! `LocalSet`, its own adapters and state.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, Health};
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::local_state::{self, LocalState};
+use crate::task::TaskLabel;
+use crate::watchdog::{ReportKind, Watchdog, WatchdogReport, WorkerSlot};
+use crate::{RuntimeError, task};
+
+/// Builds one worker: given to the runtime's per-worker setup closure, on that worker's
+/// thread, every time the worker (re)starts.
+///
+/// Add the worker's adapters (started in order after setup returns), its local state, and
+/// tasks to spawn once the adapters are up.
+pub struct WorkerSetup {
+    id: usize,
+    config: Arc<Config>,
+    drain: Drain,
+    adapters: AdapterSet,
+    tasks: Vec<(TaskLabel, LocalBoxFuture<'static, ()>)>,
+}
+
+impl WorkerSetup {
+    /// This worker's index, `0..workers`.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The process's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The process's drain state.
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// Adds a per-worker adapter; adapters start in the order added.
+    pub fn adapter(&mut self, adapter: impl Adapter) -> &mut Self {
+        self.adapters.push(Box::new(adapter));
+        self
+    }
+
+    /// Spawns a task (tracked, see [`crate::spawn`]) once this worker's adapters started.
+    pub fn spawn(
+        &mut self,
+        label: impl Into<TaskLabel>,
+        future: impl Future<Output = ()> + 'static,
+    ) -> &mut Self {
+        self.tasks.push((label.into(), Box::pin(future)));
+        self
+    }
+
+    /// Creates this worker's [`LocalState`] of type `T` and registers it, so
+    /// [`LocalState::current`] (and extractors built on it) find it.
+    pub fn local_state<T: 'static>(&mut self, value: T) -> LocalState<T> {
+        let state = LocalState::new(value);
+        state.register();
+        state
+    }
+}
+
+/// The per-worker setup closure: runs on each worker's thread, at every (re)start.
+pub(crate) type SetupFn = Arc<dyn Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync>;
+
+/// What a running worker knows about itself (thread-local).
+pub(crate) struct WorkerContext {
+    pub(crate) slot: Arc<WorkerSlot>,
+    pub(crate) watchdog: Option<Watchdog>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<Rc<WorkerContext>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the current worker's context; `None` off the workers.
+pub(crate) fn with_context<R>(f: impl FnOnce(&WorkerContext) -> R) -> Option<R> {
+    let ctx = CONTEXT.with(|c| c.borrow().clone())?;
+    Some(f(&ctx))
+}
+
+/// The index of the worker running the caller, or `None` off the workers.
+pub fn current_worker() -> Option<usize> {
+    with_context(|ctx| ctx.slot.worker)
+}
+
+/// Everything a worker thread needs to (re)build itself.
+pub(crate) struct WorkerSpec {
+    pub(crate) setup: SetupFn,
+    pub(crate) config: Arc<Config>,
+    pub(crate) drain: Drain,
+    pub(crate) watchdog: Watchdog,
+    pub(crate) start_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) events: mpsc::UnboundedSender<WorkerEvent>,
+}
+
+/// What a worker tells the control thread.
+pub(crate) enum WorkerEvent {
+    Ready {
+        worker: usize,
+    },
+    StartFailed {
+        worker: usize,
+        error: RuntimeError,
+    },
+    Exited {
+        worker: usize,
+        panic: Option<String>,
+    },
+}
+
+/// Requests the control thread sends a worker.
+pub(crate) enum WorkerCommand {
+    Health(oneshot::Sender<Vec<(String, Health)>>),
+}
+
+/// Sends `Exited` when the worker thread ends, however it ends.
+struct ExitGuard {
+    worker: usize,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    slot: Arc<WorkerSlot>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.slot.alive.store(false, Ordering::Release);
+        self.slot.poll_started.store(0, Ordering::Release);
+        CONTEXT.with(|c| c.borrow_mut().take());
+        let panic = std::thread::panicking().then(|| {
+            PANIC_MESSAGE
+                .with(|m| m.borrow_mut().take())
+                .unwrap_or_default()
+        });
+        let _ = self.events.send(WorkerEvent::Exited {
+            worker: self.worker,
+            panic,
+        });
+    }
+}
+
+thread_local! {
+    static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Starts worker `id`'s thread.
+pub(crate) fn spawn_worker(
+    spec: Arc<WorkerSpec>,
+    id: usize,
+    commands: mpsc::UnboundedReceiver<WorkerCommand>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("nucleon-worker-{id}"))
+        .spawn(move || run_worker(&spec, id, commands))
+}
+
+fn run_worker(spec: &WorkerSpec, id: usize, commands: mpsc::UnboundedReceiver<WorkerCommand>) {
+    let slot = Arc::clone(&spec.watchdog.inner.slots[id]);
+    let _exit = ExitGuard {
+        worker: id,
+        events: spec.events.clone(),
+        slot: Arc::clone(&slot),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = spec.events.send(WorkerEvent::StartFailed {
+                worker: id,
+                error: RuntimeError::Io {
+                    what: "build a worker's tokio runtime",
+                    source: error,
+                },
+            });
+            return;
+        }
+    };
+    let enabled = spec.watchdog.config().enabled;
+    CONTEXT.with(|c| {
+        *c.borrow_mut() = Some(Rc::new(WorkerContext {
+            slot: Arc::clone(&slot),
+            watchdog: enabled.then(|| spec.watchdog.clone()),
+        }));
+    });
+    #[cfg(all(target_os = "linux", feature = "backtrace"))]
+    slot.thread
+        .store(crate::watchdog::stack_current_thread(), Ordering::Release);
+    slot.beat();
+    slot.alive.store(enabled, Ordering::Release);
+
+    let local = tokio::task::LocalSet::new();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        local.block_on(&runtime, serve(spec, id, commands, &slot));
+    }));
+    // Tasks still on the LocalSet are dropped here, on the worker's own thread.
+    drop(local);
+    local_state::clear_registered();
+    if let Err(panic) = outcome {
+        PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(task::panic_message(&*panic)));
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn serve(
+    spec: &WorkerSpec,
+    id: usize,
+    mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    slot: &Arc<WorkerSlot>,
+) {
+    let mut setup = WorkerSetup {
+        id,
+        config: Arc::clone(&spec.config),
+        drain: spec.drain.clone(),
+        adapters: AdapterSet::default(),
+        tasks: Vec::new(),
+    };
+    if let Err(source) = (spec.setup)(&mut setup) {
+        let _ = spec.events.send(WorkerEvent::StartFailed {
+            worker: id,
+            error: RuntimeError::WorkerSetup { worker: id, source },
+        });
+        return;
+    }
+    let WorkerSetup {
+        mut adapters,
+        tasks,
+        ..
+    } = setup;
+    let ctx = AdapterContext {
+        worker: Some(id),
+        config: Arc::clone(&spec.config),
+        drain: spec.drain.clone(),
+    };
+    if let Err(error) = adapters
+        .start_all(&ctx, spec.start_timeout, spec.shutdown_timeout)
+        .await
+    {
+        let _ = spec
+            .events
+            .send(WorkerEvent::StartFailed { worker: id, error });
+        return;
+    }
+    if spec.watchdog.config().enabled {
+        // Deliberately untracked: it measures the loop, not itself.
+        tokio::task::spawn_local(heartbeat(Arc::clone(slot), spec.watchdog.clone()));
+    }
+    for (label, future) in tasks {
+        task::spawn(label, future);
+    }
+    let _ = spec.events.send(WorkerEvent::Ready { worker: id });
+
+    loop {
+        tokio::select! {
+            () = spec.drain.draining() => break,
+            command = commands.recv() => match command {
+                Some(WorkerCommand::Health(reply)) => {
+                    let _ = reply.send(adapters.health().await);
+                }
+                None => break,
+            },
+        }
+    }
+
+    let deadline = Instant::now() + spec.shutdown_timeout;
+    adapters.stop_all(deadline).await;
+    if let Err(timeout) = spec.drain.wait_idle(deadline).await {
+        tracing::warn!(target: "nucleon::runtime", worker = id, "{timeout}");
+    }
+}
+
+/// Beats every interval; a late beat means the loop was blocked by something untracked.
+async fn heartbeat(slot: Arc<WorkerSlot>, watchdog: Watchdog) {
+    let interval = watchdog.config().heartbeat_interval();
+    let threshold = watchdog.config().threshold;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let previous = slot.beat();
+        let gap = Duration::from_nanos(crate::watchdog::now_ns().saturating_sub(previous));
+        if slot.stalled.swap(false, Ordering::AcqRel) && gap >= interval + threshold {
+            watchdog.inner.publish(WatchdogReport {
+                kind: ReportKind::StallEnded,
+                worker: slot.worker,
+                task: None,
+                span: None,
+                elapsed: gap.saturating_sub(interval),
+                backtrace: None,
+            });
+        }
+    }
+}

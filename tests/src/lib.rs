@@ -1,0 +1,1 @@
+//! Cross-crate integration tests for Nucleon live in `tests/tests/`.
