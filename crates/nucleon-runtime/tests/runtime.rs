@@ -1,0 +1,433 @@
+//! The runtime's lifecycle, end to end: workers, supervisor, adapters, hooks, drain.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nucleon_runtime::{
+    Adapter, AdapterContext, BoxError, Health, Phase, Runtime, RuntimeError, RuntimeHandle,
+    current_worker,
+};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn log(log: &Log, entry: impl Into<String>) {
+    log.lock().unwrap().push(entry.into());
+}
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+/// Builds and runs a runtime on its own thread, as a service's `main` would. (A runtime
+/// is `!Send`: its hooks and process adapters may be; so it is built where it runs.)
+fn start(
+    build: impl FnOnce() -> Runtime + Send + 'static,
+) -> (RuntimeHandle, JoinHandle<Result<(), RuntimeError>>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = build();
+        tx.send(runtime.handle()).unwrap();
+        runtime.run()
+    });
+    (rx.recv().unwrap(), thread)
+}
+
+fn builder() -> nucleon_runtime::RuntimeBuilder {
+    Runtime::builder().handle_signals(false)
+}
+
+/// An adapter that records its start and stop, and can be told to fail.
+struct Recorder {
+    name: String,
+    log: Log,
+    fail_start: bool,
+}
+
+impl Recorder {
+    fn new(name: &str, log: &Log) -> Self {
+        Self {
+            name: name.to_owned(),
+            log: Arc::clone(log),
+            fail_start: false,
+        }
+    }
+}
+
+impl Adapter for Recorder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<(), BoxError> {
+        tokio::task::yield_now().await;
+        if self.fail_start {
+            return Err("connection refused (127.0.0.1:1)".into());
+        }
+        let place = ctx
+            .worker()
+            .map_or("process".to_owned(), |w| format!("w{w}"));
+        log(&self.log, format!("start {} {place}", self.name));
+        Ok(())
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        log(&self.log, format!("stop {}", self.name));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn workers_run_not_send_futures_on_their_own_threads() {
+    let seen: Arc<Mutex<HashSet<(usize, std::thread::ThreadId)>>> = Arc::default();
+    let seen2 = Arc::clone(&seen);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(3)
+            .per_worker(move |worker| {
+                let seen = Arc::clone(&seen2);
+                // An Rc held across an await: this future is !Send.
+                let state = Rc::new(std::cell::Cell::new(worker.id()));
+                worker.spawn("not-send", async move {
+                    tokio::task::yield_now().await;
+                    let id = current_worker().expect("on a worker");
+                    assert_eq!(state.get(), id);
+                    seen.lock()
+                        .unwrap()
+                        .insert((id, std::thread::current().id()));
+                });
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    assert_eq!(handle.workers(), 3);
+    assert_eq!(handle.wait_for(Phase::Serving).await, Phase::Serving);
+    while seen.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    let seen = seen.lock().unwrap();
+    let workers: HashSet<usize> = seen.iter().map(|(w, _)| *w).collect();
+    let threads: HashSet<_> = seen.iter().map(|(_, t)| *t).collect();
+    assert_eq!(workers, HashSet::from([0, 1, 2]));
+    assert_eq!(threads.len(), 3, "each worker is its own thread");
+    assert_eq!(handle.phase(), Phase::Stopped);
+}
+
+#[tokio::test]
+async fn supervisor_restarts_a_worker_that_panicked_while_starting() {
+    let panicked = Arc::new(AtomicBool::new(false));
+    let setups = Arc::new(AtomicUsize::new(0));
+    let (p, s) = (Arc::clone(&panicked), Arc::clone(&setups));
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(2)
+            .per_worker(move |worker| {
+                s.fetch_add(1, Ordering::SeqCst);
+                if worker.id() == 1 && !p.swap(true, Ordering::SeqCst) {
+                    panic!("worker 1 fails its first setup");
+                }
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    assert_eq!(handle.wait_for(Phase::Serving).await, Phase::Serving);
+    assert_eq!(handle.restarts(), 1);
+    assert_eq!(
+        setups.load(Ordering::SeqCst),
+        3,
+        "worker 1 was set up twice"
+    );
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+/// An adapter whose health check panics the first time: the panic escapes the worker
+/// loop and kills the worker thread.
+struct Fragile {
+    armed: Arc<AtomicBool>,
+}
+
+impl Adapter for Fragile {
+    fn name(&self) -> &str {
+        "fragile"
+    }
+
+    async fn start(&mut self, _ctx: &AdapterContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("fragile health check");
+        }
+        Health::Healthy
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn supervisor_restarts_a_worker_whose_thread_died_while_serving() {
+    let armed = Arc::new(AtomicBool::new(true));
+    let a = Arc::clone(&armed);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .per_worker(move |worker| {
+                worker.adapter(Fragile {
+                    armed: Arc::clone(&a),
+                });
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    handle.wait_for(Phase::Serving).await;
+    let first = handle.health().await;
+    assert!(
+        first.iter().all(|h| !h.health.is_serving()),
+        "the worker died answering: {first:?}"
+    );
+    // The supervisor restarts it; its adapters answer again.
+    let mut healthy = false;
+    for _ in 0..200 {
+        let report = handle.health().await;
+        if report
+            .iter()
+            .any(|h| h.adapter == "fragile" && h.health == Health::Healthy)
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(healthy, "the restarted worker serves again");
+    assert_eq!(handle.restarts(), 1);
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_task_ends_alone_and_the_worker_goes_on() {
+    let survived = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&survived);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .per_worker(move |worker| {
+                let s = Arc::clone(&s);
+                worker.spawn("supervisor-of-test", async move {
+                    let doomed = nucleon_runtime::spawn("doomed", async {
+                        tokio::task::yield_now().await;
+                        panic!("boom in a request");
+                    });
+                    let outcome = doomed.await;
+                    assert!(outcome.unwrap_err().is_panic());
+                    // The same worker keeps running tasks.
+                    nucleon_runtime::spawn("after", async {}).await.unwrap();
+                    s.store(true, Ordering::SeqCst);
+                });
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    handle.wait_for(Phase::Serving).await;
+    while !survived.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        handle.restarts(),
+        0,
+        "a task panic does not kill the worker"
+    );
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn adapters_start_in_order_and_stop_in_reverse_with_hooks_around_them() {
+    let events: Log = Arc::default();
+    let (e1, e2, e3, e4) = (
+        Arc::clone(&events),
+        Arc::clone(&events),
+        Arc::clone(&events),
+        Arc::clone(&events),
+    );
+    let e0 = Arc::clone(&events);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .adapter(Recorder::new("a", &e0))
+            .adapter(Recorder::new("b", &e0))
+            .per_worker(move |worker| {
+                worker.adapter(Recorder::new("c", &e1));
+                worker.adapter(Recorder::new("d", &e1));
+                Ok(())
+            })
+            .on_initialise(move || async move {
+                log(&e2, "initialise");
+                Ok(())
+            })
+            .on_start(move || async move {
+                log(&e3, "on_start");
+                Ok(())
+            })
+            .on_stop(move || async move {
+                log(&e4, "on_stop");
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    handle.wait_for(Phase::Serving).await;
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_eq!(
+        entries(&events),
+        [
+            "initialise",
+            "start a process",
+            "start b process",
+            "start c w0",
+            "start d w0",
+            "on_start",
+            "stop d",
+            "stop c",
+            "stop b",
+            "stop a",
+            "on_stop",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_adapter_stops_the_start_and_is_named() {
+    let events: Log = Arc::default();
+    let mut db = Recorder::new("db", &events);
+    db.fail_start = true;
+    let e0 = Arc::clone(&events);
+    let (_, thread) = start(move || {
+        builder()
+            .workers(1)
+            .adapter(Recorder::new("cache", &e0))
+            .adapter(db)
+            .adapter(Recorder::new("never", &e0))
+            .build()
+            .unwrap()
+    });
+    let error = thread.join().unwrap().unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("adapter `db` failed to start") && message.contains("connection refused"),
+        "{message}"
+    );
+    assert_ne!(error.exit_code(), 0);
+    assert_eq!(entries(&events), ["start cache process", "stop cache"]);
+}
+
+#[tokio::test]
+async fn a_failing_worker_adapter_names_adapter_and_worker() {
+    let events: Log = Arc::default();
+    let e = Arc::clone(&events);
+    let (_, thread) = start(move || {
+        builder()
+            .workers(1)
+            .per_worker(move |worker| {
+                let mut amqp = Recorder::new("amqp", &e);
+                amqp.fail_start = true;
+                worker.adapter(Recorder::new("http", &e)).adapter(amqp);
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    let message = thread.join().unwrap().unwrap_err().to_string();
+    assert!(
+        message.contains("adapter `amqp` on worker 0 failed to start"),
+        "{message}"
+    );
+    assert_eq!(entries(&events), ["start http w0", "stop http"]);
+}
+
+#[tokio::test]
+async fn a_failing_hook_stops_the_start() {
+    let (_, thread) = start(move || {
+        builder()
+            .workers(1)
+            .on_initialise(|| async { Err("schema version 3 expected, found 2".into()) })
+            .build()
+            .unwrap()
+    });
+    let message = thread.join().unwrap().unwrap_err().to_string();
+    assert!(
+        message.contains("on_initialise hook #0 failed: schema version"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn drain_waits_for_in_flight_work() {
+    let finished = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&finished);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .shutdown_timeout(Duration::from_secs(30))
+            .per_worker(move |worker| {
+                let drain = worker.drain().clone();
+                let f = Arc::clone(&f);
+                worker.spawn("request", async move {
+                    let _guard = drain.guard();
+                    drain.draining().await;
+                    // Work accepted before the drain still completes.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    f.store(true, Ordering::SeqCst);
+                });
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    handle.wait_for(Phase::Serving).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(handle.drain().in_flight(), 1);
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "run returned before the work ended"
+    );
+    assert_eq!(handle.drain().in_flight(), 0);
+}
+
+#[tokio::test]
+async fn drain_honours_its_deadline() {
+    // A guard held far longer than the deadline, on another thread, is abandoned.
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .shutdown_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap()
+    });
+    handle.wait_for(Phase::Serving).await;
+    let stuck = handle.drain().guard();
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_eq!(
+        handle.drain().in_flight(),
+        1,
+        "run returned without waiting for it"
+    );
+    drop(stuck);
+}
