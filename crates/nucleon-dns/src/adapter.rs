@@ -1,0 +1,136 @@
+//! The runtime adapters: one resolver and one HTTP client per worker.
+
+use std::time::Instant;
+
+use nucleon_runtime::{Adapter, AdapterContext, BoxError, Health};
+
+use crate::client::HttpClient;
+use crate::config::{DnsConfig, HttpClientConfig};
+use crate::resolver::Resolver;
+
+/// Builds the worker's [`Resolver`] at start and registers it ([`Resolver::current`]).
+///
+/// Settings come from `[<env>.dns]` (see [`DnsConfig`]) unless given with
+/// [`DnsAdapter::with_config`]. Start fails, naming the file or key, when no name server
+/// can be found.
+///
+/// ```no_run
+/// use nucleon_dns::DnsAdapter;
+/// # let mut worker: nucleon_runtime::WorkerSetup = unimplemented!();
+/// worker.adapter(DnsAdapter::new());
+/// ```
+#[derive(Debug, Default)]
+pub struct DnsAdapter {
+    config: Option<DnsConfig>,
+    resolver: Option<Resolver>,
+}
+
+impl DnsAdapter {
+    /// An adapter reading `[<env>.dns]` at start.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An adapter with these settings (the configuration's `dns` table is ignored).
+    pub fn with_config(config: DnsConfig) -> Self {
+        Self {
+            config: Some(config),
+            resolver: None,
+        }
+    }
+}
+
+impl Adapter for DnsAdapter {
+    fn name(&self) -> &str {
+        "dns"
+    }
+
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<(), BoxError> {
+        let config = match &self.config {
+            Some(config) => config.clone(),
+            None => ctx.config().extract_at::<DnsConfig>("dns")?,
+        };
+        let resolver = Resolver::from_config(&config).await?;
+        resolver.register();
+        tracing::debug!(target: "nucleon::dns", worker = ?ctx.worker(), ?resolver, "resolver started");
+        self.resolver = Some(resolver);
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        match self.resolver {
+            Some(_) => Health::Healthy,
+            None => Health::Unhealthy("not started".to_owned()),
+        }
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        self.resolver = None;
+        Ok(())
+    }
+}
+
+/// Builds the worker's [`HttpClient`] at start, on the worker's [`Resolver`], and
+/// registers it ([`HttpClient::current`]). Add it after [`crate::DnsAdapter`].
+///
+/// Settings come from `[<env>.http_client]` (see [`HttpClientConfig`]) unless given
+/// with [`HttpClientAdapter::with_config`].
+///
+/// ```no_run
+/// use nucleon_dns::{DnsAdapter, HttpClientAdapter};
+/// # let mut worker: nucleon_runtime::WorkerSetup = unimplemented!();
+/// worker.adapter(DnsAdapter::new()).adapter(HttpClientAdapter::new());
+/// ```
+#[derive(Debug, Default)]
+pub struct HttpClientAdapter {
+    config: Option<HttpClientConfig>,
+    client: Option<HttpClient>,
+}
+
+impl HttpClientAdapter {
+    /// An adapter reading `[<env>.http_client]` at start.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An adapter with these settings.
+    pub fn with_config(config: HttpClientConfig) -> Self {
+        Self {
+            config: Some(config),
+            client: None,
+        }
+    }
+}
+
+impl Adapter for HttpClientAdapter {
+    fn name(&self) -> &str {
+        "http-client"
+    }
+
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<(), BoxError> {
+        let config = match &self.config {
+            Some(config) => config.clone(),
+            None => ctx.config().extract_at::<HttpClientConfig>("http_client")?,
+        };
+        let resolver = Resolver::current().ok_or(
+            "the http-client adapter needs this worker's resolver: add \
+             `nucleon_dns::DnsAdapter` before `HttpClientAdapter` in the per-worker setup",
+        )?;
+        let client = HttpClient::new(resolver, &config).await?;
+        client.register();
+        self.client = Some(client);
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        match self.client {
+            Some(_) => Health::Healthy,
+            None => Health::Unhealthy("not started".to_owned()),
+        }
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        self.client = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,421 @@
+//! The outbound HTTP client: reqwest with the worker's resolver, rustls, timeouts, JSON
+//! helpers, typed errors, request-id forwarding.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use nucleon_runtime::LocalState;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{IntoUrl, Method, RequestBuilder, Response};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::HttpClientConfig;
+use crate::error::{DnsError, HttpError};
+use crate::request_id;
+use crate::resolver::Resolver;
+
+/// The header carrying the request id.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+/// How much of an error response's body goes into [`HttpError::Status`].
+const BODY_EXCERPT: usize = 1024;
+
+/// An outbound HTTP client whose name lookups go through a [`Resolver`] (the worker's
+/// cache, never `getaddrinfo`). Cheap to clone; clones share one connection pool.
+///
+/// One per worker: [`crate::HttpClientAdapter`] builds it at start and registers it
+/// ([`HttpClient::current`]). Inside a request (see [`crate::request_id`]), calls carry
+/// the request's id as `x-request-id`.
+///
+/// ```no_run
+/// # async fn handler() -> Result<(), nucleon_dns::HttpError> {
+/// use nucleon_dns::HttpClient;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Country { name: String }
+///
+/// let client = HttpClient::current().expect("HttpClientAdapter is added on this worker");
+/// let country: Country = client.get_json("http://countries.internal/countries/fr").await?;
+/// let created: serde_json::Value = client
+///     .post_json("http://audit.internal/events", &serde_json::json!({"seen": country.name}))
+///     .await?;
+/// // Anything else: build with reqwest, send through the client for typed errors.
+/// let response = client.send(client.delete("http://cache.internal/keys/fr")).await?;
+/// # let _ = (created, response); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    forward_request_id: bool,
+}
+
+impl HttpClient {
+    /// Builds a client that resolves names with `resolver`.
+    ///
+    /// Loads root certificates here (the system's, off the loop, once per process; and
+    /// `ca_file`'s), so the first TLS handshake does no file IO.
+    ///
+    /// # Errors
+    /// [`HttpError::Build`] when `ca_file` cannot be read or holds no certificate, or the
+    /// settings are invalid.
+    pub async fn new(resolver: Resolver, config: &HttpClientConfig) -> Result<Self, HttpError> {
+        let tls = tls_config(config).await?;
+        let redirect = if config.max_redirects == 0 {
+            reqwest::redirect::Policy::none()
+        } else {
+            reqwest::redirect::Policy::limited(config.max_redirects)
+        };
+        let inner = reqwest::Client::builder()
+            .dns_resolver(ResolveWith(resolver))
+            .tls_backend_preconfigured(tls)
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .user_agent(config.user_agent.clone())
+            .redirect(redirect)
+            .build()
+            .map_err(|e| HttpError::Build {
+                reason: error_chain(&e),
+            })?;
+        Ok(Self {
+            inner,
+            forward_request_id: config.forward_request_id,
+        })
+    }
+
+    /// The client registered on this worker (by [`crate::HttpClientAdapter`], or
+    /// [`HttpClient::register`]); `None` elsewhere.
+    pub fn current() -> Option<Self> {
+        LocalState::<HttpClient>::current().map(|state| state.with(Clone::clone))
+    }
+
+    /// Registers this client as the current thread's (worker's), for
+    /// [`HttpClient::current`].
+    pub fn register(&self) {
+        LocalState::new(self.clone()).register();
+    }
+
+    /// Starts a request; the current request id, if any, is attached.
+    pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
+        let builder = self.inner.request(method, url);
+        match request_id::current() {
+            Some(id) if self.forward_request_id => builder.header(REQUEST_ID_HEADER, &*id),
+            _ => builder,
+        }
+    }
+
+    /// Starts a GET.
+    pub fn get(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// Starts a POST.
+    pub fn post(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// Starts a PUT.
+    pub fn put(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::PUT, url)
+    }
+
+    /// Starts a PATCH.
+    pub fn patch(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::PATCH, url)
+    }
+
+    /// Starts a DELETE.
+    pub fn delete(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::DELETE, url)
+    }
+
+    /// Sends a request built with this client, mapping failures to [`HttpError`]. The
+    /// response may have any status: see [`HttpClient::send_ok`] to reject errors.
+    ///
+    /// # Errors
+    /// [`HttpError::Dns`], [`HttpError::Connect`], [`HttpError::Timeout`],
+    /// [`HttpError::Request`].
+    pub async fn send(&self, request: RequestBuilder) -> Result<Response, HttpError> {
+        let (client, request) = request.build_split();
+        let request = request.map_err(|e| {
+            let (method, url) = describe(None, e.url());
+            HttpError::Request {
+                method,
+                url,
+                reason: error_chain(&e),
+            }
+        })?;
+        let (method, url) = describe(Some(request.method()), Some(request.url()));
+        client
+            .execute(request)
+            .await
+            .map_err(|e| map_error(e, method, url))
+    }
+
+    /// Sends a request and fails on a 4xx/5xx status, keeping the start of the body.
+    ///
+    /// # Errors
+    /// As [`HttpClient::send`], and [`HttpError::Status`].
+    pub async fn send_ok(&self, request: RequestBuilder) -> Result<Response, HttpError> {
+        let (client, request) = request.build_split();
+        let method = request.as_ref().map(|r| r.method().clone()).ok();
+        let response = self
+            .send(RequestBuilder::from_parts(client, request?))
+            .await;
+        let response = response?;
+        let status = response.status();
+        if !(status.is_client_error() || status.is_server_error()) {
+            return Ok(response);
+        }
+        let (method, url) = describe(method.as_ref(), Some(response.url()));
+        let body = response.text().await.unwrap_or_default();
+        let mut excerpt: String = body.chars().take(BODY_EXCERPT).collect();
+        if excerpt.len() < body.len() {
+            excerpt.push('…');
+        }
+        Err(HttpError::Status {
+            method,
+            url,
+            status,
+            body: excerpt,
+        })
+    }
+
+    /// Sends a request, fails on an error status, decodes the JSON body.
+    ///
+    /// # Errors
+    /// As [`HttpClient::send_ok`], and [`HttpError::Decode`].
+    pub async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, HttpError> {
+        let (client, request) = request.build_split();
+        let method = request.as_ref().map(|r| r.method().clone()).ok();
+        let response = self
+            .send_ok(RequestBuilder::from_parts(client, request?))
+            .await?;
+        let (method, url) = describe(method.as_ref(), Some(response.url()));
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| map_error(e, method.clone(), url.clone()))?;
+        serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode {
+            method,
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    /// GETs `url` and decodes its JSON body.
+    ///
+    /// # Errors
+    /// As [`HttpClient::json`].
+    pub async fn get_json<T: DeserializeOwned>(&self, url: impl IntoUrl) -> Result<T, HttpError> {
+        self.json(self.get(url)).await
+    }
+
+    /// POSTs `body` as JSON to `url` and decodes the JSON answer.
+    ///
+    /// # Errors
+    /// As [`HttpClient::json`].
+    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: impl IntoUrl,
+        body: &B,
+    ) -> Result<T, HttpError> {
+        self.json(self.post(url).json(body)).await
+    }
+
+    /// PUTs `body` as JSON to `url` and decodes the JSON answer.
+    ///
+    /// # Errors
+    /// As [`HttpClient::json`].
+    pub async fn put_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: impl IntoUrl,
+        body: &B,
+    ) -> Result<T, HttpError> {
+        self.json(self.put(url).json(body)).await
+    }
+
+    /// The reqwest client underneath.
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.inner
+    }
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("forward_request_id", &self.forward_request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<reqwest::Error> for HttpError {
+    fn from(error: reqwest::Error) -> Self {
+        let (method, url) = describe(None, error.url());
+        map_error(error, method, url)
+    }
+}
+
+/// reqwest's resolver hook, answered by our [`Resolver`].
+struct ResolveWith(Resolver);
+
+impl Resolve for ResolveWith {
+    fn resolve(&self, name: Name) -> Resolving {
+        let resolver = self.0.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs = resolver.lookup_socket_addrs(&host, 0).await?;
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// `(method, url)` for messages, the URL without its password.
+fn describe(method: Option<&Method>, url: Option<&reqwest::Url>) -> (String, String) {
+    let method = method.map_or_else(|| "HTTP".to_owned(), ToString::to_string);
+    let url = url.map_or_else(
+        || "<no url>".to_owned(),
+        |url| {
+            let mut url = url.clone();
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        },
+    );
+    (method, url)
+}
+
+fn map_error(error: reqwest::Error, method: String, url: String) -> HttpError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if let Some(dns) = cause.downcast_ref::<DnsError>() {
+            return HttpError::Dns {
+                method,
+                url,
+                source: dns.clone(),
+            };
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        HttpError::Timeout { method, url }
+    } else if error.is_connect() {
+        HttpError::Connect {
+            method,
+            url,
+            reason: error_chain(&error),
+        }
+    } else if error.is_decode() {
+        HttpError::Decode {
+            method,
+            url,
+            reason: error_chain(&error),
+        }
+    } else {
+        HttpError::Request {
+            method,
+            url,
+            reason: error_chain(&error),
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated, without the URL reqwest repeats.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.without_url_ref().to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrlRef for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let text = self.to_string();
+        match self.url() {
+            Some(url) => text.replace(&format!(" for url ({url})"), ""),
+            None => text,
+        }
+    }
+}
+
+/// The system's root certificates, loaded once per process off the loop.
+static NATIVE_ROOTS: OnceLock<Arc<Vec<CertificateDer<'static>>>> = OnceLock::new();
+
+async fn native_roots() -> Arc<Vec<CertificateDer<'static>>> {
+    if let Some(roots) = NATIVE_ROOTS.get() {
+        return Arc::clone(roots);
+    }
+    let loaded = nucleon_runtime::offload::blocking(|| {
+        let result = rustls_native_certs::load_native_certs();
+        for error in &result.errors {
+            tracing::warn!(target: "nucleon::dns", %error, "could not load a system root certificate");
+        }
+        result.certs
+    })
+    .await
+    .unwrap_or_else(|error| {
+        tracing::warn!(target: "nucleon::dns", %error, "could not load the system root certificates");
+        Vec::new()
+    });
+    Arc::clone(NATIVE_ROOTS.get_or_init(|| Arc::new(loaded)))
+}
+
+async fn tls_config(config: &HttpClientConfig) -> Result<rustls::ClientConfig, HttpError> {
+    let mut roots = RootCertStore::empty();
+    if config.native_roots {
+        let (added, ignored) =
+            roots.add_parsable_certificates(native_roots().await.iter().cloned());
+        tracing::debug!(target: "nucleon::dns", added, ignored, "system root certificates");
+    }
+    if let Some(path) = &config.ca_file {
+        let build = |reason: String| HttpError::Build {
+            reason: format!("http_client.ca_file `{}`: {reason}", path.display()),
+        };
+        let pem = tokio::fs::read(path)
+            .await
+            .map_err(|e| build(format!("cannot read it: {e}")))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| build(format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(build("it holds no certificate".to_owned()));
+        }
+        let (_, ignored) = roots.add_parsable_certificates(certs);
+        if ignored > 0 {
+            return Err(build(format!("{ignored} certificate(s) could not be used")));
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            target: "nucleon::dns",
+            "the outbound HTTP client trusts no root certificate: HTTPS calls will fail \
+             (install ca-certificates, or set http_client.ca_file)"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Build {
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}

@@ -1,0 +1,246 @@
+//! Settings: `[<env>.dns]` and `[<env>.http_client]` in `app.toml`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nucleon_runtime::config::duration;
+use serde::Deserialize;
+
+/// The resolver's settings (`[<env>.dns]`).
+///
+/// With no `nameservers`, they come from `resolv_conf` (`/etc/resolv.conf`), with its
+/// search domains, `ndots`, `timeout` and `attempts`; anything set here overrides those.
+/// If neither gives a name server, the resolver does not start: there is no silent
+/// fallback to public resolvers.
+///
+/// ```toml
+/// [default.dns]
+/// nameservers = ["10.0.0.2", "10.0.0.3:5353"]
+/// search = ["svc.cluster.local"]
+/// timeout = "2s"
+/// attempts = 2
+/// cache_size = 4096
+/// positive_max_ttl = "5m"
+/// ip_preference = "ipv4_first"
+/// hosts_file = "/etc/hosts"
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name servers, `ip` or `ip:port` (port 53 by default), asked over UDP then TCP.
+    /// Empty: those of `resolv_conf`.
+    pub nameservers: Vec<String>,
+    /// Search domains tried for names with fewer than `ndots` dots. Empty: those of
+    /// `resolv_conf` when the name servers come from it, none otherwise.
+    pub search: Vec<String>,
+    /// Dots a name needs to be tried as given before the search domains (default: from
+    /// `resolv_conf`, else 1).
+    pub ndots: Option<usize>,
+    /// The resolver configuration file read when `nameservers` is empty.
+    pub resolv_conf: PathBuf,
+    /// The hosts file honoured before any query (`None`, or `hosts_file = false`: none).
+    #[serde(deserialize_with = "path_or_false")]
+    pub hosts_file: Option<PathBuf>,
+    /// How long to wait for one answer (default: from `resolv_conf`, else 5 s).
+    #[serde(with = "duration::option")]
+    pub timeout: Option<Duration>,
+    /// How many times a query is sent before giving up (default: from `resolv_conf`,
+    /// else 2). A lookup fails with [`crate::DnsError::Timeout`] after at most
+    /// `timeout × attempts`.
+    pub attempts: Option<usize>,
+    /// Answers kept in each worker's cache (default 4096).
+    pub cache_size: u64,
+    /// Shortest time a positive answer is cached, whatever its TTL says.
+    #[serde(with = "duration::option")]
+    pub positive_min_ttl: Option<Duration>,
+    /// Longest time a positive answer is cached, whatever its TTL says.
+    #[serde(with = "duration::option")]
+    pub positive_max_ttl: Option<Duration>,
+    /// Shortest time a negative answer (no such name, no records) is cached.
+    #[serde(with = "duration::option")]
+    pub negative_min_ttl: Option<Duration>,
+    /// Longest time a negative answer is cached.
+    #[serde(with = "duration::option")]
+    pub negative_max_ttl: Option<Duration>,
+    /// Which address families to ask for, in which order.
+    pub ip_preference: IpPreference,
+    /// For [`crate::Resolver::connect_tcp`]: how long one connection attempt may take
+    /// (default 5 s).
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// For [`crate::Resolver::connect_tcp`]: how long to wait for an attempt before
+    /// starting the next address in parallel (RFC 8305 "connection attempt delay",
+    /// default 250 ms).
+    #[serde(with = "duration")]
+    pub connect_attempt_delay: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            search: Vec::new(),
+            ndots: None,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            hosts_file: Some(PathBuf::from("/etc/hosts")),
+            timeout: None,
+            attempts: None,
+            cache_size: 4096,
+            positive_min_ttl: None,
+            positive_max_ttl: None,
+            negative_min_ttl: None,
+            negative_max_ttl: None,
+            ip_preference: IpPreference::default(),
+            connect_timeout: Duration::from_secs(5),
+            connect_attempt_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+fn path_or_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum PathOrBool {
+        Bool(bool),
+        Path(PathBuf),
+    }
+    match PathOrBool::deserialize(d)? {
+        PathOrBool::Path(path) => Ok(Some(path)),
+        PathOrBool::Bool(false) => Ok(None),
+        PathOrBool::Bool(true) => Ok(Some(PathBuf::from("/etc/hosts"))),
+    }
+}
+
+/// Which address families a lookup asks for, and in which order it returns them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpPreference {
+    /// A records only.
+    Ipv4Only,
+    /// AAAA records only.
+    Ipv6Only,
+    /// A and AAAA in parallel, IPv4 addresses first.
+    Ipv4First,
+    /// A and AAAA in parallel, IPv6 addresses first (RFC 8305's preference).
+    #[default]
+    Ipv6First,
+}
+
+impl IpPreference {
+    pub(crate) fn strategy(self) -> hickory_resolver::config::LookupIpStrategy {
+        use hickory_resolver::config::LookupIpStrategy as S;
+        match self {
+            IpPreference::Ipv4Only => S::Ipv4Only,
+            IpPreference::Ipv6Only => S::Ipv6Only,
+            IpPreference::Ipv4First => S::Ipv4AndIpv6,
+            IpPreference::Ipv6First => S::Ipv6AndIpv4,
+        }
+    }
+}
+
+/// The outbound HTTP client's settings (`[<env>.http_client]`).
+///
+/// ```toml
+/// [default.http_client]
+/// timeout = "10s"
+/// connect_timeout = "2s"
+/// ca_file = "/etc/nucleon/internal-ca.pem"
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpClientConfig {
+    /// Whole-request deadline, from sending to the end of the body (default 30 s).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Deadline to establish a connection, TLS included (default 5 s).
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept (default 90 s).
+    #[serde(with = "duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host (default 32).
+    pub pool_max_idle_per_host: usize,
+    /// Redirects followed before giving up (default 10; 0 follows none).
+    pub max_redirects: usize,
+    /// The `User-Agent` header (default `nucleon/<version>`).
+    pub user_agent: String,
+    /// Trust the operating system's root certificates (default true).
+    pub native_roots: bool,
+    /// Extra root certificates (PEM), e.g. an internal CA.
+    pub ca_file: Option<PathBuf>,
+    /// Forward the current request id as `x-request-id` (default true).
+    pub forward_request_id: bool,
+}
+
+impl Default for HttpClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 32,
+            max_redirects: 10,
+            user_agent: concat!("nucleon/", env!("CARGO_PKG_VERSION")).to_owned(),
+            native_roots: true,
+            ca_file: None,
+            forward_request_id: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_documented_table() {
+        let config = nucleon_runtime::Config::from_toml(
+            r#"
+            [default.dns]
+            nameservers = ["10.0.0.2", "10.0.0.3:5353"]
+            timeout = "2s"
+            attempts = 3
+            ip_preference = "ipv4_only"
+            hosts_file = false
+            "#,
+            "default",
+        )
+        .unwrap();
+        let dns: DnsConfig = config.extract_at("dns").unwrap();
+        assert_eq!(dns.nameservers.len(), 2);
+        assert_eq!(dns.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(dns.attempts, Some(3));
+        assert_eq!(dns.ip_preference, IpPreference::Ipv4Only);
+        assert_eq!(dns.hosts_file, None);
+        assert_eq!(dns.cache_size, 4096);
+    }
+
+    #[test]
+    fn absent_tables_are_defaults() {
+        let config = nucleon_runtime::Config::from_toml("", "default").unwrap();
+        assert_eq!(
+            config.extract_at::<DnsConfig>("dns").unwrap(),
+            DnsConfig::default()
+        );
+        assert_eq!(
+            config
+                .extract_at::<HttpClientConfig>("http_client")
+                .unwrap(),
+            HttpClientConfig::default()
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key() {
+        let config = nucleon_runtime::Config::from_toml(
+            "[default.dns]\nip_preference = \"ipv5\"\n",
+            "default",
+        )
+        .unwrap();
+        let error = config
+            .extract_at::<DnsConfig>("dns")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("ip_preference"), "{error}");
+    }
+}

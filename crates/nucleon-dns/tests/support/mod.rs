@@ -1,0 +1,258 @@
+//! A real DNS server for the tests: hickory-server with an in-memory authoritative zone
+//! on 127.0.0.1 (UDP and TCP, a free port), on its own thread, counting the queries it
+//! receives. Also a server that never answers.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::proto::rr::rdata::{A, AAAA, SOA, SRV, TXT};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use nucleon_dns::{DnsConfig, IpPreference};
+
+/// The zone every test server serves.
+pub const ZONE: &str = "nucleon.test.";
+
+/// One record of the test zone.
+pub enum Rec {
+    A(&'static str, u32, [u8; 4]),
+    Aaaa(&'static str, u32, &'static str),
+    Srv(&'static str, u32, u16, u16, u16, &'static str),
+    Txt(&'static str, u32, &'static str),
+}
+
+/// The zone most tests use.
+pub fn standard_zone() -> Vec<Rec> {
+    vec![
+        Rec::A("api", 300, [127, 0, 0, 1]),
+        Rec::Aaaa("api", 300, "::1"),
+        Rec::A("short", 1, [127, 0, 0, 2]),
+        Rec::A("many", 300, [127, 0, 0, 3]),
+        Rec::A("many", 300, [127, 0, 0, 4]),
+        // A name that exists, with no address records: an empty answer.
+        Rec::Txt("textonly", 300, "v=nucleon1 hello"),
+        Rec::Srv("_amqp._tcp", 300, 20, 5, 5673, "backup.nucleon.test."),
+        Rec::Srv("_amqp._tcp", 300, 10, 10, 5672, "api.nucleon.test."),
+    ]
+}
+
+struct Counting {
+    catalog: Catalog,
+    queries: Arc<AtomicUsize>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Counting {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
+/// A running test DNS server.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    queries: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn name(label: &str) -> Name {
+    Name::from_str(&format!("{label}.{ZONE}")).unwrap()
+}
+
+fn catalog(records: Vec<Rec>) -> Catalog {
+    let origin = Name::from_str(ZONE).unwrap();
+    let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+        origin.clone(),
+        ZoneType::Primary,
+        AxfrPolicy::Deny,
+    );
+    let soa = SOA::new(
+        name("ns"),
+        name("admin"),
+        1,
+        3600,
+        600,
+        86_400,
+        // Negative answers are cached for this long.
+        60,
+    );
+    assert!(zone.upsert_mut(Record::from_rdata(origin.clone(), 3600, RData::SOA(soa)), 1));
+    for rec in records {
+        let record = match rec {
+            Rec::A(label, ttl, ip) => Record::from_rdata(
+                name(label),
+                ttl,
+                RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
+            ),
+            Rec::Aaaa(label, ttl, ip) => Record::from_rdata(
+                name(label),
+                ttl,
+                RData::AAAA(AAAA::from(ip.parse::<std::net::Ipv6Addr>().unwrap())),
+            ),
+            Rec::Srv(label, ttl, priority, weight, port, target) => Record::from_rdata(
+                name(label),
+                ttl,
+                RData::SRV(SRV::new(
+                    priority,
+                    weight,
+                    port,
+                    Name::from_str(target).unwrap(),
+                )),
+            ),
+            Rec::Txt(label, ttl, text) => Record::from_rdata(
+                name(label),
+                ttl,
+                RData::TXT(TXT::new(vec![text.to_owned()])),
+            ),
+        };
+        assert!(zone.upsert_mut(record, 1));
+    }
+    let mut catalog = Catalog::new();
+    catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
+    catalog
+}
+
+impl TestDns {
+    /// Starts a server for `records` (answering at once).
+    pub fn start(records: Vec<Rec>) -> Self {
+        Self::start_with_delay(records, Duration::ZERO)
+    }
+
+    /// Starts a server that waits `delay` before each answer.
+    pub fn start_with_delay(records: Vec<Rec>, delay: Duration) -> Self {
+        let queries = Arc::new(AtomicUsize::new(0));
+        let handler = Counting {
+            catalog: catalog(records),
+            queries: Arc::clone(&queries),
+            delay,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("test-dns".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    let addr = udp.local_addr().unwrap();
+                    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+                    let mut server = Server::new(handler);
+                    server.register_socket(udp);
+                    server.register_listener(tcp, Duration::from_secs(5), 16);
+                    ready_tx.send(addr).unwrap();
+                    let _ = stop_rx.await;
+                    let _ = server.shutdown_gracefully().await;
+                });
+            })
+            .unwrap();
+        let addr = ready_rx.recv().unwrap();
+        Self {
+            addr,
+            queries,
+            _stop: stop_tx,
+        }
+    }
+
+    /// Queries received so far.
+    pub fn queries(&self) -> usize {
+        self.queries.load(Ordering::SeqCst)
+    }
+
+    /// A resolver configuration pointing at this server only: no hosts file, IPv4 only
+    /// (one query per lookup), one attempt.
+    pub fn config(&self) -> DnsConfig {
+        dns_config(self.addr)
+    }
+}
+
+/// A resolver configuration asking only `addr`.
+pub fn dns_config(addr: SocketAddr) -> DnsConfig {
+    DnsConfig {
+        nameservers: vec![addr.to_string()],
+        hosts_file: None,
+        timeout: Some(Duration::from_secs(2)),
+        attempts: Some(1),
+        ip_preference: IpPreference::Ipv4Only,
+        ..DnsConfig::default()
+    }
+}
+
+/// A "name server" that reads every query (UDP and TCP) and never answers.
+pub struct SilentDns {
+    pub addr: SocketAddr,
+    pub received: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SilentDns {
+    pub fn start() -> Self {
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&received);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("silent-dns".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    let addr = udp.local_addr().unwrap();
+                    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+                    ready_tx.send(addr).unwrap();
+                    let mut held = Vec::new();
+                    let mut buf = [0_u8; 1500];
+                    tokio::pin!(stop_rx);
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop_rx => break,
+                            Ok(_) = udp.recv_from(&mut buf) => {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok((stream, _)) = tcp.accept() => {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                held.push(stream);
+                            }
+                        }
+                    }
+                });
+            })
+            .unwrap();
+        let addr = ready_rx.recv().unwrap();
+        Self {
+            addr,
+            received,
+            _stop: stop_tx,
+        }
+    }
+}
+
+/// The loopback address the zone gives `api`.
+pub fn loopback() -> IpAddr {
+    "127.0.0.1".parse().unwrap()
+}
