@@ -176,6 +176,11 @@ impl TestDns {
         }
     }
 
+    /// The query counter, to read from another thread.
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.queries)
+    }
+
     /// Queries received so far.
     pub fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
@@ -255,4 +260,77 @@ impl SilentDns {
 /// The loopback address the zone gives `api`.
 pub fn loopback() -> IpAddr {
     "127.0.0.1".parse().unwrap()
+}
+
+/// A loopback HTTP/1.1 server (plain tokio) on 127.0.0.1, on its own thread. Answers
+/// `/json` with a JSON body, `/missing` with 404, `/bad` with a non-JSON 200; sends each
+/// request's head (lower-cased) on `heads`.
+pub struct TestHttp {
+    pub port: u16,
+    pub heads: std::sync::mpsc::Receiver<String>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestHttp {
+    pub fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (heads_tx, heads) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("test-http".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    ready_tx
+                        .send(listener.local_addr().unwrap().port())
+                        .unwrap();
+                    tokio::pin!(stop_rx);
+                    loop {
+                        let (mut stream, _) = tokio::select! {
+                            _ = &mut stop_rx => break,
+                            accepted = listener.accept() => accepted.unwrap(),
+                        };
+                        let heads_tx = heads_tx.clone();
+                        tokio::spawn(async move {
+                            let mut head = Vec::new();
+                            let mut buf = [0_u8; 1024];
+                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match stream.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                                }
+                            }
+                            let head = String::from_utf8_lossy(&head).to_lowercase();
+                            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                            let _ = heads_tx.send(head);
+                            let (status, body) = match path.as_str() {
+                                "/json" => ("200 OK", r#"{"hello":"world"}"#),
+                                "/missing" => ("404 Not Found", "no such thing here"),
+                                _ => ("200 OK", "this is not json"),
+                            };
+                            let response = format!(
+                                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = stream.write_all(response.as_bytes()).await;
+                            let _ = stream.shutdown().await;
+                        });
+                    }
+                });
+            })
+            .unwrap();
+        let port = ready_rx.recv().unwrap();
+        Self {
+            port,
+            heads,
+            _stop: stop_tx,
+        }
+    }
 }
