@@ -1,0 +1,230 @@
+//! JSON errors with a stable shape, and the server's own errors.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+use crate::response::{IntoResponse, Response, json_response};
+
+/// An HTTP error answered as JSON: `{"error":"NOT_FOUND","message":"…"}`, with per-field
+/// `messages` for invalid parameters.
+///
+/// The `error` code is stable (clients branch on it); the message is for people.
+/// Applications add their own codes with [`HttpError::new`].
+///
+/// ```
+/// use nucleon_http::{HttpError, StatusCode};
+///
+/// let missing = HttpError::not_found("no country with code `zz`");
+/// assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+/// assert_eq!(missing.code(), "NOT_FOUND");
+///
+/// let mine = HttpError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", "country `gb` exists");
+/// assert_eq!(mine.code(), "ALREADY_EXISTS");
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    status: StatusCode,
+    code: Cow<'static, str>,
+    message: Cow<'static, str>,
+    messages: Option<BTreeMap<String, String>>,
+    headers: Option<Box<HeaderMap>>,
+    cause: Option<String>,
+}
+
+impl HttpError {
+    /// An error with its status, stable code and message.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            messages: None,
+            headers: None,
+            cause: None,
+        }
+    }
+
+    /// 404 `NOT_FOUND`.
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    /// 400 `BAD_REQUEST`.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    }
+
+    /// 400 `INVALID_PARAMETERS`, with one message per field.
+    ///
+    /// ```
+    /// use nucleon_http::HttpError;
+    ///
+    /// let error = HttpError::invalid_parameters([("code", "must be two lowercase letters")]);
+    /// assert_eq!(error.messages().unwrap()["code"], "must be two lowercase letters");
+    /// ```
+    pub fn invalid_parameters<K, V>(messages: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let messages: BTreeMap<String, String> = messages
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let fields: Vec<&str> = messages.keys().map(String::as_str).collect();
+        let message = format!("invalid parameters: {}", fields.join(", "));
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETERS", message).with_messages(messages)
+    }
+
+    /// 500 `INTERNAL_ERROR`. The cause is logged (with the request id), never sent to
+    /// the client.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error: the server log has the details under this request's id",
+        );
+        error.cause = Some(cause.to_string());
+        error
+    }
+
+    /// 503 `SERVICE_UNAVAILABLE` with `Retry-After: <seconds>`.
+    pub fn unavailable(message: impl Into<Cow<'static, str>>, retry_after_secs: u64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            message,
+        )
+        .with_header(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs),
+        )
+    }
+
+    /// Adds per-field messages (`"messages": {"field": "…"}`).
+    pub fn with_messages(mut self, messages: BTreeMap<String, String>) -> Self {
+        self.messages = Some(messages);
+        self
+    }
+
+    /// Adds a response header (`Allow`, `Retry-After`, `WWW-Authenticate`…).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .insert(name, value);
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code (`NOT_FOUND`, `INVALID_JSON`…).
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Per-field messages, if any.
+    pub fn messages(&self) -> Option<&BTreeMap<String, String>> {
+        self.messages.as_ref()
+    }
+
+    /// The cause kept for the log (internal errors), if any.
+    pub fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )?;
+        if let Some(cause) = &self.cause {
+            write!(f, " (cause: {cause})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// The cause of a 500, carried in the response's extensions so the access log can
+/// name it with the request id.
+#[derive(Debug, Clone)]
+pub(crate) struct InternalCause(pub(crate) String);
+
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a BTreeMap<String, String>>,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: &self.code,
+            message: &self.message,
+            messages: self.messages.as_ref(),
+        };
+        let mut response = json_response(self.status, &body);
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        response
+    }
+}
+
+/// Why the HTTP server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listening socket could not be set up.
+    #[error(
+        "cannot listen on {addr}: {source} (is another process using the port? change http.port or pass --port)"
+    )]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `http.host` is not an IP address.
+    #[error("http.host `{host}` is not an IP address (e.g. \"127.0.0.1\" or \"0.0.0.0\")")]
+    InvalidHost {
+        /// What was given.
+        host: String,
+    },
+    /// A route could not be added.
+    #[error("invalid route `{path}`: {message}")]
+    Route {
+        /// The route's pattern.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}

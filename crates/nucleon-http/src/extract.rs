@@ -1,0 +1,497 @@
+//! Extractors: typed pieces of a request, as handler arguments.
+//!
+//! A handler takes any number of [`FromRequestParts`] arguments and, last, at most one
+//! [`FromRequest`] argument that consumes the body ([`Json`], [`Bytes`], `String`,
+//! [`Request`]). A failed extraction answers the client with its [`HttpError`] (a 400
+//! `INVALID_PARAMETERS` naming the field, a 415, a 413…) and the handler is not called.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use nucleon_runtime::LocalState;
+use serde::de::DeserializeOwned;
+
+use crate::de;
+use crate::error::HttpError;
+use crate::response::Json;
+use crate::{Body, Request};
+
+/// What the server knows about a request besides the request itself: its id, the
+/// client's address, the matched route and its parameters. In the request's
+/// extensions, for extractors and mounted services alike.
+#[derive(Clone)]
+pub struct RequestContext {
+    pub(crate) request_id: HeaderValue,
+    pub(crate) remote: SocketAddr,
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) state: Option<Arc<StateMap>>,
+    pub(crate) body_limit: usize,
+}
+
+impl RequestContext {
+    /// The request id (from `x-request-id`, or made by the server).
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
+    /// The client's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The matched route (`GET /countries/{code}`), once routed.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The path parameters, by name, in pattern order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("request_id", &self.request_id)
+            .field("remote", &self.remote)
+            .field("route", &self.route)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared (cross-worker) state values, by type.
+#[derive(Default, Clone)]
+pub(crate) struct StateMap(pub(crate) HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+fn context(parts: &Parts) -> Result<&RequestContext, HttpError> {
+    parts.extensions.get::<RequestContext>().ok_or_else(|| {
+        HttpError::internal(
+            "the request has no RequestContext: it did not come through a nucleon server",
+        )
+    })
+}
+
+/// Extracts a value from the request's head (method, URI, headers, extensions).
+pub trait FromRequestParts: Sized {
+    /// Extracts it, or answers with the error.
+    fn from_request_parts(parts: &mut Parts) -> impl Future<Output = Result<Self, HttpError>>;
+}
+
+/// Extracts a value from the whole request, consuming its body. Only a handler's last
+/// argument may be one.
+pub trait FromRequest<M = private::ViaRequest>: Sized {
+    /// Extracts it, or answers with the error.
+    fn from_request(request: Request) -> impl Future<Output = Result<Self, HttpError>>;
+}
+
+/// Markers keeping [`FromRequest`]'s blanket implementations apart.
+pub mod private {
+    /// The extractor reads the body.
+    #[derive(Debug)]
+    pub enum ViaRequest {}
+    /// The extractor reads only the head.
+    #[derive(Debug)]
+    pub enum ViaParts {}
+}
+
+impl<T: FromRequestParts> FromRequest<private::ViaParts> for T {
+    async fn from_request(request: Request) -> Result<Self, HttpError> {
+        let (mut parts, _) = request.into_parts();
+        T::from_request_parts(&mut parts).await
+    }
+}
+
+fn invalid(error: de::Error, fallback: &str) -> HttpError {
+    let field = error.field.unwrap_or_else(|| fallback.to_owned());
+    HttpError::invalid_parameters([(field, error.message)])
+}
+
+/// Typed path parameters, deserialized with serde: a struct by name, a tuple by
+/// position, or one value.
+///
+/// ```
+/// use nucleon_http::{Json, Path};
+///
+/// async fn country(Path(code): Path<String>) -> Json<String> {
+///     Json(code)
+/// }
+///
+/// #[derive(serde::Deserialize)]
+/// struct Page { country: String, page: u32 }
+///
+/// async fn page(Path(p): Path<Page>) -> String {
+///     format!("{} page {}", p.country, p.page)
+/// }
+/// ```
+///
+/// A value that does not parse (`/items/abc` for a `u32`) answers 400
+/// `INVALID_PARAMETERS` naming the parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts for Path<T> {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        let ctx = context(parts)?;
+        de::from_pairs(&ctx.params)
+            .map(Path)
+            .map_err(|e| invalid(e, "path"))
+    }
+}
+
+/// The query string, deserialized with serde (`?page=2&full=true`).
+///
+/// ```
+/// use nucleon_http::{Json, Query};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Paging { page: Option<u32> }
+///
+/// async fn list(Query(paging): Query<Paging>) -> Json<u32> {
+///     Json(paging.page.unwrap_or(1))
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts for Query<T> {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        de::from_pairs(&pairs)
+            .map(Query)
+            .map_err(|e| invalid(e, "query"))
+    }
+}
+
+/// The request id (`x-request-id`, accepted from the client or made by the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl FromRequestParts for RequestId {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        Ok(RequestId(context(parts)?.request_id().to_owned()))
+    }
+}
+
+/// The client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+impl FromRequestParts for RemoteAddr {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        Ok(RemoteAddr(context(parts)?.remote))
+    }
+}
+
+/// The current worker's [`LocalState<T>`]: lock-free state, one value per worker,
+/// registered with the app's `local_state` (or [`LocalState::register`]).
+///
+/// ```
+/// use nucleon_http::{Json, Local};
+///
+/// async fn hits(Local(hits): Local<u64>) -> Json<u64> {
+///     Json(hits.with_mut(|n| { *n += 1; *n }))
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Local<T>(pub LocalState<T>);
+
+impl<T> Deref for Local<T> {
+    type Target = LocalState<T>;
+
+    fn deref(&self) -> &LocalState<T> {
+        &self.0
+    }
+}
+
+impl<T: 'static> FromRequestParts for Local<T> {
+    async fn from_request_parts(_parts: &mut Parts) -> Result<Self, HttpError> {
+        LocalState::<T>::current().map(Local).ok_or_else(|| {
+            HttpError::internal(format_args!(
+                "no LocalState<{}> is registered on this worker: register it with App::local_state (or WorkerSetup::local_state)",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// Shared state (the same value on every worker, so `Send + Sync`; usually an `Arc`
+/// or a pool), registered with `Router::state`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use nucleon_http::{Json, Router, State, get};
+///
+/// #[derive(Clone)]
+/// struct Settings { greeting: Arc<str> }
+///
+/// async fn hello(State(s): State<Settings>) -> Json<String> {
+///     Json(s.greeting.to_string())
+/// }
+///
+/// let router = Router::new()
+///     .state(Settings { greeting: "hello".into() })
+///     .route("/hello", get(hello));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<T>(pub T);
+
+impl<T: Clone + Send + Sync + 'static> FromRequestParts for State<T> {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        context(parts)?
+            .state
+            .as_ref()
+            .and_then(|map| map.0.get(&TypeId::of::<T>()))
+            .and_then(|any| any.downcast_ref::<T>())
+            .cloned()
+            .map(State)
+            .ok_or_else(|| {
+                HttpError::internal(format_args!(
+                    "no shared state of type {} is registered: add it with Router::state",
+                    std::any::type_name::<T>()
+                ))
+            })
+    }
+}
+
+impl FromRequestParts for HeaderMap {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        Ok(parts.headers.clone())
+    }
+}
+
+impl FromRequestParts for Method {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        Ok(parts.method.clone())
+    }
+}
+
+impl FromRequestParts for Uri {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        Ok(parts.uri.clone())
+    }
+}
+
+impl FromRequestParts for RequestContext {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        context(parts).cloned()
+    }
+}
+
+impl<T: FromRequestParts> FromRequestParts for Option<T> {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        Ok(T::from_request_parts(parts).await.ok())
+    }
+}
+
+impl<T: FromRequestParts> FromRequestParts for Result<T, HttpError> {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+        Ok(T::from_request_parts(parts).await)
+    }
+}
+
+impl FromRequest for Request {
+    async fn from_request(request: Request) -> Result<Self, HttpError> {
+        Ok(request)
+    }
+}
+
+fn payload_too_large(limit: usize) -> HttpError {
+    HttpError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!("the request body is larger than the limit of {limit} bytes (http.body_limit)"),
+    )
+}
+
+/// Reads the whole body within the body limit (413 past it).
+async fn read_body(request: Request) -> Result<Bytes, HttpError> {
+    let limit = request
+        .extensions()
+        .get::<RequestContext>()
+        .map_or(crate::server::DEFAULT_BODY_LIMIT, |ctx| ctx.body_limit);
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(payload_too_large(limit));
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(payload_too_large(limit))
+        }
+        Err(error) => Err(HttpError::bad_request(format!(
+            "cannot read the request body: {error}"
+        ))),
+    }
+}
+
+impl FromRequest for Bytes {
+    async fn from_request(request: Request) -> Result<Self, HttpError> {
+        read_body(request).await
+    }
+}
+
+impl FromRequest for String {
+    async fn from_request(request: Request) -> Result<Self, HttpError> {
+        let bytes = read_body(request).await?;
+        String::from_utf8(bytes.into()).map_err(|e| {
+            HttpError::bad_request(format!("the request body is not valid UTF-8: {e}"))
+        })
+    }
+}
+
+impl FromRequest for Body {
+    async fn from_request(request: Request) -> Result<Self, HttpError> {
+        Ok(request.into_body())
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Parses a JSON body as `T`: the answer for JSON that is malformed (400
+/// `INVALID_JSON`, with line and column) or of the wrong shape (400
+/// `INVALID_PARAMETERS`, naming the field).
+///
+/// # Errors
+/// As above.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        json_error(&path, &inner)
+    })?;
+    deserializer.end().map_err(|e| json_error(".", &e))?;
+    Ok(value)
+}
+
+fn json_error(path: &str, error: &serde_json::Error) -> HttpError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => {
+            let text = error.to_string();
+            // serde_json appends " at line L column C"; the field is named instead.
+            let message = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(m, _)| m);
+            let (field, message) = match (path, message.strip_prefix("missing field `")) {
+                (".", Some(rest)) => {
+                    let name = rest.split('`').next().unwrap_or_default();
+                    (name.to_owned(), "is required".to_owned())
+                }
+                (".", None) => ("body".to_owned(), message.to_owned()),
+                _ => (path.to_owned(), message.to_owned()),
+            };
+            HttpError::invalid_parameters([(field, message)])
+        }
+        Category::Syntax | Category::Eof | Category::Io => {
+            let text = error.to_string();
+            let message = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(m, _)| m);
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_JSON",
+                format!(
+                    "invalid JSON at line {}, column {}: {message}",
+                    error.line(),
+                    error.column()
+                ),
+            )
+        }
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Json<T> {
+    async fn from_request(request: Request) -> Result<Self, HttpError> {
+        if !is_json(request.headers()) {
+            let got = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| "no content type".to_owned(), |v| format!("`{v}`"));
+            return Err(HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                format!("expected `content-type: application/json`, got {got}"),
+            ));
+        }
+        let bytes = read_body(request).await?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_name_line_column_and_fields() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Country {
+            code: String,
+            population: u64,
+        }
+        let error = parse_json::<Country>(b"{\"code\": \"gb\",\n \"population\": }").unwrap_err();
+        assert_eq!(error.code(), "INVALID_JSON");
+        assert!(
+            error.message().contains("line 2, column 16"),
+            "{}",
+            error.message()
+        );
+        let error = parse_json::<Country>(br#"{"code": "gb"}"#).unwrap_err();
+        assert_eq!(error.code(), "INVALID_PARAMETERS");
+        assert_eq!(error.messages().unwrap()["population"], "is required");
+        let error = parse_json::<Country>(br#"{"code": "gb", "population": "many"}"#).unwrap_err();
+        assert!(error.messages().unwrap()["population"].contains("invalid type"));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_json(&headers));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(is_json(&headers));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        assert!(is_json(&headers));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!is_json(&headers));
+    }
+}

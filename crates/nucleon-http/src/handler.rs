@@ -1,0 +1,111 @@
+//! Handlers: async functions of extractors, returning anything that becomes a response.
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use futures_util::future::LocalBoxFuture;
+
+use crate::Request;
+use crate::extract::{FromRequest, FromRequestParts};
+use crate::response::{IntoResponse, Response};
+
+/// An async function usable as a route's handler.
+///
+/// Implemented for every `Fn` (a function or a closure that is `Clone + Send + Sync`, so
+/// every worker can call it) taking up to 12 arguments, all [`FromRequestParts`] except
+/// the last, which may be [`FromRequest`] (it consumes the body), and returning a future
+/// whose output is [`IntoResponse`]. **The future need not be `Send`**: it runs on the
+/// worker that took the connection and may hold `Rc`, `RefCell` or a
+/// [`LocalState`](nucleon_runtime::LocalState) across `.await`s.
+///
+/// ```
+/// use std::rc::Rc;
+/// use nucleon_http::{Json, Path};
+///
+/// async fn greet(Path(name): Path<String>) -> Json<String> {
+///     let local = Rc::new(format!("hello, {name}")); // !Send, and that is fine
+///     tokio::task::yield_now().await;
+///     Json(local.to_string())
+/// }
+/// # fn assert_handler<T>(_: impl nucleon_http::Handler<T>) {}
+/// # assert_handler(greet);
+/// ```
+pub trait Handler<T>: Clone + Send + Sync + 'static {
+    /// Runs the handler for a request.
+    fn call(&self, request: Request) -> LocalBoxFuture<'static, Response>;
+}
+
+impl<F, Fut, R> Handler<()> for F
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: IntoResponse,
+{
+    fn call(&self, _request: Request) -> LocalBoxFuture<'static, Response> {
+        let fut = self();
+        Box::pin(async move { fut.await.into_response() })
+    }
+}
+
+macro_rules! impl_handler {
+    ([$($ty:ident),*], $last:ident) => {
+        #[allow(non_snake_case, unused_mut, reason = "generated per arity")]
+        impl<F, Fut, R, M, $($ty,)* $last> Handler<(M, $($ty,)* $last,)> for F
+        where
+            F: Fn($($ty,)* $last) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = R> + 'static,
+            R: IntoResponse,
+            M: 'static,
+            $($ty: FromRequestParts + 'static,)*
+            $last: FromRequest<M> + 'static,
+        {
+            fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
+                let handler = self.clone();
+                Box::pin(async move {
+                    let (mut parts, body) = request.into_parts();
+                    $(
+                        let $ty = match $ty::from_request_parts(&mut parts).await {
+                            Ok(value) => value,
+                            Err(error) => return error.into_response(),
+                        };
+                    )*
+                    let request = Request::from_parts(parts, body);
+                    let $last = match $last::from_request(request).await {
+                        Ok(value) => value,
+                        Err(error) => return error.into_response(),
+                    };
+                    handler($($ty,)* $last).await.into_response()
+                })
+            }
+        }
+    };
+}
+
+impl_handler!([], T1);
+impl_handler!([T1], T2);
+impl_handler!([T1, T2], T3);
+impl_handler!([T1, T2, T3], T4);
+impl_handler!([T1, T2, T3, T4], T5);
+impl_handler!([T1, T2, T3, T4, T5], T6);
+impl_handler!([T1, T2, T3, T4, T5, T6], T7);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7], T8);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8], T9);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9], T10);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10], T11);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11], T12);
+
+/// A handler with its argument types erased.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn call(&self, request: Request) -> LocalBoxFuture<'static, Response>;
+}
+
+pub(crate) struct Erased<H, T> {
+    pub(crate) handler: H,
+    pub(crate) _args: PhantomData<fn() -> T>,
+}
+
+impl<H: Handler<T>, T> ErasedHandler for Erased<H, T> {
+    fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
+        self.handler.call(request)
+    }
+}

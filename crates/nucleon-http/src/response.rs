@@ -1,0 +1,147 @@
+//! Turning handler results into responses.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use crate::Body;
+use crate::error::HttpError;
+
+/// The response type of handlers and services.
+pub type Response<B = Body> = http::Response<B>;
+
+/// Anything a handler may return.
+///
+/// Implemented for [`Response`], [`Json`], [`HttpError`], [`StatusCode`], strings and
+/// bytes, `()` (204), `(StatusCode, T)`, `(StatusCode, HeaderMap, T)`, `Option<T>` (`None`
+/// is a 404) and `Result<T, E>` where both sides are responses.
+pub trait IntoResponse {
+    /// Builds the response.
+    fn into_response(self) -> Response;
+}
+
+/// A JSON value, as a response (`application/json`) or an extracted request body.
+///
+/// ```
+/// use nucleon_http::{IntoResponse, Json};
+///
+/// let response = Json(serde_json::json!({"code": "gb"})).into_response();
+/// assert_eq!(response.headers()["content-type"], "application/json");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => {
+            let mut response = http::Response::new(Body::from(bytes));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(error) => HttpError::internal(format_args!("cannot serialize the response: {error}"))
+            .into_response(),
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        json_response(StatusCode::OK, &self.0)
+    }
+}
+
+impl IntoResponse for Response {
+    fn into_response(self) -> Response {
+        self
+    }
+}
+
+impl IntoResponse for StatusCode {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = self;
+        response
+    }
+}
+
+impl IntoResponse for () {
+    fn into_response(self) -> Response {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+fn text(body: Body, content_type: &'static str) -> Response {
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+impl IntoResponse for &'static str {
+    fn into_response(self) -> Response {
+        text(self.into(), "text/plain; charset=utf-8")
+    }
+}
+
+impl IntoResponse for String {
+    fn into_response(self) -> Response {
+        text(self.into(), "text/plain; charset=utf-8")
+    }
+}
+
+impl IntoResponse for Bytes {
+    fn into_response(self) -> Response {
+        text(self.into(), "application/octet-stream")
+    }
+}
+
+impl IntoResponse for Vec<u8> {
+    fn into_response(self) -> Response {
+        text(self.into(), "application/octet-stream")
+    }
+}
+
+impl IntoResponse for Body {
+    fn into_response(self) -> Response {
+        Response::new(self)
+    }
+}
+
+impl<T: IntoResponse> IntoResponse for (StatusCode, T) {
+    fn into_response(self) -> Response {
+        let mut response = self.1.into_response();
+        *response.status_mut() = self.0;
+        response
+    }
+}
+
+impl<T: IntoResponse> IntoResponse for (StatusCode, HeaderMap, T) {
+    fn into_response(self) -> Response {
+        let mut response = self.2.into_response();
+        *response.status_mut() = self.0;
+        response.headers_mut().extend(self.1);
+        response
+    }
+}
+
+impl<T: IntoResponse> IntoResponse for Option<T> {
+    fn into_response(self) -> Response {
+        match self {
+            Some(value) => value.into_response(),
+            None => HttpError::not_found("not found").into_response(),
+        }
+    }
+}
+
+impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
+    fn into_response(self) -> Response {
+        match self {
+            Ok(value) => value.into_response(),
+            Err(error) => error.into_response(),
+        }
+    }
+}

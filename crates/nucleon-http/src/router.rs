@@ -1,0 +1,834 @@
+//! Routing: patterns with typed, constrained parameters; per-method handlers; mounted
+//! tower services; layers.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
+use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION};
+use http::{Method, StatusCode, Uri};
+use regex_lite::Regex;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::extract::{RequestContext, StateMap};
+use crate::handler::{Erased, ErasedHandler, Handler};
+use crate::response::{IntoResponse, Response};
+use crate::{Body, BoxError, HttpError, Request};
+
+/// A per-worker, type-erased HTTP service: what route and app [`Layer`]s wrap.
+///
+/// Layers are applied on each worker, so the services they build need not be `Send`.
+#[derive(Clone)]
+pub struct Endpoint(Rc<dyn Fn(Request) -> LocalBoxFuture<'static, Response>>);
+
+impl Endpoint {
+    fn from_fn(f: impl Fn(Request) -> LocalBoxFuture<'static, Response> + 'static) -> Self {
+        Self(Rc::new(f))
+    }
+
+    /// Wraps a tower service: each request is served by a clone of it (tower's
+    /// convention). A service error becomes a 500 (logged, not shown to the client).
+    pub fn from_service<S, B>(service: S) -> Self
+    where
+        S: Service<Request, Response = http::Response<B>> + Clone + 'static,
+        S::Future: 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self::from_fn(move |request| {
+            let service = service.clone();
+            Box::pin(async move {
+                match service.oneshot(request).await {
+                    Ok(response) => response.map(Body::new),
+                    Err(error) => {
+                        let error: BoxError = error.into();
+                        HttpError::internal(format_args!("service error: {error}")).into_response()
+                    }
+                }
+            })
+        })
+    }
+
+    /// Serves one request.
+    pub fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
+        (self.0)(request)
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Endpoint")
+    }
+}
+
+impl Service<Request> for Endpoint {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = LocalBoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        Box::pin(Endpoint::call(self, request).map(Ok))
+    }
+}
+
+type LayerFn = Arc<dyn Fn(Endpoint) -> Endpoint + Send + Sync>;
+
+fn layer_fn<L, B>(layer: L) -> LayerFn
+where
+    L: Layer<Endpoint> + Send + Sync + 'static,
+    L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
+    <L::Service as Service<Request>>::Future: 'static,
+    <L::Service as Service<Request>>::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Arc::new(move |inner| Endpoint::from_service(layer.layer(inner)))
+}
+
+/// The handlers of one path, by method.
+///
+/// ```
+/// use nucleon_http::{get, Json};
+///
+/// async fn list() -> Json<Vec<&'static str>> { Json(vec!["gb", "fr"]) }
+/// async fn create(Json(code): Json<String>) -> Json<String> { Json(code) }
+///
+/// let countries = get(list).post(create);
+/// ```
+#[derive(Clone, Default)]
+#[must_use]
+pub struct MethodRouter {
+    methods: Vec<(Method, Arc<dyn ErasedHandler>)>,
+    layers: Vec<LayerFn>,
+    timeout: Option<Duration>,
+}
+
+macro_rules! method_fns {
+    ($($name:ident => $method:ident),*) => {
+        $(
+            #[doc = concat!("Routes `", stringify!($method), "` requests to `handler`.")]
+            pub fn $name<H: Handler<T>, T: 'static>(handler: H) -> MethodRouter {
+                on(Method::$method, handler)
+            }
+        )*
+
+        impl MethodRouter {
+            $(
+                #[doc = concat!("Adds a `", stringify!($method), "` handler.")]
+                pub fn $name<H: Handler<T>, T: 'static>(self, handler: H) -> Self {
+                    self.on(Method::$method, handler)
+                }
+            )*
+        }
+    };
+}
+
+method_fns!(get => GET, post => POST, put => PUT, patch => PATCH, delete => DELETE, head => HEAD, options => OPTIONS);
+
+/// Routes requests with `method` to `handler`.
+pub fn on<H: Handler<T>, T: 'static>(method: Method, handler: H) -> MethodRouter {
+    MethodRouter::default().on(method, handler)
+}
+
+impl MethodRouter {
+    /// Adds a handler for `method`.
+    ///
+    /// # Panics
+    /// If `method` already has a handler here.
+    pub fn on<H: Handler<T>, T: 'static>(mut self, method: Method, handler: H) -> Self {
+        assert!(
+            !self.methods.iter().any(|(m, _)| *m == method),
+            "{method} already has a handler on this route"
+        );
+        let erased: Arc<dyn ErasedHandler> = Arc::new(Erased {
+            handler,
+            _args: std::marker::PhantomData,
+        });
+        self.methods.push((method, erased));
+        self
+    }
+
+    /// Wraps this route's handlers in a tower [`Layer`] (`tower-http`'s CORS,
+    /// compression, timeouts, your own…). Layers added later wrap earlier ones.
+    pub fn layer<L, B>(mut self, layer: L) -> Self
+    where
+        L: Layer<Endpoint> + Send + Sync + 'static,
+        L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
+        <L::Service as Service<Request>>::Future: 'static,
+        <L::Service as Service<Request>>::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.layers.push(layer_fn(layer));
+        self
+    }
+
+    /// A time limit for these handlers (overrides `http.request_timeout`): past it, the
+    /// handler is dropped and the client gets 503 `TIMEOUT`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn merge(&mut self, other: MethodRouter, path: &str) {
+        for (method, handler) in other.methods {
+            assert!(
+                !self.methods.iter().any(|(m, _)| *m == method),
+                "route `{path}`: {method} already has a handler"
+            );
+            self.methods.push((method, handler));
+        }
+        self.layers.extend(other.layers);
+        self.timeout = other.timeout.or(self.timeout);
+    }
+}
+
+impl fmt::Debug for MethodRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MethodRouter")
+            .field(
+                "methods",
+                &self.methods.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            )
+            .field("layers", &self.layers.len())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+type ServiceFactory = Arc<dyn Fn() -> Endpoint + Send + Sync>;
+
+#[derive(Clone)]
+enum Target {
+    Methods(MethodRouter),
+    Mount {
+        prefix: String,
+        factory: ServiceFactory,
+    },
+}
+
+#[derive(Clone)]
+struct Candidate {
+    display: String,
+    constraints: Vec<(String, Regex)>,
+    target: Target,
+}
+
+#[derive(Clone)]
+struct Entry {
+    pattern: String,
+    candidates: Vec<Candidate>,
+}
+
+/// One row of the route table (for `routes` on the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// `GET`, `POST`…, or `*` for a mounted service.
+    pub method: String,
+    /// The pattern as written (`/countries/{code:[a-z]{2}}/`).
+    pub path: String,
+}
+
+impl fmt::Display for RouteInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<7} {}", self.method, self.path)
+    }
+}
+
+/// The application's routes: built once, then compiled on every worker.
+///
+/// Patterns are [matchit]'s (`/countries/{code}`, catch-all `/files/{*path}`), with an
+/// optional regular-expression constraint per parameter (`/countries/{code:[a-z]{2}}/`):
+/// a request whose parameter does not match is a 404, as if the route did not exist.
+///
+/// ```
+/// use nucleon_http::{get, Json, Path, Router};
+///
+/// async fn list() -> Json<Vec<&'static str>> { Json(vec!["gb"]) }
+/// async fn one(Path(code): Path<String>) -> Json<String> { Json(code) }
+///
+/// let router = Router::new()
+///     .route("/countries/", get(list))
+///     .route("/countries/{code:[a-z]{2}}/", get(one));
+/// assert_eq!(router.routes().len(), 2);
+/// ```
+#[derive(Clone, Default)]
+#[must_use]
+pub struct Router {
+    table: matchit::Router<usize>,
+    by_pattern: HashMap<String, usize>,
+    entries: Vec<Entry>,
+    layers: Vec<LayerFn>,
+    state: Option<Arc<StateMap>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("routes", &self.routes())
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route.
+    ///
+    /// # Panics
+    /// On an invalid pattern or constraint, a conflict with another route, or a method
+    /// given twice for the same path: programming errors, caught at start.
+    /// [`Router::try_route`] returns them instead.
+    pub fn route(self, path: &str, methods: MethodRouter) -> Self {
+        match self.try_route(path, methods) {
+            Ok(router) => router,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    /// Adds a route, or says why it cannot be added.
+    ///
+    /// # Errors
+    /// [`crate::ServerError::Route`] naming the pattern and the problem.
+    pub fn try_route(
+        mut self,
+        path: &str,
+        methods: MethodRouter,
+    ) -> Result<Self, crate::ServerError> {
+        let (pattern, constraints) =
+            parse_pattern(path).map_err(|message| crate::ServerError::Route {
+                path: path.to_owned(),
+                message,
+            })?;
+        let candidate = Candidate {
+            display: path.to_owned(),
+            constraints,
+            target: Target::Methods(methods),
+        };
+        self.insert(pattern, candidate, path)?;
+        Ok(self)
+    }
+
+    fn insert(
+        &mut self,
+        pattern: String,
+        candidate: Candidate,
+        path: &str,
+    ) -> Result<(), crate::ServerError> {
+        if let Some(&index) = self.by_pattern.get(&pattern) {
+            let entry = &mut self.entries[index];
+            let same = entry.candidates.iter_mut().find(|c| {
+                c.constraints.len() == candidate.constraints.len()
+                    && c.constraints
+                        .iter()
+                        .zip(&candidate.constraints)
+                        .all(|(a, b)| a.0 == b.0 && a.1.as_str() == b.1.as_str())
+            });
+            match (same, candidate.target) {
+                (Some(existing), Target::Methods(methods)) => match &mut existing.target {
+                    Target::Methods(mine) => mine.merge(methods, path),
+                    Target::Mount { .. } => {
+                        return Err(crate::ServerError::Route {
+                            path: path.to_owned(),
+                            message: "a service is already mounted there".into(),
+                        });
+                    }
+                },
+                (Some(_), Target::Mount { .. }) => {
+                    return Err(crate::ServerError::Route {
+                        path: path.to_owned(),
+                        message: "a route already exists there".into(),
+                    });
+                }
+                (None, target) => entry.candidates.push(Candidate {
+                    target,
+                    ..candidate
+                }),
+            }
+            return Ok(());
+        }
+        let index = self.entries.len();
+        self.table
+            .insert(pattern.clone(), index)
+            .map_err(|error| crate::ServerError::Route {
+                path: path.to_owned(),
+                message: error.to_string(),
+            })?;
+        self.by_pattern.insert(pattern.clone(), index);
+        self.entries.push(Entry {
+            pattern,
+            candidates: vec![candidate],
+        });
+        Ok(())
+    }
+
+    /// Mounts a tower service (an axum `Router`, a `tower::service_fn`…) under
+    /// `prefix`: it gets every request whose path is `prefix` or starts with `prefix/`,
+    /// with the prefix stripped from the path.
+    ///
+    /// # Panics
+    /// When `prefix` does not start with `/` or conflicts with a route.
+    pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
+    where
+        S: Service<Request, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        assert!(
+            prefix.starts_with('/'),
+            "mount prefix `{prefix}` must start with `/`"
+        );
+        let prefix = prefix.trim_end_matches('/').to_owned();
+        let factory: ServiceFactory = Arc::new(move || Endpoint::from_service(service.clone()));
+        let display = format!("{prefix}/*");
+        for pattern in [
+            if prefix.is_empty() {
+                "/".to_owned()
+            } else {
+                prefix.clone()
+            },
+            format!("{prefix}/{{*nucleon_mount_rest}}"),
+        ] {
+            let candidate = Candidate {
+                display: display.clone(),
+                constraints: Vec::new(),
+                target: Target::Mount {
+                    prefix: prefix.clone(),
+                    factory: Arc::clone(&factory),
+                },
+            };
+            if let Err(error) = self.insert(pattern, candidate, &display) {
+                panic!("{error}");
+            }
+        }
+        self
+    }
+
+    /// Wraps the whole application (every route and mounted service) in a tower
+    /// [`Layer`], e.g. `tower_http::cors::CorsLayer` or `tower_http::trace::TraceLayer`.
+    /// Layers added later wrap earlier ones.
+    pub fn layer<L, B>(mut self, layer: L) -> Self
+    where
+        L: Layer<Endpoint> + Send + Sync + 'static,
+        L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
+        <L::Service as Service<Request>>::Future: 'static,
+        <L::Service as Service<Request>>::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.layers.push(layer_fn(layer));
+        self
+    }
+
+    /// Registers shared state, reachable from handlers with
+    /// [`State<T>`](crate::State). One value per type; a later one replaces it.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        let map = self.state.get_or_insert_with(Default::default);
+        Arc::make_mut(map).0.insert(
+            TypeId::of::<T>(),
+            Arc::new(value) as Arc<dyn Any + Send + Sync>,
+        );
+        self
+    }
+
+    /// The route table, in the order routes were added.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        let mut out = Vec::new();
+        let mut seen_mounts = Vec::new();
+        for entry in &self.entries {
+            for candidate in &entry.candidates {
+                match &candidate.target {
+                    Target::Methods(methods) => {
+                        for (method, _) in &methods.methods {
+                            out.push(RouteInfo {
+                                method: method.to_string(),
+                                path: candidate.display.clone(),
+                            });
+                        }
+                    }
+                    Target::Mount { .. } => {
+                        if !seen_mounts.contains(&candidate.display) {
+                            seen_mounts.push(candidate.display.clone());
+                            out.push(RouteInfo {
+                                method: "*".into(),
+                                path: candidate.display.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Builds this worker's instance: per-worker services, layers applied.
+    pub(crate) fn compile(&self, default_timeout: Option<Duration>) -> Compiled {
+        let mut mounts: HashMap<String, Endpoint> = HashMap::new();
+        let entries = self
+            .entries
+            .iter()
+            .map(|entry| CEntry {
+                candidates: entry
+                    .candidates
+                    .iter()
+                    .map(|c| CCandidate {
+                        constraints: c.constraints.clone(),
+                        target: match &c.target {
+                            Target::Methods(m) => compile_methods(m, &entry.pattern),
+                            Target::Mount { prefix, factory } => CTarget::Mount {
+                                prefix_len: prefix.len(),
+                                label: format!("MOUNT {prefix}/*").into(),
+                                endpoint: mounts
+                                    .entry(prefix.clone())
+                                    .or_insert_with(|| factory())
+                                    .clone(),
+                            },
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        Compiled {
+            table: self.table.clone(),
+            entries,
+            state: self.state.clone(),
+            default_timeout,
+            layers: self.layers.clone(),
+        }
+    }
+}
+
+fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
+    let mut allowed: Vec<&str> = methods.methods.iter().map(|(m, _)| m.as_str()).collect();
+    if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
+        allowed.push("HEAD");
+    }
+    let allow = HeaderValue::from_str(&allowed.join(", ")).unwrap_or(HeaderValue::from_static(""));
+    let calls = methods
+        .methods
+        .iter()
+        .map(|(method, handler)| {
+            let call = if methods.layers.is_empty() {
+                Call::Handler(Arc::clone(handler))
+            } else {
+                let handler = Arc::clone(handler);
+                let inner = Endpoint::from_fn(move |request| handler.call(request));
+                Call::Service(methods.layers.iter().fold(inner, |ep, layer| layer(ep)))
+            };
+            let label: Arc<str> = format!("{method} {pattern}").into();
+            (method.clone(), label, call)
+        })
+        .collect();
+    CTarget::Methods {
+        calls,
+        allow,
+        timeout: methods.timeout,
+    }
+}
+
+/// Splits `/countries/{code:[a-z]{2}}/` into matchit's `/countries/{code}/` and the
+/// constraints.
+fn parse_pattern(path: &str) -> Result<(String, Vec<(String, Regex)>), String> {
+    if !path.starts_with('/') {
+        return Err("a route must start with `/`".into());
+    }
+    let mut pattern = String::with_capacity(path.len());
+    let mut constraints = Vec::new();
+    let mut chars = path.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if c != '{' {
+            pattern.push(c);
+            continue;
+        }
+        if chars.peek().is_some_and(|&(_, n)| n == '{') {
+            chars.next();
+            pattern.push_str("{{");
+            continue;
+        }
+        let mut depth = 1;
+        let mut end = None;
+        for (i, n) in chars.by_ref() {
+            match n {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or_else(|| format!("unclosed `{{` at byte {start}"))?;
+        let inner = &path[start + 1..end];
+        let (name, regex) = match inner.split_once(':') {
+            Some((name, regex)) => (name, Some(regex)),
+            None => (inner, None),
+        };
+        let bare = name.strip_prefix('*').unwrap_or(name);
+        if bare.is_empty() || !bare.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(format!(
+                "parameter name `{name}` must be letters, digits or `_`"
+            ));
+        }
+        if let Some(regex) = regex {
+            let compiled = Regex::new(&format!("^(?:{regex})$"))
+                .map_err(|e| format!("constraint of `{bare}` is not a valid regex: {e}"))?;
+            constraints.push((bare.to_owned(), compiled));
+        }
+        pattern.push('{');
+        pattern.push_str(name);
+        pattern.push('}');
+    }
+    Ok((pattern, constraints))
+}
+
+enum Call {
+    Handler(Arc<dyn ErasedHandler>),
+    Service(Endpoint),
+}
+
+impl Call {
+    fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
+        match self {
+            Call::Handler(handler) => handler.call(request),
+            Call::Service(endpoint) => endpoint.call(request),
+        }
+    }
+}
+
+enum CTarget {
+    Methods {
+        calls: Vec<(Method, Arc<str>, Call)>,
+        allow: HeaderValue,
+        timeout: Option<Duration>,
+    },
+    Mount {
+        prefix_len: usize,
+        label: Arc<str>,
+        endpoint: Endpoint,
+    },
+}
+
+struct CCandidate {
+    constraints: Vec<(String, Regex)>,
+    target: CTarget,
+}
+
+struct CEntry {
+    candidates: Vec<CCandidate>,
+}
+
+/// A worker's compiled router.
+pub(crate) struct Compiled {
+    table: matchit::Router<usize>,
+    entries: Vec<CEntry>,
+    state: Option<Arc<StateMap>>,
+    default_timeout: Option<Duration>,
+    layers: Vec<LayerFn>,
+}
+
+fn decode(value: &str) -> String {
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl Compiled {
+    pub(crate) fn state(&self) -> Option<&Arc<StateMap>> {
+        self.state.as_ref()
+    }
+
+    /// The app-level entry point: layers around the dispatcher (None: no layers).
+    pub(crate) fn app_endpoint(self: &Rc<Self>) -> Option<Endpoint> {
+        if self.layers.is_empty() {
+            return None;
+        }
+        let this = Rc::clone(self);
+        let inner = Endpoint::from_fn(move |request| Rc::clone(&this).dispatch(request));
+        Some(self.layers.iter().fold(inner, |ep, layer| layer(ep)))
+    }
+
+    fn lookup(&self, path: &str) -> Option<(&CCandidate, Vec<(String, String)>)> {
+        let matched = self.table.at(path).ok()?;
+        let entry = &self.entries[*matched.value];
+        let candidate = entry.candidates.iter().find(|c| {
+            c.constraints.iter().all(|(name, regex)| {
+                matched
+                    .params
+                    .get(name)
+                    .is_some_and(|v| regex.is_match(&decode(v)))
+            })
+        })?;
+        let params = matched
+            .params
+            .iter()
+            .filter(|(k, _)| *k != "nucleon_mount_rest")
+            .map(|(k, v)| (k.to_owned(), decode(v)))
+            .collect();
+        Some((candidate, params))
+    }
+
+    /// Routes one request.
+    pub(crate) fn dispatch(
+        self: Rc<Self>,
+        mut request: Request,
+    ) -> LocalBoxFuture<'static, Response> {
+        let Some((candidate, params)) = self.lookup(request.uri().path()) else {
+            return Box::pin(std::future::ready(self.not_found(&request)));
+        };
+        match &candidate.target {
+            CTarget::Methods {
+                calls,
+                allow,
+                timeout,
+            } => {
+                let method = request.method();
+                let mut head = false;
+                let mut found = calls.iter().find(|(m, _, _)| m == method);
+                if found.is_none() && method == Method::HEAD {
+                    head = true;
+                    found = calls.iter().find(|(m, _, _)| m == Method::GET);
+                }
+                let Some((_, label, call)) = found else {
+                    let error = HttpError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "METHOD_NOT_ALLOWED",
+                        format!(
+                            "{method} is not allowed on {}; allowed: {}",
+                            request.uri().path(),
+                            allow.to_str().unwrap_or_default()
+                        ),
+                    )
+                    .with_header(ALLOW, allow.clone());
+                    return Box::pin(std::future::ready(error.into_response()));
+                };
+                if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
+                    ctx.params = params;
+                    ctx.route = Some(Arc::clone(label));
+                }
+                nucleon_runtime::task::set_label(Arc::clone(label));
+                let future = call.call(request);
+                let timeout = timeout.or(self.default_timeout);
+                Box::pin(async move {
+                    let mut response = match timeout {
+                        None => future.await,
+                        Some(limit) => match tokio::time::timeout(limit, future).await {
+                            Ok(response) => response,
+                            Err(_) => HttpError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "TIMEOUT",
+                                format!("the request took longer than its limit of {limit:?}"),
+                            )
+                            .into_response(),
+                        },
+                    };
+                    if head {
+                        strip_body(&mut response);
+                    }
+                    response
+                })
+            }
+            CTarget::Mount {
+                prefix_len,
+                label,
+                endpoint,
+            } => {
+                let uri = request.uri();
+                let rest = &uri.path()[*prefix_len..];
+                let rest = if rest.is_empty() { "/" } else { rest };
+                let new = match uri.query() {
+                    Some(query) => format!("{rest}?{query}"),
+                    None => rest.to_owned(),
+                };
+                if let Ok(new) = Uri::builder().path_and_query(new).build() {
+                    *request.uri_mut() = new;
+                }
+                if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
+                    ctx.params = params;
+                    ctx.route = Some(Arc::clone(label));
+                }
+                nucleon_runtime::task::set_label(Arc::clone(label));
+                endpoint.call(request)
+            }
+        }
+    }
+
+    fn not_found(&self, request: &Request) -> Response {
+        let path = request.uri().path();
+        if matches!(*request.method(), Method::GET | Method::HEAD) {
+            let alternative = match path.strip_suffix('/') {
+                Some(stripped) if !stripped.is_empty() => stripped.to_owned(),
+                Some(_) => String::new(),
+                None => format!("{path}/"),
+            };
+            if !alternative.is_empty() && self.lookup(&alternative).is_some() {
+                let location = match request.uri().query() {
+                    Some(query) => format!("{alternative}?{query}"),
+                    None => alternative,
+                };
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    return HttpError::new(
+                        StatusCode::PERMANENT_REDIRECT,
+                        "MOVED",
+                        format!("{path} is at {location}"),
+                    )
+                    .with_header(LOCATION, value)
+                    .into_response();
+                }
+            }
+        }
+        HttpError::not_found(format!("no route for {} {path}", request.method())).into_response()
+    }
+}
+
+/// Drops a body for a HEAD response, keeping its length.
+pub(crate) fn strip_body(response: &mut Response) {
+    if let Some(length) = http_body::Body::size_hint(response.body()).exact() {
+        response
+            .headers_mut()
+            .entry(CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(length));
+    }
+    *response.body_mut() = Body::empty();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_with_constraints() {
+        let (p, c) = parse_pattern("/countries/{code:[a-z]{2}}/").unwrap();
+        assert_eq!(p, "/countries/{code}/");
+        assert_eq!(c.len(), 1);
+        assert!(c[0].1.is_match("gb"));
+        assert!(!c[0].1.is_match("gbr"));
+        let (p, c) = parse_pattern("/files/{*path}").unwrap();
+        assert_eq!(p, "/files/{*path}");
+        assert!(c.is_empty());
+        assert!(parse_pattern("/x/{a:[}").is_err());
+        assert!(parse_pattern("/x/{:x}").is_err());
+        assert!(parse_pattern("x").is_err());
+    }
+}

@@ -1,0 +1,529 @@
+//! The HTTP server: one listener per worker (`SO_REUSEPORT`), hyper connections on the
+//! worker's loop, limits, and the drain.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use nucleon_runtime::config::duration;
+use nucleon_runtime::{Adapter, AdapterContext, BoxError, Health};
+use serde::Deserialize;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::service::{CONNECTION_LABEL, HttpService};
+use crate::{Body, Router, ServerError};
+
+/// The default body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The server's settings: the `[<env>.http]` table of `app.toml`.
+///
+/// ```toml
+/// [default.http]
+/// host = "127.0.0.1"
+/// port = 8888
+/// body_limit = 1048576
+/// header_read_timeout = "10s"
+/// lame_duck = "5s"
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The address to listen on (default `127.0.0.1`; `0.0.0.0` for every interface).
+    pub host: String,
+    /// The port (default 8000; 0 picks a free one at start).
+    pub port: u16,
+    /// The listen backlog of each worker's socket (default 4096).
+    pub backlog: u32,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open (default 10 s). A client cut mid-headers gets 408.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// The largest request head (path, query and headers) in bytes (default 16 KiB):
+    /// past it, 431.
+    pub max_header_size: usize,
+    /// The largest request body in bytes (default 1 MiB): past it, 413.
+    pub body_limit: usize,
+    /// A time limit for every handler (default none; routes may set their own).
+    #[serde(with = "duration::option")]
+    pub request_timeout: Option<Duration>,
+    /// The readiness route: 200 while serving, 503 from the moment a drain starts
+    /// (default `/readyz`; an empty string turns it off).
+    pub readiness_path: Option<String>,
+    /// How long to keep serving normally after readiness turns 503, so a load balancer
+    /// takes the instance out before the listener closes (default 0).
+    #[serde(with = "duration")]
+    pub lame_duck: Duration,
+    /// The `Retry-After` (seconds) of 503s while draining (default 1).
+    pub retry_after: u64,
+    /// Serve HTTP/2 with prior knowledge (h2c) besides HTTP/1.1 (default true).
+    pub http2: bool,
+    /// One `nucleon::access` log line per request (default true).
+    pub access_log: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            backlog: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 16 * 1024,
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: None,
+            readiness_path: Some("/readyz".into()),
+            lame_duck: Duration::ZERO,
+            retry_after: 1,
+            http2: true,
+            access_log: true,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on.
+    ///
+    /// # Errors
+    /// [`ServerError::InvalidHost`] when `host` is not an IP address.
+    pub fn addr(&self) -> Result<SocketAddr, ServerError> {
+        let ip: IpAddr = self.host.parse().map_err(|_| ServerError::InvalidHost {
+            host: self.host.clone(),
+        })?;
+        Ok(SocketAddr::new(ip, self.port))
+    }
+
+    /// Picks a free port when `port` is 0, so that every worker binds the same one.
+    ///
+    /// # Errors
+    /// An invalid host, or no port to be had.
+    pub fn resolve_port(&mut self) -> Result<SocketAddr, ServerError> {
+        let addr = self.addr()?;
+        if addr.port() != 0 {
+            return Ok(addr);
+        }
+        let bind_error = |source| ServerError::Bind { addr, source };
+        // Bound but never listening: no connection can queue on it.
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(bind_error)?;
+        socket.set_reuse_port(true).map_err(bind_error)?;
+        socket.bind(&addr.into()).map_err(bind_error)?;
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .ok_or_else(|| bind_error(io::Error::other("no local address")))?;
+        self.port = port;
+        Ok(SocketAddr::new(addr.ip(), port))
+    }
+
+    fn normalised(mut self) -> Self {
+        if self.readiness_path.as_deref() == Some("") {
+            self.readiness_path = None;
+        }
+        self
+    }
+}
+
+/// Binds a listening socket the way every worker does: `SO_REUSEPORT`, `SO_REUSEADDR`,
+/// non-blocking, with `backlog`.
+fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The HTTP server adapter: add one per worker (the umbrella's `App` does).
+///
+/// ```no_run
+/// use nucleon_http::{get, HttpConfig, HttpServer, Router};
+/// use nucleon_runtime::Runtime;
+///
+/// async fn hello() -> &'static str { "hello" }
+///
+/// let router = Router::new().route("/", get(hello));
+/// let mut config = HttpConfig::default();
+/// config.port = 8080;
+/// Runtime::builder()
+///     .per_worker(move |worker| {
+///         worker.adapter(HttpServer::new(router.clone(), config.clone()));
+///         Ok(())
+///     })
+///     .build()?
+///     .run()?;
+/// # Ok::<(), nucleon_runtime::RuntimeError>(())
+/// ```
+pub struct HttpServer {
+    router: Router,
+    config: HttpConfig,
+    running: Option<Running>,
+}
+
+struct Running {
+    shared: Rc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+    local_addr: SocketAddr,
+}
+
+struct Shared {
+    service: HttpService,
+    builder: auto::Builder<LocalExec>,
+    shutdown: watch::Sender<bool>,
+    connections: Cell<usize>,
+    idle: Notify,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("config", &self.config)
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpServer {
+    /// A server for `router` with `config`. Nothing binds until the runtime starts it.
+    pub fn new(router: Router, config: HttpConfig) -> Self {
+        Self {
+            router,
+            config: config.normalised(),
+            running: None,
+        }
+    }
+
+    /// The address this worker listens on, once started.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().map(|r| r.local_addr)
+    }
+}
+
+impl Adapter for HttpServer {
+    fn name(&self) -> &str {
+        "http"
+    }
+
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<(), BoxError> {
+        let addr = self.config.addr()?;
+        let listener =
+            bind(addr, self.config.backlog).map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener.local_addr()?;
+        let service = HttpService::new(&self.router, &self.config, Some(ctx.drain().clone()));
+        let mut builder = auto::Builder::new(LocalExec);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size((self.config.max_header_size * 2).max(8192) + 1024)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.config.max_header_size).unwrap_or(u32::MAX));
+        if !self.config.http2 {
+            builder = builder.http1_only();
+        }
+        let (shutdown, _) = watch::channel(false);
+        let shared = Rc::new(Shared {
+            service,
+            builder,
+            shutdown,
+            connections: Cell::new(0),
+            idle: Notify::new(),
+        });
+        let accept =
+            nucleon_runtime::spawn("http accept", accept_loop(Rc::clone(&shared), listener));
+        tracing::info!(target: "nucleon::http", worker = ?ctx.worker(), "listening on http://{local_addr}");
+        self.running = Some(Running {
+            shared,
+            accept,
+            local_addr,
+        });
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        match &self.running {
+            Some(running) if *running.shared.shutdown.borrow() => {
+                Health::Unhealthy("draining: listener closed".into())
+            }
+            Some(_) => Health::Healthy,
+            None => Health::Unhealthy("not started".into()),
+        }
+    }
+
+    async fn stop(&mut self, deadline: Instant) -> Result<(), BoxError> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        let lame_duck = self.config.lame_duck;
+        if !lame_duck.is_zero() {
+            tracing::info!(target: "nucleon::http", "draining: readiness answers 503; lame duck for {lame_duck:?}");
+            let until = (Instant::now() + lame_duck).min(deadline);
+            tokio::time::sleep_until(until.into()).await;
+        }
+        // From now on: no new connections, no new requests.
+        running.shared.service.set_closing();
+        running.shared.shutdown.send_replace(true);
+        let _ = running.accept.await;
+        let shared = &running.shared;
+        let wait = async {
+            loop {
+                let idle = shared.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if shared.connections.get() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(format!(
+                "{} connection(s) still open at the shutdown deadline",
+                shared.connections.get()
+            )
+            .into()),
+        }
+    }
+}
+
+async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|closing| *closing) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => start_connection(&shared, stream, remote),
+            Err(error) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(target: "nucleon::http", %error, "accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // Connections already queued were accepted by the kernel: serve them rather than
+    // reset them when the listener closes.
+    while let Some(Ok((stream, remote))) = listener.accept().now_or_never() {
+        start_connection(&shared, stream, remote);
+    }
+}
+
+fn start_connection(shared: &Rc<Shared>, stream: TcpStream, remote: SocketAddr) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(target: "nucleon::http", %error, "cannot set TCP_NODELAY");
+    }
+    shared.connections.set(shared.connections.get() + 1);
+    let shared = Rc::clone(shared);
+    nucleon_runtime::spawn(CONNECTION_LABEL, serve_connection(shared, stream, remote));
+}
+
+struct ConnectionCount(Rc<Shared>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        let left = self.0.connections.get() - 1;
+        self.0.connections.set(left);
+        if left == 0 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+async fn serve_connection(shared: Rc<Shared>, stream: TcpStream, remote: SocketAddr) {
+    let count = ConnectionCount(Rc::clone(&shared));
+    let stream = Rc::new(SharedStream {
+        stream,
+        awaiting_response: Cell::new(false),
+    });
+    let service = ConnectionService {
+        service: shared.service.clone(),
+        remote,
+    };
+    let connection = shared
+        .builder
+        .serve_connection(TokioIo::new(SharedIo(Rc::clone(&stream))), service);
+    tokio::pin!(connection);
+    let mut shutdown = shared.shutdown.subscribe();
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.wait_for(|closing| *closing) => {
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    if let Err(error) = result {
+        let timeout = error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        if timeout && stream.awaiting_response.get() {
+            tracing::debug!(target: "nucleon::http", %remote, "header read timeout: 408");
+            stream.write_timeout_response().await;
+        } else {
+            tracing::debug!(target: "nucleon::http", %remote, %error, "connection ended: {error}");
+        }
+    }
+    drop(count);
+}
+
+/// hyper's side of a connection: every request goes through the worker's pipeline.
+struct ConnectionService {
+    service: HttpService,
+    remote: SocketAddr,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let service = self.service.clone();
+        let remote = self.remote;
+        Box::pin(async move { Ok(service.call(request.map(Body::from), remote).await) })
+    }
+}
+
+/// Runs hyper's HTTP/2 stream tasks on the worker, tracked by the watchdog.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, future: F) {
+        nucleon_runtime::spawn("http/2 stream", async move {
+            future.await;
+        });
+    }
+}
+
+/// The TCP stream, shared between hyper and the connection task (which answers 408
+/// itself when hyper gives up on a slow client's headers).
+struct SharedStream {
+    stream: TcpStream,
+    /// Bytes arrived since the last response was written: a request is under way.
+    awaiting_response: Cell<bool>,
+}
+
+impl SharedStream {
+    async fn write_timeout_response(&self) {
+        let body = br#"{"error":"REQUEST_TIMEOUT","message":"the request's headers did not arrive in time (http.header_read_timeout)"}"#;
+        let head = format!(
+            "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body);
+        let mut written = 0;
+        while written < out.len() {
+            if self.stream.writable().await.is_err() {
+                return;
+            }
+            match self.stream.try_write(&out[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        let _ = SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+struct SharedIo(Rc<SharedStream>);
+
+impl AsyncRead for SharedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let shared = &self.0;
+        loop {
+            ready!(shared.stream.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match shared.stream.try_read(unfilled) {
+                Ok(n) => {
+                    if n > 0 {
+                        shared.awaiting_response.set(true);
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let shared = &self.0;
+        shared.awaiting_response.set(false);
+        loop {
+            ready!(shared.stream.poll_write_ready(cx))?;
+            match shared.stream.try_write(data) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let shared = &self.0;
+        shared.awaiting_response.set(false);
+        loop {
+            ready!(shared.stream.poll_write_ready(cx))?;
+            match shared.stream.try_write_vectored(bufs) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(SockRef::from(&self.0.stream).shutdown(std::net::Shutdown::Write))
+    }
+}

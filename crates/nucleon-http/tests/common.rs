@@ -1,0 +1,177 @@
+//! Shared helpers: a real runtime serving a router on 127.0.0.1, and a raw HTTP client.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    reason = "each test file uses part of the helpers"
+)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nucleon_http::{HttpConfig, HttpServer, Router};
+use nucleon_runtime::{Phase, Runtime, RuntimeHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub handle: RuntimeHandle,
+    thread: Option<std::thread::JoinHandle<Result<(), nucleon_runtime::RuntimeError>>>,
+}
+
+impl Server {
+    pub async fn start(router: Router, configure: impl FnOnce(&mut HttpConfig)) -> Self {
+        let mut config = HttpConfig {
+            port: 0,
+            ..HttpConfig::default()
+        };
+        configure(&mut config);
+        let addr = config.resolve_port().expect("a free port");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = Runtime::builder()
+                .workers(2)
+                .handle_signals(false)
+                .shutdown_timeout(Duration::from_secs(10))
+                .per_worker(move |worker| {
+                    worker.adapter(HttpServer::new(router.clone(), config.clone()));
+                    Ok(())
+                })
+                .build()
+                .expect("runtime builds");
+            let _ = tx.send(runtime.handle());
+            runtime.run()
+        });
+        let handle = rx.await.expect("runtime handle");
+        assert_eq!(handle.wait_for(Phase::Serving).await, Phase::Serving);
+        Self {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Drains and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), nucleon_runtime::RuntimeError> {
+        self.handle.shutdown();
+        let thread = self.thread.take().expect("running");
+        tokio::task::spawn_blocking(move || thread.join().expect("runtime thread"))
+            .await
+            .expect("join")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Parses one response from the front of `buf`; `None` until complete.
+pub fn parse_reply(buf: &[u8], head_request: bool) -> Option<(Reply, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end]).expect("ascii head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length = if head_request {
+        0
+    } else {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    if buf.len() < end + length {
+        return None;
+    }
+    Some((
+        Reply {
+            status,
+            headers,
+            body: buf[end..end + length].to_vec(),
+        },
+        end + length,
+    ))
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    read_reply(&mut stream, request.starts_with(b"HEAD")).await
+}
+
+pub async fn read_reply(stream: &mut TcpStream, head_request: bool) -> Reply {
+    let mut buf = Vec::new();
+    let mut chunk = [0_u8; 8192];
+    loop {
+        if let Some((reply, _)) = parse_reply(&buf, head_request) {
+            return reply;
+        }
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(
+            n > 0,
+            "connection closed before a full response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, &[], b"").await
+}
+
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        text.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes).await
+}

@@ -1,0 +1,439 @@
+//! The server over real sockets on 127.0.0.1: routing, error bodies, limits, the
+//! watchdog naming a route, `!Send` handlers, draining.
+
+mod common;
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Server, get, raw, read_reply, request};
+use nucleon_http::{
+    Body, HttpError, Json, Local, Path, Query, Request, RequestId, Router, State, StatusCode,
+    get as route_get, post,
+};
+use nucleon_runtime::LocalState;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[derive(Deserialize, serde::Serialize)]
+struct Country {
+    code: String,
+    population: u64,
+}
+
+async fn countries() -> Json<Vec<&'static str>> {
+    Json(vec!["fr", "gb"])
+}
+
+async fn country(Path(code): Path<String>) -> Result<Json<serde_json::Value>, HttpError> {
+    match code.as_str() {
+        "gb" => Ok(Json(
+            serde_json::json!({"code": "gb", "name": "United Kingdom"}),
+        )),
+        _ => Err(HttpError::not_found(format!(
+            "no country with code `{code}`"
+        ))),
+    }
+}
+
+async fn create(Json(country): Json<Country>) -> (StatusCode, Json<Country>) {
+    (StatusCode::CREATED, Json(country))
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    page: u32,
+    size: Option<u32>,
+}
+
+async fn item(Path((id, part)): Path<(u32, String)>, Query(q): Query<Paging>) -> String {
+    format!("{id}/{part} page {} size {:?}", q.page, q.size)
+}
+
+/// A `!Send` handler: an `Rc` lives across an await.
+async fn not_send(Path(name): Path<String>) -> String {
+    let shared = Rc::new(name);
+    tokio::task::yield_now().await;
+    format!("hello, {shared} (rc count {})", Rc::strong_count(&shared))
+}
+
+async fn fails() -> Result<String, HttpError> {
+    Err(HttpError::internal("database exploded: secret=hunter2"))
+}
+
+async fn panics() -> String {
+    panic!("handler bug")
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "this handler blocks its worker on purpose"
+)]
+async fn blocks() -> &'static str {
+    std::thread::sleep(Duration::from_millis(300));
+    "done blocking"
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    "slow but fine"
+}
+
+async fn hits(Local(hits): Local<u64>) -> Json<u64> {
+    Json(hits.with_mut(|n| {
+        *n += 1;
+        *n
+    }))
+}
+
+#[derive(Clone)]
+struct Greeting(Arc<str>);
+
+async fn greet(State(greeting): State<Greeting>, RequestId(id): RequestId) -> String {
+    format!("{} ({id})", greeting.0)
+}
+
+fn mounted() -> impl tower::Service<
+    Request,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send,
+> + Clone
++ Send
++ Sync {
+    tower::service_fn(|request: Request| async move {
+        let text = format!("legacy saw {}", request.uri());
+        Ok::<_, Infallible>(http::Response::new(Body::from(text)))
+    })
+}
+
+fn router() -> Router {
+    Router::new()
+        .state(Greeting("hello".into()))
+        .route("/countries/", route_get(countries).post(create))
+        .route("/countries/{code:[a-z]{2}}/", route_get(country))
+        .route("/items/{id}/{part}", route_get(item))
+        .route("/rc/{name}", route_get(not_send))
+        .route("/fails", route_get(fails))
+        .route("/panics", route_get(panics))
+        .route("/block", route_get(blocks))
+        .route("/slow", route_get(slow))
+        .route("/hits", route_get(hits))
+        .route("/greet", route_get(greet))
+        .route("/echo", post(|body: String| async move { body }))
+        .mount("/legacy", mounted())
+}
+
+async fn server() -> Server {
+    Server::start(router(), |c| {
+        c.max_header_size = 4096;
+        c.body_limit = 1024;
+        c.header_read_timeout = Duration::from_millis(500);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn routing_params_constraints_methods_head_and_mount() {
+    let server = server().await;
+    let addr = server.addr;
+
+    let reply = get(addr, "/countries/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json(), serde_json::json!(["fr", "gb"]));
+    assert!(reply.header("x-request-id").is_some());
+
+    let reply = get(addr, "/countries/gb/").await;
+    assert_eq!(reply.json()["name"], "United Kingdom");
+
+    // The handler's own 404 names the code.
+    let reply = get(addr, "/countries/zz/").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "NOT_FOUND");
+    assert!(reply.json()["message"].as_str().unwrap().contains("`zz`"));
+
+    // A constraint that fails is a 404, as if there were no route.
+    let reply = get(addr, "/countries/gbr/").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "NOT_FOUND");
+    let reply = get(addr, "/nowhere").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "NOT_FOUND");
+
+    // A missing trailing slash redirects.
+    let reply = get(addr, "/countries/gb").await;
+    assert_eq!(reply.status, 308);
+    assert_eq!(reply.header("location"), Some("/countries/gb/"));
+
+    // 405 with Allow.
+    let reply = request(addr, "DELETE", "/countries/gb/", &[], b"").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    assert_eq!(reply.json()["error"], "METHOD_NOT_ALLOWED");
+    let reply = request(addr, "PUT", "/countries/", &[], b"").await;
+    assert_eq!(reply.header("allow"), Some("GET, POST, HEAD"));
+
+    // HEAD is served by GET, without a body but with its length.
+    let reply = request(addr, "HEAD", "/countries/", &[], b"").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), Some("11"));
+    assert!(reply.body.is_empty());
+
+    // Typed tuple path and query; a bad one names the field.
+    let reply = get(addr, "/items/7/wheel?page=2").await;
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        "7/wheel page 2 size None"
+    );
+    let reply = get(addr, "/items/seven/wheel?page=2").await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "INVALID_PARAMETERS");
+    assert!(
+        reply.json()["messages"]["id"]
+            .as_str()
+            .unwrap()
+            .contains("`seven`")
+    );
+    let reply = get(addr, "/items/7/wheel").await;
+    assert_eq!(reply.json()["messages"]["page"], "is required");
+
+    // The mounted tower service sees the path without its prefix.
+    let reply = get(addr, "/legacy/v1/things?x=1").await;
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        "legacy saw /v1/things?x=1"
+    );
+    let reply = get(addr, "/legacy").await;
+    assert_eq!(String::from_utf8_lossy(&reply.body), "legacy saw /");
+
+    // Shared state and the client's request id.
+    let reply = request(addr, "GET", "/greet", &[("x-request-id", "abc-123")], b"").await;
+    assert_eq!(String::from_utf8_lossy(&reply.body), "hello (abc-123)");
+    assert_eq!(reply.header("x-request-id"), Some("abc-123"));
+
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_json_errors_and_the_worker_goes_on() {
+    let server = server().await;
+    let addr = server.addr;
+    let json = [("content-type", "application/json")];
+
+    let reply = request(
+        addr,
+        "POST",
+        "/countries/",
+        &json,
+        b"{\"code\": \"gb\",\n \"population\": }",
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "INVALID_JSON");
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("line 2, column 16"), "{message}");
+
+    let reply = request(addr, "POST", "/countries/", &json, br#"{"code": "gb"}"#).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "INVALID_PARAMETERS");
+    assert_eq!(reply.json()["messages"]["population"], "is required");
+
+    let reply = request(
+        addr,
+        "POST",
+        "/countries/",
+        &[("content-type", "text/plain")],
+        b"gb",
+    )
+    .await;
+    assert_eq!(reply.status, 415);
+    assert_eq!(reply.json()["error"], "UNSUPPORTED_MEDIA_TYPE");
+
+    let big = format!("{{\"code\": \"{}\", \"population\": 1}}", "x".repeat(4000));
+    let reply = request(addr, "POST", "/countries/", &json, big.as_bytes()).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.json()["error"], "PAYLOAD_TOO_LARGE");
+
+    // Chunked, so no content-length: the limit still holds while streaming.
+    let mut chunked = b"POST /echo HTTP/1.1\r\nhost: t\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(format!("{:x}\r\n{}\r\n", 600, "y".repeat(600)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let reply = raw(addr, &chunked).await;
+    assert_eq!(reply.status, 413);
+
+    let huge = "v".repeat(5000);
+    let reply = request(addr, "GET", "/countries/", &[("x-big", &huge)], b"").await;
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.json()["error"], "HEADERS_TOO_LARGE");
+
+    let reply = get(addr, "/fails").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json()["error"], "INTERNAL_ERROR");
+    assert!(
+        !String::from_utf8_lossy(&reply.body).contains("hunter2"),
+        "no internals to the client"
+    );
+
+    let reply = get(addr, "/panics").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json()["error"], "INTERNAL_ERROR");
+
+    // Everyone else is still served.
+    let reply = request(
+        addr,
+        "POST",
+        "/countries/",
+        &json,
+        br#"{"code": "gb", "population": 67}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json()["population"], 67);
+
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_with_408_while_a_normal_client_is_served() {
+    let server = server().await;
+    let addr = server.addr;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\nx-drip: ")
+        .await
+        .unwrap();
+    // Meanwhile a normal client gets its answer.
+    let reply = get(addr, "/countries/").await;
+    assert_eq!(reply.status, 200);
+    // The slow client never finishes its headers: it is answered 408 and closed.
+    let reply = read_reply(&mut slow, false).await;
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.json()["error"], "REQUEST_TIMEOUT");
+    assert_eq!(get(addr, "/countries/").await.status, 200);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn the_watchdog_names_a_blocking_handler_by_its_route() {
+    let server = server().await;
+    let reply = get(server.addr, "/block").await;
+    assert_eq!(reply.status, 200);
+    let reports = server.handle.watchdog().recent_reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.task.as_deref() == Some("GET /block")),
+        "reports: {reports:?}"
+    );
+    // A route that only awaits is never reported.
+    assert_eq!(get(server.addr, "/slow").await.status, 200);
+    let reports = server.handle.watchdog().recent_reports();
+    assert!(
+        !reports
+            .iter()
+            .any(|r| r.task.as_deref() == Some("GET /slow"))
+    );
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn not_send_handlers_and_local_state() {
+    let router = router();
+    let mut config = nucleon_http::HttpConfig {
+        port: 0,
+        ..Default::default()
+    };
+    let addr = config.resolve_port().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = nucleon_runtime::Runtime::builder()
+            .workers(1)
+            .handle_signals(false)
+            .per_worker(move |worker| {
+                worker.local_state(0_u64);
+                worker.adapter(nucleon_http::HttpServer::new(
+                    router.clone(),
+                    config.clone(),
+                ));
+                Ok(())
+            })
+            .build()
+            .unwrap();
+        let _ = tx.send(runtime.handle());
+        runtime.run()
+    });
+    let handle = rx.await.unwrap();
+    handle.wait_for(nucleon_runtime::Phase::Serving).await;
+
+    let reply = get(addr, "/rc/ada").await;
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        "hello, ada (rc count 1)"
+    );
+    assert_eq!(get(addr, "/hits").await.json(), 1);
+    assert_eq!(get(addr, "/hits").await.json(), 2);
+
+    handle.shutdown();
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = LocalState::<u64>::current();
+}
+
+#[tokio::test]
+async fn drain_readiness_lame_duck_in_flight_and_503_on_open_connections() {
+    let server = Server::start(router(), |c| c.lame_duck = Duration::from_millis(600)).await;
+    let addr = server.addr;
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+
+    // A keep-alive connection opened before the drain.
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    open.write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut open, false).await.status, 200);
+
+    // An in-flight request when the drain starts.
+    let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.handle.shutdown();
+
+    // Readiness is 503 at once, while the lame duck still serves normally.
+    let ready = get(addr, "/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["error"], "SERVICE_UNAVAILABLE");
+    assert!(ready.header("retry-after").is_some());
+    assert_eq!(get(addr, "/countries/").await.status, 200);
+
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(String::from_utf8_lossy(&reply.body), "slow but fine");
+
+    // After the lame duck the listener closes; a request arriving on a connection that
+    // is still open gets 503 + Retry-After, or the connection was closed idle before
+    // the request was read (never accepted).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let written = open
+        .write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    if written.is_ok() {
+        let mut buf = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut open, &mut buf).await;
+        if let Some((reply, _)) = common::parse_reply(&buf, false) {
+            assert_eq!(reply.status, 503);
+            assert_eq!(reply.header("retry-after"), Some("1"));
+            assert_eq!(reply.header("connection"), Some("close"));
+        }
+    }
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+    server.stop().await.expect("drained cleanly");
+}
