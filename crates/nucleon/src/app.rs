@@ -1,0 +1,204 @@
+//! The application: routes, state, adapters and hooks, assembled once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+use nucleon_http::{BoxError, Endpoint, MethodRouter, Request, Router};
+use nucleon_runtime::{LocalState, WorkerSetup};
+use tower::{Layer, Service};
+
+type Hook = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), BoxError>>>;
+pub(crate) type LocalFn = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type WorkerFn = Arc<dyn Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync>;
+
+/// A service, assembled: routes, mounted services, layers, shared and per-worker state,
+/// per-worker adapters, lifecycle hooks, default configuration.
+///
+/// Hand it to [`crate::run`] for the command line, or to
+/// [`TestClient`](crate::test::TestClient) in tests.
+///
+/// ```
+/// use nucleon::{App, Json, Local, get};
+///
+/// async fn hits(Local(hits): Local<u64>) -> Json<u64> {
+///     Json(hits.with_mut(|n| { *n += 1; *n }))
+/// }
+///
+/// let app = App::new("counter")
+///     .local_state(|| 0_u64) // one counter per worker, no locks
+///     .route("/hits", get(hits))
+///     .on_start(|| async {
+///         tracing::info!("ready");
+///         Ok(())
+///     });
+/// assert_eq!(app.router().routes().len(), 1);
+/// ```
+#[must_use]
+pub struct App {
+    pub(crate) name: String,
+    pub(crate) router: Router,
+    pub(crate) workers: Vec<WorkerFn>,
+    pub(crate) locals: Vec<LocalFn>,
+    pub(crate) initialise: Vec<Hook>,
+    pub(crate) start: Vec<Hook>,
+    pub(crate) stop: Vec<Hook>,
+    pub(crate) default_config: Option<&'static str>,
+    pub(crate) config_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("router", &self.router)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// A new application; `name` is shown by the command line and in logs.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            router: Router::new(),
+            workers: Vec::new(),
+            locals: Vec::new(),
+            initialise: Vec::new(),
+            start: Vec::new(),
+            stop: Vec::new(),
+            default_config: None,
+            config_file: None,
+        }
+    }
+
+    /// Adds a route (see [`Router::route`]).
+    ///
+    /// # Panics
+    /// On an invalid pattern or a conflicting route.
+    pub fn route(mut self, path: &str, methods: MethodRouter) -> Self {
+        self.router = self.router.route(path, methods);
+        self
+    }
+
+    /// Mounts a tower service (an axum `Router`, say) under `prefix` (see
+    /// [`Router::mount`]).
+    pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
+    where
+        S: Service<Request, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.router = self.router.mount(prefix, service);
+        self
+    }
+
+    /// Wraps the whole app in a tower layer (see [`Router::layer`]).
+    pub fn layer<L, B>(mut self, layer: L) -> Self
+    where
+        L: Layer<Endpoint> + Send + Sync + 'static,
+        L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
+        <L::Service as Service<Request>>::Future: 'static,
+        <L::Service as Service<Request>>::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.router = self.router.layer(layer);
+        self
+    }
+
+    /// Replaces the router (routes built elsewhere, or merged by hand).
+    pub fn with_router(mut self, router: Router) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// Shared state for [`State<T>`](crate::State) (one value for every worker).
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.router = self.router.state(value);
+        self
+    }
+
+    /// Per-worker state for [`Local<T>`](crate::Local): `init` runs on each worker (and
+    /// in the test client) to build that worker's own value.
+    pub fn local_state<T: 'static>(mut self, init: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        self.locals
+            .push(Arc::new(move || LocalState::new(init()).register()));
+        self
+    }
+
+    /// Per-worker setup of your own: adapters (a database pool, a client), tasks.
+    /// Runs on each worker's thread at every (re)start. Not run by the test client.
+    pub fn per_worker(
+        mut self,
+        setup: impl Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync + 'static,
+    ) -> Self {
+        self.workers.push(Arc::new(setup));
+        self
+    }
+
+    /// A hook run after configuration loads, before anything starts.
+    pub fn on_initialise<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + 'static,
+    {
+        self.initialise.push(Box::new(move || Box::pin(hook())));
+        self
+    }
+
+    /// A hook run once every worker serves.
+    pub fn on_start<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + 'static,
+    {
+        self.start.push(Box::new(move || Box::pin(hook())));
+        self
+    }
+
+    /// A hook run after the drain, before exit.
+    pub fn on_stop<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + 'static,
+    {
+        self.stop.push(Box::new(move || Box::pin(hook())));
+        self
+    }
+
+    /// Default configuration (TOML with `[default]`, `[test]`… tables), usually
+    /// `include_str!("../app.toml")`: used when neither `--config` nor `./app.toml` is
+    /// there.
+    pub fn default_config(mut self, toml: &'static str) -> Self {
+        self.default_config = Some(toml);
+        self
+    }
+
+    /// The configuration file to read when `--config` is not given (default:
+    /// `app.toml` in the working directory, if it exists).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Registers this app's per-worker state on the current thread.
+    pub(crate) fn register_locals(locals: &[LocalFn]) {
+        for register in locals {
+            register();
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The command line every app binary gets: `start` (default), `routes`, `check`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use nucleon_http::{HttpConfig, HttpServer, ServerError};
+use nucleon_runtime::{Config, ConfigError, ConfigOptions, Runtime, RuntimeError};
+
+use crate::App;
+use crate::app::App as AppInner;
+
+#[derive(Debug, Parser)]
+#[command(disable_version_flag = true, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    start: StartArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default command).
+    Start {
+        #[command(flatten)]
+        start: StartArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the route table and exit.
+    Routes,
+    /// Load and validate the configuration, then exit (0 when valid).
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Args, Default, Clone)]
+struct StartArgs {
+    /// The address to listen on (overrides `http.host`).
+    #[arg(long)]
+    host: Option<String>,
+    /// The port to listen on (overrides `http.port`; 0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The number of workers (default: `runtime.workers`, else one per core).
+    #[arg(long, short = 'j')]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+struct ConfigArgs {
+    /// The environment: a table of app.toml (default: `NUCLEON_ENV`, else `default`).
+    #[arg(long = "env")]
+    environment: Option<String>,
+    /// The configuration file (default: ./app.toml, else the app's embedded defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Why an app could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The command line is wrong (or asked for help).
+    #[error(transparent)]
+    Usage(#[from] clap::Error),
+    /// The configuration is invalid (names file, environment and key).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HTTP server cannot be set up.
+    #[error(transparent)]
+    Http(#[from] ServerError),
+    /// The runtime failed to start or to stop cleanly.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl AppError {
+    /// The process exit code: 64 for usage, 78 (`EX_CONFIG`) for configuration, 1 else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) => 64,
+            AppError::Config(_) | AppError::Http(ServerError::InvalidHost { .. }) => 78,
+            AppError::Runtime(error) => error.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the app with the process's command line, logging to stdout through a
+/// non-blocking writer (filter: `NUCLEON_LOG`, else `RUST_LOG`, else `info`).
+///
+/// ```text
+/// app [start] [--host H] [--port P] [-j N] [--env E] [--config FILE]
+/// app routes
+/// app check [--env E] [--config FILE]
+/// ```
+pub fn run(app: App) -> ExitCode {
+    let (writer, _guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = std::env::var("NUCLEON_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(writer)
+        .try_init();
+    match run_from(app, std::env::args_os()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(AppError::Usage(error)) => error.exit(),
+        Err(error) => {
+            tracing::error!(target: "nucleon", "{error}");
+            drop(_guard);
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "error: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Runs the app with the given command line (the first item is the program name).
+///
+/// # Errors
+/// [`AppError`]: usage, configuration, server or runtime errors.
+pub fn run_from<I, T>(app: App, args: I) -> Result<(), AppError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    match cli.command {
+        None => start(app, cli.start, cli.config),
+        Some(Command::Start { start: s, config }) => start(app, s, config),
+        Some(Command::Routes) => {
+            let mut out = std::io::stdout().lock();
+            for route in app.router.routes() {
+                writeln!(out, "{route}")?;
+            }
+            Ok(())
+        }
+        Some(Command::Check { config }) => {
+            let (config, http) = load(&app, &config, &StartArgs::default())?;
+            let settings = config.runtime_settings()?;
+            let addr = http.addr()?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "configuration OK: {} (environment `{}`); http on {addr}, {} worker(s)",
+                config.file().map_or_else(
+                    || "embedded defaults".to_owned(),
+                    |f| format!("`{}`", f.display())
+                ),
+                config.environment(),
+                settings
+                    .workers
+                    .map_or_else(|| "one per core".to_owned(), |n| n.to_string()),
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// Loads configuration as the command line says, and the `http` table with overrides.
+fn load(
+    app: &AppInner,
+    args: &ConfigArgs,
+    start: &StartArgs,
+) -> Result<(Config, HttpConfig), AppError> {
+    let config = load_config(app, args)?;
+    let mut http: HttpConfig = config.extract_at("http")?;
+    if let Some(host) = &start.host {
+        http.host.clone_from(host);
+    }
+    if let Some(port) = start.port {
+        http.port = port;
+    }
+    Ok((config, http))
+}
+
+fn load_config(app: &AppInner, args: &ConfigArgs) -> Result<Config, ConfigError> {
+    let file = args.config.clone().or_else(|| app.config_file.clone());
+    let local = PathBuf::from("app.toml");
+    match (file, app.default_config) {
+        (None, Some(text)) if !local.exists() => {
+            let environment = args
+                .environment
+                .clone()
+                .or_else(|| std::env::var("NUCLEON_ENV").ok())
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "default".to_owned());
+            Config::from_toml(text, &environment)
+        }
+        (file, _) => Config::load(ConfigOptions {
+            file,
+            environment: args.environment.clone(),
+        }),
+    }
+}
+
+pub(crate) fn config_for_tests(app: &AppInner) -> Result<Config, ConfigError> {
+    let args = ConfigArgs {
+        environment: Some("test".to_owned()),
+        config: None,
+    };
+    match load_config(app, &args) {
+        Err(ConfigError::UnknownEnvironment { .. }) => load_config(app, &ConfigArgs::default()),
+        other => other,
+    }
+}
+
+fn start(app: App, start: StartArgs, args: ConfigArgs) -> Result<(), AppError> {
+    let (config, mut http) = load(&app, &args, &start)?;
+    let addr = http.resolve_port()?;
+    let App {
+        name,
+        router,
+        workers,
+        locals,
+        initialise,
+        start: start_hooks,
+        stop,
+        ..
+    } = app;
+    let mut builder = Runtime::builder().config(config);
+    if let Some(n) = start.workers {
+        builder = builder.workers(n);
+    }
+    builder = builder.per_worker(move |worker| {
+        AppInner::register_locals(&locals);
+        for setup in &workers {
+            setup(worker)?;
+        }
+        worker.adapter(HttpServer::new(router.clone(), http.clone()));
+        Ok(())
+    });
+    for hook in initialise {
+        builder = builder.on_initialise(hook);
+    }
+    for hook in start_hooks {
+        builder = builder.on_start(hook);
+    }
+    for hook in stop {
+        builder = builder.on_stop(hook);
+    }
+    let runtime = builder.build()?;
+    tracing::info!(target: "nucleon", app = %name, "{name} starting on http://{addr} with {} worker(s)", runtime.handle().workers());
+    runtime.run()?;
+    Ok(())
+}

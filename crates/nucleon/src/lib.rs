@@ -1,0 +1,52 @@
+//! # nucleon
+//!
+//! The umbrella crate of Nucleon, a microframework for back-end services: REST/JSON
+//! over HTTP on one cooperative event loop per core, where nothing blocks the loop.
+//!
+//! It re-exports the framework's crates behind features (`http`, on by default), and
+//! gives an application three things: [`App`] to assemble routes, state, adapters and
+//! hooks; [`run`], the command line every app binary gets (`start`, `routes`, `check`);
+//! and [`test::TestClient`], to call the app in-process from tests.
+//!
+//! ```no_run
+//! use nucleon::{App, HttpError, Json, Path, get};
+//!
+//! async fn hello(Path(name): Path<String>) -> Result<Json<String>, HttpError> {
+//!     if name.is_empty() {
+//!         return Err(HttpError::bad_request("who?"));
+//!     }
+//!     Ok(Json(format!("hello, {name}")))
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     nucleon::run(App::new("hello").route("/hello/{name}", get(hello)))
+//! }
+//! ```
+//!
+//! `cargo run -- --port 8080` serves it; `cargo run -- routes` prints the route table;
+//! `cargo run -- check --env production` validates the configuration.
+
+#[cfg(feature = "http")]
+mod app;
+#[cfg(feature = "http")]
+mod cli;
+#[cfg(feature = "http")]
+pub mod test;
+
+#[cfg(feature = "http")]
+pub use app::App;
+#[cfg(feature = "http")]
+pub use cli::{AppError, run, run_from};
+
+/// The runtime: workers, adapters, lifecycle, drain, watchdog, offload, configuration.
+pub use nucleon_runtime as runtime;
+pub use nucleon_runtime::{LocalState, offload, spawn};
+
+/// The HTTP front end.
+#[cfg(feature = "http")]
+pub use nucleon_http as http;
+#[cfg(feature = "http")]
+pub use nucleon_http::{
+    HttpError, IntoResponse, Json, Local, Path, Query, RemoteAddr, RequestId, Router, State,
+    StatusCode, delete, get, patch, post, put,
+};

@@ -1,0 +1,259 @@
+//! The countries binary, as a user runs it: start it, query it over HTTP, SIGTERM it
+//! under concurrent load, and check that every request got a real answer and the
+//! process exited 0.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+fn parse(buf: &[u8]) -> Option<Reply> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    (buf.len() >= end + length).then(|| Reply {
+        status,
+        headers,
+        body: buf[end..end + length].to_vec(),
+    })
+}
+
+/// Sends one request on `stream`; `Ok(None)` if the connection closed before any byte
+/// of a response (the server never read the request); panics on a truncated response.
+async fn exchange(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+) -> std::io::Result<Option<Reply>> {
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        if let Some(reply) = parse(&buf) {
+            return Ok(Some(reply));
+        }
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if buf.is_empty() => return Err(e),
+            Err(e) => panic!("connection broke mid-response: {e}"),
+        };
+        if n == 0 {
+            assert!(
+                buf.is_empty(),
+                "truncated response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn get(addr: SocketAddr, method: &str, path: &str) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    exchange(&mut stream, method, path)
+        .await
+        .expect("io")
+        .expect("a response")
+}
+
+async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn start(port: u16, lame_duck: &str) -> (Child, SocketAddr) {
+    let child = Command::new(env!("CARGO_BIN_EXE_countries"))
+        .args(["--port", &port.to_string(), "-j", "2"])
+        .env("NUCLEON_HTTP__LAME_DUCK", lame_duck)
+        .env("NUCLEON_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the countries binary starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..600 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return (child, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("countries did not listen on {addr}");
+}
+
+async fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn countries_binary_serves_the_quickstart_and_exits_0_on_sigterm() {
+    let (mut child, addr) = start(free_port().await, "0s").await;
+
+    let reply = get(addr, "GET", "/countries/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!(["de", "fr", "gb", "jp", "us"])
+    );
+
+    let reply = get(addr, "GET", "/countries/gb/").await;
+    assert_eq!(reply.json()["name"], "United Kingdom");
+
+    let reply = get(addr, "GET", "/countries/zz/").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "NOT_FOUND");
+    assert!(reply.json()["message"].as_str().unwrap().contains("`zz`"));
+
+    assert_eq!(get(addr, "GET", "/countries/gbr/").await.status, 404);
+
+    let reply = get(addr, "POST", "/countries/gb/").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    assert_eq!(reply.json()["error"], "METHOD_NOT_ALLOWED");
+
+    let reply = get(addr, "GET", "/hits").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["hits"].as_u64().unwrap() >= 1);
+
+    sigterm(&child).await;
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn drain_under_concurrent_load_answers_every_request_and_exits_0() {
+    let (mut child, addr) = start(free_port().await, "1s").await;
+    let out_of_rotation = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let answered_after_term = Arc::new(AtomicU64::new(0));
+    let unavailable = Arc::new(AtomicU64::new(0));
+    let terminated = Arc::new(AtomicBool::new(false));
+
+    // A load balancer's view: once readiness says 503, no new connections.
+    let checker = tokio::spawn({
+        let out = Arc::clone(&out_of_rotation);
+        async move {
+            loop {
+                let ready = match TcpStream::connect(addr).await {
+                    Ok(mut s) => exchange(&mut s, "GET", "/readyz").await.ok().flatten(),
+                    Err(_) => None,
+                };
+                if ready.is_none_or(|r| r.status == 503) {
+                    out.store(true, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+
+    let mut clients = Vec::new();
+    for id in 0..8 {
+        let (out, answered, after, unavailable, terminated) = (
+            Arc::clone(&out_of_rotation),
+            Arc::clone(&answered),
+            Arc::clone(&answered_after_term),
+            Arc::clone(&unavailable),
+            Arc::clone(&terminated),
+        );
+        clients.push(tokio::spawn(async move {
+            let path = if id % 2 == 0 {
+                "/countries/gb/"
+            } else {
+                "/countries/"
+            };
+            'connections: while !out.load(Ordering::SeqCst) {
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
+                    break;
+                };
+                loop {
+                    let reply = match exchange(&mut stream, "GET", path).await {
+                        Ok(Some(reply)) => reply,
+                        // Closed before the request was read: never accepted.
+                        Ok(None) | Err(_) => continue 'connections,
+                    };
+                    match reply.status {
+                        200 => {
+                            answered.fetch_add(1, Ordering::SeqCst);
+                            if terminated.load(Ordering::SeqCst) {
+                                after.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        503 => {
+                            assert!(
+                                reply.header("retry-after").is_some(),
+                                "503 without Retry-After"
+                            );
+                            assert_eq!(reply.json()["error"], "SERVICE_UNAVAILABLE");
+                            unavailable.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => panic!("unexpected status {other}"),
+                    }
+                    if reply.header("connection") == Some("close") {
+                        continue 'connections;
+                    }
+                }
+            }
+        }));
+    }
+
+    while answered.load(Ordering::SeqCst) < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    terminated.store(true, Ordering::SeqCst);
+    sigterm(&child).await;
+
+    for client in clients {
+        client
+            .await
+            .expect("no client saw a dropped or truncated response");
+    }
+    checker.await.unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        answered_after_term.load(Ordering::SeqCst) > 0,
+        "the lame duck kept serving after SIGTERM"
+    );
+}
