@@ -113,6 +113,7 @@ pub fn run(app: App) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .try_init();
     match run_from(app, std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,
