@@ -437,3 +437,33 @@ async fn drain_readiness_lame_duck_in_flight_and_503_on_open_connections() {
     );
     server.stop().await.expect("drained cleanly");
 }
+
+#[tokio::test]
+async fn tower_layers_wrap_the_app_and_single_routes() {
+    use tower_http::set_header::SetResponseHeaderLayer;
+    let app_layer = SetResponseHeaderLayer::overriding(
+        http::header::HeaderName::from_static("x-app"),
+        http::HeaderValue::from_static("nucleon"),
+    );
+    let route_layer = SetResponseHeaderLayer::overriding(
+        http::header::HeaderName::from_static("x-route"),
+        http::HeaderValue::from_static("countries"),
+    );
+    let router = Router::new()
+        .route("/countries/", route_get(countries).layer(route_layer))
+        .route("/plain", route_get(|| async { "plain" }))
+        .layer(app_layer);
+    let server = Server::start(router, |_| {}).await;
+    let reply = get(server.addr, "/countries/").await;
+    assert_eq!(reply.header("x-app"), Some("nucleon"));
+    assert_eq!(reply.header("x-route"), Some("countries"));
+    assert_eq!(reply.json(), serde_json::json!(["fr", "gb"]));
+    let reply = get(server.addr, "/plain").await;
+    assert_eq!(reply.header("x-app"), Some("nucleon"));
+    assert_eq!(reply.header("x-route"), None);
+    // Errors from the router are wrapped too.
+    let reply = get(server.addr, "/nowhere").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("x-app"), Some("nucleon"));
+    server.stop().await.expect("clean stop");
+}
