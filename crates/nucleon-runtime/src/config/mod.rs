@@ -172,9 +172,7 @@ impl Config {
         if !self.figment.contains(key) {
             return Ok(T::default());
         }
-        self.figment
-            .extract_inner(key)
-            .map_err(|e| ConfigError::from_figment(e, &self.environment, self.file.as_deref()))
+        self.extract_inner(key)
     }
 
     /// The value at `key`, required.
@@ -182,9 +180,18 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] when absent or not a valid `T`.
     pub fn require<T: DeserializeOwned>(&self, key: &str) -> Result<T, ConfigError> {
-        self.figment
-            .extract_inner(key)
-            .map_err(|e| ConfigError::from_figment(e, &self.environment, self.file.as_deref()))
+        self.extract_inner(key)
+    }
+
+    fn extract_inner<T: DeserializeOwned>(&self, key: &str) -> Result<T, ConfigError> {
+        self.figment.extract_inner(key).map_err(|mut error| {
+            // figment appends the prefix after the path inside it; put it first.
+            let prefix: Vec<String> = key.split('.').map(str::to_owned).collect();
+            if error.path.ends_with(&prefix) {
+                error.path.rotate_right(prefix.len());
+            }
+            ConfigError::from_figment(error, &self.environment, self.file.as_deref())
+        })
     }
 
     /// The underlying figment, for providers of your own.
@@ -289,5 +296,199 @@ impl ConfigError {
             key: error.path.join("."),
             message: error.kind.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail's closures return figment::Error"
+)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const APP_TOML: &str = r#"
+        [default]
+        database = "postgres://app:hunter2@127.0.0.1/app"
+        greeting = "hello"
+
+        [default.runtime]
+        workers = 2
+
+        [test]
+        database = "postgres://postgres@127.0.0.1/test"
+
+        [production.runtime]
+        workers = 8
+        shutdown_timeout = "30s"
+
+        [production.runtime.watchdog]
+        threshold = "20ms"
+    "#;
+
+    #[derive(Debug, Deserialize)]
+    struct App {
+        database: SecretUrl,
+        greeting: String,
+    }
+
+    fn load(env: Option<&str>) -> Result<Config, ConfigError> {
+        Config::load(ConfigOptions {
+            file: None,
+            environment: env.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn environments_merge_over_default() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", APP_TOML)?;
+            let default = load(None).unwrap();
+            assert_eq!(default.environment(), "default");
+            assert_eq!(default.runtime_settings().unwrap().workers, Some(2));
+
+            let test = load(Some("test")).unwrap();
+            let app: App = test.extract().unwrap();
+            assert_eq!(app.greeting, "hello", "inherited from [default]");
+            assert_eq!(app.database.expose().path(), "/test");
+
+            let production = load(Some("production")).unwrap();
+            let settings = production.runtime_settings().unwrap();
+            assert_eq!(settings.workers, Some(8));
+            assert_eq!(settings.shutdown_timeout, Duration::from_secs(30));
+            assert_eq!(settings.watchdog.threshold, Duration::from_millis(20));
+            assert!(settings.watchdog.enabled, "unset keys keep their defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_comes_from_nucleon_env_or_nucleon_configuration() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", APP_TOML)?;
+            jail.set_env("NUCLEON_CONFIGURATION", "test");
+            assert_eq!(load(None).unwrap().environment(), "test");
+            jail.set_env("NUCLEON_ENV", "production");
+            assert_eq!(load(None).unwrap().environment(), "production");
+            assert_eq!(
+                load(Some("test")).unwrap().environment(),
+                "test",
+                "--env wins"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nucleon_variables_override_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", APP_TOML)?;
+            jail.set_env("NUCLEON_GREETING", "bonjour");
+            jail.set_env("NUCLEON_RUNTIME__WORKERS", "5");
+            jail.set_env("NUCLEON_TEST_DATABASE_URL", "postgres://ignored");
+            let config = load(Some("test")).unwrap();
+            assert_eq!(config.extract::<App>().unwrap().greeting, "bonjour");
+            assert_eq!(config.runtime_settings().unwrap().workers, Some(5));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_environment_is_refused_with_the_choices() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", APP_TOML)?;
+            let error = load(Some("prodution")).unwrap_err().to_string();
+            assert!(
+                error.contains("`prodution` is not defined in `app.toml`"),
+                "{error}"
+            );
+            assert!(error.contains("production"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_file_environment_and_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "app.toml",
+                "[default.runtime.watchdog]\nthreshold = \"fast\"\n[test]\n",
+            )?;
+            let error = load(Some("test"))
+                .unwrap()
+                .runtime_settings()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("app.toml"), "{error}");
+            assert!(error.contains("environment `test`"), "{error}");
+            assert!(error.contains("runtime.watchdog.threshold"), "{error}");
+            assert!(error.contains("`fast` is not a duration"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_runtime_keys_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", "[default.runtime]\nworkrs = 3\n")?;
+            let error = load(None)
+                .unwrap()
+                .runtime_settings()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("workrs"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn malformed_toml_fails_at_load() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", "[default\nworkers = 2\n")?;
+            let error = load(None).unwrap_err().to_string();
+            assert!(error.contains("app.toml"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_file_must_exist() {
+        Jail::expect_with(|_| {
+            let error = Config::load(ConfigOptions {
+                file: Some("missing.toml".into()),
+                environment: None,
+            })
+            .unwrap_err();
+            assert!(matches!(error, ConfigError::MissingFile { .. }));
+            assert!(load(None).is_ok(), "no app.toml: embedded defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_reach_debug_or_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", APP_TOML)?;
+            let app: App = load(None).unwrap().extract().unwrap();
+            let shown = format!("{app:?} {}", app.database);
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("app:***@127.0.0.1"), "{shown}");
+            jail.create_file(
+                "bad.toml",
+                "[default]\ndatabase = \"postgres://u:hunter2@[::1\"\n",
+            )?;
+            let error = Config::load(ConfigOptions {
+                file: Some("bad.toml".into()),
+                environment: None,
+            })
+            .unwrap()
+            .extract::<App>()
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("key `database`"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+            Ok(())
+        });
     }
 }

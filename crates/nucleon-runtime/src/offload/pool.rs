@@ -75,9 +75,14 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Jobs waiting for a thread.
     jobs: VecDeque<Job>,
+    /// Live threads: running a job, idle, or just started.
     threads: usize,
+    /// Threads waiting on the condition variable.
     idle: usize,
+    /// Threads running a job.
+    running: usize,
 }
 
 impl OffloadPool {
@@ -130,13 +135,12 @@ impl OffloadPool {
     fn submit(&self, job: Job) -> Result<(), OffloadError> {
         let shared = &self.shared;
         let mut state = lock(&shared.state);
-        let busy = state.threads - state.idle;
-        let free_threads = state.idle + (shared.config.max_threads - state.threads);
-        if state.jobs.len() >= shared.config.queue + free_threads {
+        let admitted = state.running + state.jobs.len();
+        if admitted >= shared.config.max_threads + shared.config.queue {
             shared.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(OffloadError::Saturated {
                 pool: shared.name.clone(),
-                threads: busy,
+                threads: state.running,
                 queued: state.jobs.len(),
             });
         }
@@ -144,7 +148,11 @@ impl OffloadPool {
         if state.idle > 0 {
             shared.available.notify_one();
         }
-        if state.jobs.len() > state.idle && state.threads < shared.config.max_threads {
+        // Threads not running a job (idle, or started and not yet waiting) will take
+        // queued jobs; start another only if the queue outnumbers them.
+        if state.jobs.len() > state.threads - state.running
+            && state.threads < shared.config.max_threads
+        {
             state.threads += 1;
             drop(state);
             let pool = Arc::clone(shared);
@@ -185,10 +193,12 @@ impl Shared {
         let mut state = lock(&self.state);
         loop {
             if let Some(job) = state.jobs.pop_front() {
+                state.running += 1;
                 drop(state);
                 job();
                 self.completed.fetch_add(1, Ordering::Relaxed);
                 state = lock(&self.state);
+                state.running -= 1;
                 continue;
             }
             state.idle += 1;

@@ -1,0 +1,193 @@
+//! The watchdog names blocking code while it blocks, and stays quiet for offloaded work.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nucleon_runtime::watchdog::ReportKind;
+use nucleon_runtime::{Phase, Runtime, WatchdogConfig, WatchdogReport, offload};
+
+const NAP: Duration = Duration::from_millis(300);
+
+/// A report, and whether the blocking work had already finished when it was made.
+type Seen = Arc<Mutex<Vec<(WatchdogReport, bool)>>>;
+
+/// Runs one worker with `work` spawned under `label`, until `work` ends; returns every
+/// report and whether the work had finished at the time of each.
+fn run_watched(
+    config: WatchdogConfig,
+    label: &'static str,
+    untracked: bool,
+    work: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+) -> (Vec<(WatchdogReport, bool)>, nucleon_runtime::WatchdogStats) {
+    let finished = Arc::new(AtomicBool::new(false));
+    let seen: Seen = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (f, s) = (Arc::clone(&finished), Arc::clone(&seen));
+    let thread = std::thread::spawn(move || {
+        let f_report = Arc::clone(&f);
+        let runtime = Runtime::builder()
+            .workers(1)
+            .handle_signals(false)
+            .watchdog(config)
+            .per_worker(move |worker| {
+                let drain = worker.drain().clone();
+                let f = Arc::clone(&f);
+                worker.spawn("test-driver", async move {
+                    // Let the heartbeat settle before blocking.
+                    tokio::time::sleep(Duration::from_millis(120)).await;
+                    let f2 = Arc::clone(&f);
+                    let job = async move {
+                        work().await;
+                        f2.store(true, Ordering::SeqCst);
+                    };
+                    if untracked {
+                        tokio::task::spawn_local(job).await.unwrap();
+                    } else {
+                        nucleon_runtime::spawn(label, job).await.unwrap();
+                    }
+                    // Give the heartbeat a tick to notice the end of a stall.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    drain.start();
+                });
+                Ok(())
+            })
+            .build()
+            .unwrap();
+        let handle = runtime.handle();
+        handle.watchdog().on_report(move |report| {
+            s.lock()
+                .unwrap()
+                .push((report.clone(), f_report.load(Ordering::SeqCst)));
+        });
+        tx.send(handle).unwrap();
+        runtime.run()
+    });
+    let handle = rx.recv().unwrap();
+    thread.join().unwrap().unwrap();
+    assert_eq!(handle.phase(), Phase::Stopped);
+    assert!(finished.load(Ordering::SeqCst));
+    let seen = seen.lock().unwrap().clone();
+    (seen, handle.watchdog().stats())
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test blocks the loop on purpose"
+)]
+fn block_the_loop() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async {
+        std::thread::sleep(NAP);
+    })
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the sleep runs on an offload thread"
+)]
+fn offload_the_block() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async {
+        offload::blocking(|| std::thread::sleep(NAP)).await.unwrap();
+    })
+}
+
+#[test]
+fn names_a_blocking_task_while_it_blocks() {
+    let (seen, stats) = run_watched(WatchdogConfig::default(), "sleepy", false, block_the_loop);
+    let live: Vec<_> = seen
+        .iter()
+        .filter(|(r, _)| r.kind == ReportKind::Blocking)
+        .collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "one live report for one blocking poll: {seen:#?}"
+    );
+    let (report, finished_then) = live[0];
+    assert!(!finished_then, "reported while still blocking");
+    assert_eq!(report.task.as_deref(), Some("sleepy"));
+    assert_eq!(report.worker, 0);
+    assert!(report.elapsed >= Duration::from_millis(50) && report.elapsed < NAP);
+
+    let ended: Vec<_> = seen
+        .iter()
+        .filter(|(r, _)| r.kind == ReportKind::SlowPollEnded)
+        .collect();
+    assert_eq!(ended.len(), 1, "{seen:#?}");
+    assert_eq!(ended[0].0.task.as_deref(), Some("sleepy"));
+    assert!(ended[0].0.elapsed >= NAP);
+
+    assert_eq!(stats.blocking_reports, 1);
+    assert_eq!(stats.slow_polls, 1);
+    assert_eq!(stats.histogram.iter().sum::<u64>(), 1);
+    assert_eq!(
+        stats.histogram[2], 1,
+        "a 300 ms poll lands in the 250-500 ms bucket"
+    );
+    assert_eq!(stats.stalls, 0, "a tracked block is not also a stall");
+}
+
+#[test]
+fn stays_quiet_for_offloaded_work() {
+    let (seen, stats) = run_watched(
+        WatchdogConfig::default(),
+        "offloaded",
+        false,
+        offload_the_block,
+    );
+    assert!(seen.is_empty(), "{seen:#?}");
+    assert_eq!(stats.blocking_reports + stats.slow_polls + stats.stalls, 0);
+}
+
+#[test]
+fn heartbeat_catches_a_stall_from_an_untracked_task() {
+    let (seen, stats) = run_watched(WatchdogConfig::default(), "-", true, block_the_loop);
+    let stall = seen
+        .iter()
+        .find(|(r, _)| r.kind == ReportKind::Stall)
+        .unwrap_or_else(|| panic!("no stall report: {seen:#?}"));
+    assert!(!stall.1, "reported while still stalled");
+    assert_eq!(stall.0.task, None, "an untracked task has no name");
+    assert!(
+        seen.iter().any(|(r, _)| r.kind == ReportKind::StallEnded),
+        "{seen:#?}"
+    );
+    assert!(seen.iter().all(|(r, _)| r.kind != ReportKind::Blocking));
+    assert_eq!(stats.stalls, 1);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn captures_the_blocked_stack_while_blocked() {
+    let config = WatchdogConfig {
+        backtrace: true,
+        ..WatchdogConfig::default()
+    };
+    let (seen, _) = run_watched(config, "sleepy", false, block_the_loop);
+    // Symbolising may finish after the sleep; the stack itself is taken while blocked,
+    // which its content proves: once the sleep returns, no frame is in `sleep`.
+    let (report, _) = seen
+        .iter()
+        .find(|(r, _)| r.kind == ReportKind::Blocking)
+        .expect("a live report");
+    let stack = report.backtrace.as_deref().expect("a captured stack");
+    assert!(
+        stack.contains("sleep"),
+        "the stack shows where the thread blocks:\n{stack}"
+    );
+    assert!(
+        stack.contains("block_the_loop"),
+        "the stack shows the blocking code:\n{stack}"
+    );
+}
+
+#[test]
+fn disabled_watchdog_tracks_nothing() {
+    let config = WatchdogConfig {
+        enabled: false,
+        ..WatchdogConfig::default()
+    };
+    let (seen, stats) = run_watched(config, "sleepy", false, block_the_loop);
+    assert!(seen.is_empty());
+    assert_eq!(stats.blocking_reports + stats.slow_polls + stats.stalls, 0);
+}
