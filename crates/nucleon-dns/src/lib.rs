@@ -62,7 +62,8 @@ mod client;
 mod config;
 mod connect;
 mod error;
-pub mod request_id;
+/// The current request's id (defined in `nucleon-runtime`, set by `nucleon-http`).
+pub use nucleon_runtime::request_id;
 mod resolver;
 
 pub use adapter::{DnsAdapter, HttpClientAdapter};

@@ -159,7 +159,10 @@ impl HttpService {
                 Some(app) => app.call(request),
                 None => Rc::clone(&pipeline.compiled).dispatch(request),
             };
-            let outcome = std::panic::AssertUnwindSafe(future)
+            // Outbound calls made by the handler forward this id (see request_id).
+            let scoped =
+                nucleon_runtime::request_id::scope(request_id.to_str().unwrap_or_default(), future);
+            let outcome = std::panic::AssertUnwindSafe(scoped)
                 .catch_unwind()
                 .instrument(span.clone())
                 .await;

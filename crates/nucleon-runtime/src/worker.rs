@@ -305,3 +305,101 @@ async fn heartbeat(slot: Arc<WorkerSlot>, watchdog: Watchdog) {
         }
     }
 }
+
+/// One worker's setup, run on the current thread instead of a worker thread: for test
+/// kits (such as `nucleon::test::TestClient`) that drive an app in-process.
+///
+/// [`LocalWorker::start`] runs the setup closure and starts its adapters in order, on the
+/// caller's `LocalSet`; tasks the setup spawned start once the adapters are up.
+/// [`LocalWorker::stop`] stops the adapters in reverse. There is no watchdog, heartbeat
+/// or supervisor: tasks spawned here run untracked.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// # tokio::task::LocalSet::new().run_until(async {
+/// use nucleon_runtime::{Config, LocalState, LocalWorker};
+///
+/// let worker = LocalWorker::start(Config::defaults(), |w| {
+///     w.local_state(41_u32);
+///     Ok(())
+/// })
+/// .await
+/// .unwrap();
+/// let state = LocalState::<u32>::current().unwrap();
+/// assert_eq!(state.with_mut(|n| { *n += 1; *n }), 42);
+/// worker.stop(std::time::Duration::from_secs(1)).await;
+/// # }).await;
+/// # });
+/// ```
+pub struct LocalWorker {
+    adapters: AdapterSet,
+    drain: Drain,
+}
+
+impl LocalWorker {
+    /// Runs `setup` as worker 0 and starts its adapters, on the current thread.
+    ///
+    /// # Errors
+    /// The setup's error, or the first adapter that failed to start (those already
+    /// started are stopped).
+    ///
+    /// # Panics
+    /// Outside a tokio `LocalSet` if the setup spawned tasks.
+    pub async fn start(
+        config: Config,
+        setup: impl FnOnce(&mut WorkerSetup) -> Result<(), BoxError>,
+    ) -> Result<Self, RuntimeError> {
+        let config = Arc::new(config);
+        let settings = config.runtime_settings()?;
+        let drain = Drain::new();
+        let mut worker = WorkerSetup {
+            id: 0,
+            config: Arc::clone(&config),
+            drain: drain.clone(),
+            adapters: AdapterSet::default(),
+            tasks: Vec::new(),
+        };
+        setup(&mut worker).map_err(|source| RuntimeError::WorkerSetup { worker: 0, source })?;
+        let WorkerSetup {
+            mut adapters,
+            tasks,
+            ..
+        } = worker;
+        let ctx = AdapterContext {
+            worker: Some(0),
+            config,
+            drain: drain.clone(),
+        };
+        adapters
+            .start_all(&ctx, settings.start_timeout, settings.shutdown_timeout)
+            .await?;
+        for (label, future) in tasks {
+            task::spawn(label, future);
+        }
+        Ok(Self { adapters, drain })
+    }
+
+    /// This worker's drain state (start it to simulate a shutdown).
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// Each adapter's health, by name.
+    pub async fn health(&self) -> Vec<(String, Health)> {
+        self.adapters.health().await
+    }
+
+    /// Starts the drain and stops the adapters in reverse, each by `timeout`.
+    pub async fn stop(mut self, timeout: Duration) {
+        self.drain.start();
+        self.adapters.stop_all(Instant::now() + timeout).await;
+    }
+}
+
+impl std::fmt::Debug for LocalWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalWorker")
+            .field("drain", &self.drain)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,12 +1,12 @@
-//! The current request's id, forwarded by [`crate::HttpClient`] as `x-request-id`.
+//! The current request's id, forwarded by outbound clients (`nucleon_dns::HttpClient`) as `x-request-id`.
 //!
-//! The HTTP front end runs each request's handler inside [`scope`]; any outbound call the
+//! The HTTP front end (`nucleon-http`) runs each request's handler inside [`scope`]; any outbound call the
 //! handler makes (on the same task) then carries the id, so one request can be followed
 //! across services in the logs.
 //!
 //! ```
 //! # async fn demo() {
-//! use nucleon_dns::request_id;
+//! use nucleon_runtime::request_id;
 //!
 //! assert_eq!(request_id::current(), None);
 //! request_id::scope("req-42", async {
