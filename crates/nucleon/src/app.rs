@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use nucleon_http::{BoxError, Endpoint, MethodRouter, Request, Router};
-use nucleon_runtime::{LocalState, WorkerSetup};
+use nucleon_runtime::{Config, ConfigError, LocalState, WorkerSetup};
 use tower::{Layer, Service};
 
 type Hook = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), BoxError>>>;
@@ -16,8 +16,13 @@ pub(crate) type WorkerFn = Arc<dyn Fn(&mut WorkerSetup) -> Result<(), BoxError> 
 /// A service, assembled: routes, mounted services, layers, shared and per-worker state,
 /// per-worker adapters, lifecycle hooks, default configuration.
 ///
-/// Hand it to [`crate::run`] for the command line, or to
-/// [`TestClient`](crate::test::TestClient) in tests.
+/// Hand it to [`crate::run`] for the command line, to [`App::into_runtime`] to start it
+/// from code, or to [`TestClient`](crate::test::TestClient) in tests.
+///
+/// Each worker is set up in this order: per-worker state ([`App::local_state`]); with
+/// the `dns` feature, the worker's resolver and outbound HTTP client (unless
+/// [`App::without_dns`]); your [`App::per_worker`] setups, in the order added; the HTTP
+/// server last, so every handler and adapter can use what comes before it.
 ///
 /// ```
 /// use nucleon::{App, Json, Local, get};
@@ -46,6 +51,8 @@ pub struct App {
     pub(crate) stop: Vec<Hook>,
     pub(crate) default_config: Option<&'static str>,
     pub(crate) config_file: Option<PathBuf>,
+    #[cfg(feature = "dns")]
+    pub(crate) dns: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -70,6 +77,8 @@ impl App {
             stop: Vec::new(),
             default_config: None,
             config_file: None,
+            #[cfg(feature = "dns")]
+            dns: true,
         }
     }
 
@@ -131,12 +140,34 @@ impl App {
     }
 
     /// Per-worker setup of your own: adapters (a database pool, a client), tasks.
-    /// Runs on each worker's thread at every (re)start. Not run by the test client.
+    /// Runs on each worker's thread at every (re)start (and in the test client, as worker
+    /// 0), after the per-worker state and the DNS adapters, before the HTTP server.
     pub fn per_worker(
         mut self,
         setup: impl Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync + 'static,
     ) -> Self {
         self.workers.push(Arc::new(setup));
+        self
+    }
+
+    /// Leaves out the per-worker resolver and outbound HTTP client that the `dns` feature
+    /// adds to every worker ([`DnsAdapter`](nucleon_dns::DnsAdapter) and
+    /// [`HttpClientAdapter`](nucleon_dns::HttpClientAdapter)).
+    ///
+    /// For a service that never calls out: its workers then read neither
+    /// `/etc/resolv.conf` nor the system's root certificates at start, and
+    /// `HttpClient::current()` is `None` in its handlers. Add the adapters yourself in
+    /// [`App::per_worker`] to configure them in code instead of `app.toml`.
+    ///
+    /// ```
+    /// use nucleon::App;
+    ///
+    /// let app = App::new("no-outbound-calls").without_dns();
+    /// # drop(app);
+    /// ```
+    #[cfg(feature = "dns")]
+    pub fn without_dns(mut self) -> Self {
+        self.dns = false;
         self
     }
 
@@ -195,10 +226,74 @@ impl App {
         &self.router
     }
 
-    /// Registers this app's per-worker state on the current thread.
-    pub(crate) fn register_locals(locals: &[LocalFn]) {
-        for register in locals {
+    /// Takes what each worker is set up with (see [`WorkerPlan`]), reading the `dns` and
+    /// `http_client` tables of `config` now, so that a bad value fails before any worker
+    /// starts.
+    pub(crate) fn worker_plan(&mut self, config: &Config) -> Result<WorkerPlan, ConfigError> {
+        #[cfg(feature = "dns")]
+        let dns = if self.dns {
+            Some(DnsSettings::load(config)?)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "dns"))]
+        let _ = config;
+        Ok(WorkerPlan {
+            locals: std::mem::take(&mut self.locals),
+            setups: std::mem::take(&mut self.workers),
+            #[cfg(feature = "dns")]
+            dns,
+        })
+    }
+}
+
+/// The `dns` and `http_client` tables, read once at start.
+#[cfg(feature = "dns")]
+#[derive(Debug, Clone)]
+pub(crate) struct DnsSettings {
+    resolver: nucleon_dns::DnsConfig,
+    client: nucleon_dns::HttpClientConfig,
+}
+
+#[cfg(feature = "dns")]
+impl DnsSettings {
+    /// Reads `[<env>.dns]` and `[<env>.http_client]` (defaults when absent).
+    pub(crate) fn load(config: &Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            resolver: config.extract_at("dns")?,
+            client: config.extract_at("http_client")?,
+        })
+    }
+}
+
+/// Everything a worker is set up with before its HTTP server: per-worker state, the DNS
+/// adapters (feature `dns`), then the user's per-worker setups. Shared by the runtime's
+/// workers and the test client.
+#[derive(Clone)]
+pub(crate) struct WorkerPlan {
+    locals: Vec<LocalFn>,
+    setups: Vec<WorkerFn>,
+    #[cfg(feature = "dns")]
+    dns: Option<DnsSettings>,
+}
+
+impl WorkerPlan {
+    /// Sets up `worker` (on its own thread).
+    pub(crate) fn setup(&self, worker: &mut WorkerSetup) -> Result<(), BoxError> {
+        for register in &self.locals {
             register();
         }
+        #[cfg(feature = "dns")]
+        if let Some(dns) = &self.dns {
+            worker
+                .adapter(nucleon_dns::DnsAdapter::with_config(dns.resolver.clone()))
+                .adapter(nucleon_dns::HttpClientAdapter::with_config(
+                    dns.client.clone(),
+                ));
+        }
+        for setup in &self.setups {
+            setup(worker)?;
+        }
+        Ok(())
     }
 }

@@ -151,6 +151,10 @@ where
         Some(Command::Check { config }) => {
             let (config, http) = load(&app, &config, &StartArgs::default())?;
             let settings = config.runtime_settings()?;
+            #[cfg(feature = "dns")]
+            if app.dns {
+                crate::app::DnsSettings::load(&config)?;
+            }
             let addr = http.addr()?;
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -218,14 +222,13 @@ pub(crate) fn config_for_tests(app: &AppInner) -> Result<Config, ConfigError> {
     }
 }
 
-fn start(app: App, start: StartArgs, args: ConfigArgs) -> Result<(), AppError> {
+fn start(mut app: App, start: StartArgs, args: ConfigArgs) -> Result<(), AppError> {
     let (config, mut http) = load(&app, &args, &start)?;
+    let plan = app.worker_plan(&config)?;
     let addr = http.resolve_port()?;
     let App {
         name,
         router,
-        workers,
-        locals,
         initialise,
         start: start_hooks,
         stop,
@@ -236,10 +239,7 @@ fn start(app: App, start: StartArgs, args: ConfigArgs) -> Result<(), AppError> {
         builder = builder.workers(n);
     }
     builder = builder.per_worker(move |worker| {
-        AppInner::register_locals(&locals);
-        for setup in &workers {
-            setup(worker)?;
-        }
+        plan.setup(worker)?;
         worker.adapter(HttpServer::new(router.clone(), http.clone()));
         Ok(())
     });

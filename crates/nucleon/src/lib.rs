@@ -3,10 +3,20 @@
 //! The umbrella crate of Nucleon, a microframework for back-end services: REST/JSON
 //! over HTTP on one cooperative event loop per core, where nothing blocks the loop.
 //!
-//! It re-exports the framework's crates behind features (`http`, on by default), and
-//! gives an application three things: [`App`] to assemble routes, state, adapters and
-//! hooks; [`run`], the command line every app binary gets (`start`, `routes`, `check`);
-//! and [`test::TestClient`], to call the app in-process from tests.
+//! It re-exports the framework's crates behind features, and gives an application three
+//! things: [`App`] to assemble routes, state, adapters and hooks; [`run`], the command
+//! line every app binary gets (`start`, `routes`, `check`); and [`test::TestClient`], to
+//! call the app in-process from tests.
+//!
+//! Features:
+//! - `http` (default): the HTTP front end ([`http`], `nucleon-http`), [`App`], the
+//!   command line and the test client.
+//! - `dns` (default): async DNS and the outbound HTTP client ([`dns`], `nucleon-dns`).
+//!   With `http` too, every worker of an [`App`] gets a resolver and an HTTP client
+//!   (`[<env>.dns]` and `[<env>.http_client]` in `app.toml`), so handlers can call
+//!   `HttpClient::current()` and `Resolver::current()`; [`App::without_dns`] leaves them
+//!   out. It adds hickory-resolver, reqwest and rustls to the build: a service that never
+//!   calls out may prefer `default-features = false, features = ["http"]`.
 //!
 //! ```no_run
 //! use nucleon::{App, HttpError, Json, Path, get};
@@ -41,6 +51,14 @@ pub use cli::{AppError, run, run_from};
 /// The runtime: workers, adapters, lifecycle, drain, watchdog, offload, configuration.
 pub use nucleon_runtime as runtime;
 pub use nucleon_runtime::{LocalState, offload, spawn};
+
+/// Async DNS and the outbound HTTP client.
+#[cfg(feature = "dns")]
+pub use nucleon_dns as dns;
+#[cfg(feature = "dns")]
+pub use nucleon_dns::{
+    DnsAdapter, DnsConfig, DnsError, HttpClient, HttpClientAdapter, HttpClientConfig, Resolver,
+};
 
 /// The HTTP front end.
 #[cfg(feature = "http")]

@@ -69,7 +69,9 @@ impl TestClient {
             .build()
             .expect("TestClient: cannot build a tokio runtime");
         let local = tokio::task::LocalSet::new();
-        AppInner::register_locals(&app.locals);
+        for register in &app.locals {
+            register();
+        }
         let AppInner {
             router,
             initialise,
