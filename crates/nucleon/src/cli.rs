@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use nucleon_http::{HttpConfig, HttpServer, ServerError};
-use nucleon_runtime::{Config, ConfigError, ConfigOptions, Runtime, RuntimeError};
+use nucleon_http::{HttpConfig, ServerError};
+use nucleon_runtime::{Config, ConfigError, ConfigOptions, RuntimeError};
 
 use crate::App;
-use crate::app::App as AppInner;
+use crate::start::StartOptions;
 
 #[derive(Debug, Parser)]
 #[command(disable_version_flag = true, args_conflicts_with_subcommands = true)]
@@ -149,7 +149,7 @@ where
             Ok(())
         }
         Some(Command::Check { config }) => {
-            let (config, http) = load(&app, &config, &StartArgs::default())?;
+            let (config, http) = load(&app, &options(StartArgs::default(), config))?;
             let settings = config.runtime_settings()?;
             #[cfg(feature = "dns")]
             if app.dns {
@@ -174,86 +174,63 @@ where
     }
 }
 
-/// Loads configuration as the command line says, and the `http` table with overrides.
-fn load(
-    app: &AppInner,
-    args: &ConfigArgs,
-    start: &StartArgs,
-) -> Result<(Config, HttpConfig), AppError> {
-    let config = load_config(app, args)?;
+/// Loads configuration as `options` say, and the `http` table with their overrides.
+pub(crate) fn load(app: &App, options: &StartOptions) -> Result<(Config, HttpConfig), AppError> {
+    let config = load_config(
+        app,
+        options.config_file.clone(),
+        options.environment.clone(),
+    )?;
     let mut http: HttpConfig = config.extract_at("http")?;
-    if let Some(host) = &start.host {
+    if let Some(host) = &options.host {
         http.host.clone_from(host);
     }
-    if let Some(port) = start.port {
+    if let Some(port) = options.port {
         http.port = port;
     }
     Ok((config, http))
 }
 
-fn load_config(app: &AppInner, args: &ConfigArgs) -> Result<Config, ConfigError> {
-    let file = args.config.clone().or_else(|| app.config_file.clone());
+fn load_config(
+    app: &App,
+    file: Option<PathBuf>,
+    environment: Option<String>,
+) -> Result<Config, ConfigError> {
+    let file = file.or_else(|| app.config_file.clone());
     let local = PathBuf::from("app.toml");
     match (file, app.default_config) {
         (None, Some(text)) if !local.exists() => {
-            let environment = args
-                .environment
-                .clone()
+            let environment = environment
                 .or_else(|| std::env::var("NUCLEON_ENV").ok())
                 .filter(|e| !e.is_empty())
                 .unwrap_or_else(|| "default".to_owned());
             Config::from_toml(text, &environment)
         }
-        (file, _) => Config::load(ConfigOptions {
-            file,
-            environment: args.environment.clone(),
-        }),
+        (file, _) => Config::load(ConfigOptions { file, environment }),
     }
 }
 
-pub(crate) fn config_for_tests(app: &AppInner) -> Result<Config, ConfigError> {
-    let args = ConfigArgs {
-        environment: Some("test".to_owned()),
-        config: None,
-    };
-    match load_config(app, &args) {
-        Err(ConfigError::UnknownEnvironment { .. }) => load_config(app, &ConfigArgs::default()),
+pub(crate) fn config_for_tests(app: &App) -> Result<Config, ConfigError> {
+    match load_config(app, None, Some("test".to_owned())) {
+        Err(ConfigError::UnknownEnvironment { .. }) => load_config(app, None, None),
         other => other,
     }
 }
 
-fn start(mut app: App, start: StartArgs, args: ConfigArgs) -> Result<(), AppError> {
-    let (config, mut http) = load(&app, &args, &start)?;
-    let plan = app.worker_plan(&config)?;
-    let addr = http.resolve_port()?;
-    let App {
-        name,
-        router,
-        initialise,
-        start: start_hooks,
-        stop,
-        ..
-    } = app;
-    let mut builder = Runtime::builder().config(config);
-    if let Some(n) = start.workers {
-        builder = builder.workers(n);
-    }
-    builder = builder.per_worker(move |worker| {
-        plan.setup(worker)?;
-        worker.adapter(HttpServer::new(router.clone(), http.clone()));
-        Ok(())
-    });
-    for hook in initialise {
-        builder = builder.on_initialise(hook);
-    }
-    for hook in start_hooks {
-        builder = builder.on_start(hook);
-    }
-    for hook in stop {
-        builder = builder.on_stop(hook);
-    }
-    let runtime = builder.build()?;
-    tracing::info!(target: "nucleon", app = %name, "{name} starting on http://{addr} with {} worker(s)", runtime.handle().workers());
+/// The command line's `start`: [`App::into_runtime`], then [`crate::AppRuntime::run`].
+fn start(app: App, start: StartArgs, config: ConfigArgs) -> Result<(), AppError> {
+    let runtime = app.into_runtime(options(start, config))?;
     runtime.run()?;
     Ok(())
+}
+
+fn options(start: StartArgs, config: ConfigArgs) -> StartOptions {
+    StartOptions {
+        host: start.host,
+        port: start.port,
+        workers: start.workers,
+        environment: config.environment,
+        config_file: config.config,
+        handle_signals: true,
+    }
 }

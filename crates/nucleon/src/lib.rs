@@ -34,12 +34,16 @@
 //! ```
 //!
 //! `cargo run -- --port 8080` serves it; `cargo run -- routes` prints the route table;
-//! `cargo run -- check --env production` validates the configuration.
+//! `cargo run -- check --env production` validates the configuration. To start it from
+//! code instead (a test, a program that embeds it), [`App::into_runtime`] takes the same
+//! options as [`StartOptions`] and gives the runtime, its handle and its address.
 
 #[cfg(feature = "http")]
 mod app;
 #[cfg(feature = "http")]
 mod cli;
+#[cfg(feature = "http")]
+mod start;
 #[cfg(feature = "http")]
 pub mod test;
 
@@ -47,6 +51,8 @@ pub mod test;
 pub use app::App;
 #[cfg(feature = "http")]
 pub use cli::{AppError, run, run_from};
+#[cfg(feature = "http")]
+pub use start::{AppRuntime, StartOptions};
 
 /// The runtime: workers, adapters, lifecycle, drain, watchdog, offload, configuration.
 pub use nucleon_runtime as runtime;

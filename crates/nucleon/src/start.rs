@@ -1,0 +1,246 @@
+//! Starting an app from code: the command line's `start`, as an API for tests and for
+//! programs that embed a service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use nucleon_http::{HttpConfig, HttpServer};
+use nucleon_runtime::{Runtime, RuntimeError, RuntimeHandle};
+
+use crate::App;
+use crate::cli::AppError;
+
+/// How to start an [`App`] with [`App::into_runtime`]: what the command line's `start`
+/// takes as flags. Anything not set comes from the configuration, as for the command
+/// line.
+///
+/// ```
+/// use nucleon::StartOptions;
+///
+/// let options = StartOptions::new()
+///     .port(0) // a free port: see AppRuntime::addr
+///     .workers(1)
+///     .environment("test")
+///     .handle_signals(false);
+/// # drop(options);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StartOptions {
+    pub(crate) host: Option<String>,
+    pub(crate) port: Option<u16>,
+    pub(crate) workers: Option<usize>,
+    pub(crate) environment: Option<String>,
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) handle_signals: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            workers: None,
+            environment: None,
+            config_file: None,
+            handle_signals: true,
+        }
+    }
+}
+
+impl StartOptions {
+    /// Everything from the configuration; signals handled (as the command line does).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The address to listen on (`--host`; overrides `http.host`).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// The port to listen on (`--port`; overrides `http.port`). 0 picks a free one:
+    /// [`AppRuntime::addr`] says which.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// The number of workers (`-j`; default `runtime.workers`, else one per core).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// The environment, a table of the configuration (`--env`; default `NUCLEON_ENV`,
+    /// else `default`).
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The configuration file (`--config`; default [`App::config_file`], else
+    /// `./app.toml`, else [`App::default_config`]).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Whether [`AppRuntime::run`] listens for SIGTERM, SIGINT, SIGHUP and SIGUSR1
+    /// (default true). Tests and embedding programs usually turn it off and stop the
+    /// runtime with [`RuntimeHandle::shutdown`].
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+}
+
+impl App {
+    /// Builds the runtime that serves this app, as the command line's `start` does
+    /// (it calls this): configuration loaded and checked, the listening port chosen,
+    /// every worker set up with the app's state, adapters and HTTP server. Nothing runs
+    /// until [`AppRuntime::run`], which blocks the calling thread until the drain ends.
+    ///
+    /// The app holds `!Send` hooks, so build and run it on the same thread; the
+    /// [`RuntimeHandle`] and [`AppRuntime::addr`] can go to other threads.
+    ///
+    /// ```
+    /// use nucleon::runtime::Phase;
+    /// use nucleon::{App, Json, StartOptions, get};
+    ///
+    /// async fn hello() -> Json<&'static str> { Json("hello") }
+    ///
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let server = std::thread::spawn(move || {
+    ///     let app = App::new("hello").route("/", get(hello));
+    ///     let runtime = app
+    ///         .into_runtime(StartOptions::new().port(0).workers(1).handle_signals(false))
+    ///         .expect("valid configuration");
+    ///     tx.send((runtime.addr(), runtime.handle())).unwrap();
+    ///     runtime.run()
+    /// });
+    /// let (addr, handle) = rx.recv().unwrap();
+    /// let phase = tokio::runtime::Builder::new_current_thread()
+    ///     .build()
+    ///     .unwrap()
+    ///     .block_on(handle.wait_for(Phase::Serving));
+    /// assert_eq!(phase, Phase::Serving);
+    /// assert_ne!(addr.port(), 0);
+    /// // … connect to `addr` …
+    /// handle.shutdown();
+    /// server.join().unwrap().expect("a clean drain");
+    /// ```
+    ///
+    /// # Errors
+    /// [`AppError::Config`] for invalid configuration (naming file, environment and
+    /// key), [`AppError::Http`] for an invalid host or no free port,
+    /// [`AppError::Runtime`] for invalid `runtime` settings.
+    pub fn into_runtime(mut self, options: StartOptions) -> Result<AppRuntime, AppError> {
+        let (config, mut http) = crate::cli::load(&self, &options)?;
+        let plan = self.worker_plan(&config)?;
+        let addr = http.resolve_port()?;
+        let App {
+            name,
+            router,
+            initialise,
+            start,
+            stop,
+            ..
+        } = self;
+        let mut builder = Runtime::builder()
+            .config(config)
+            .handle_signals(options.handle_signals);
+        if let Some(n) = options.workers {
+            builder = builder.workers(n);
+        }
+        let server_config = http.clone();
+        builder = builder.per_worker(move |worker| {
+            plan.setup(worker)?;
+            worker.adapter(HttpServer::new(router.clone(), server_config.clone()));
+            Ok(())
+        });
+        for hook in initialise {
+            builder = builder.on_initialise(hook);
+        }
+        for hook in start {
+            builder = builder.on_start(hook);
+        }
+        for hook in stop {
+            builder = builder.on_stop(hook);
+        }
+        Ok(AppRuntime {
+            name,
+            addr,
+            http,
+            runtime: builder.build()?,
+        })
+    }
+}
+
+/// An [`App`]'s runtime, built by [`App::into_runtime`] and not yet running.
+#[must_use = "nothing serves until `run` is called"]
+pub struct AppRuntime {
+    name: String,
+    addr: SocketAddr,
+    http: HttpConfig,
+    runtime: Runtime,
+}
+
+impl AppRuntime {
+    /// The address every worker listens on. When port 0 was asked for, this is the
+    /// free port chosen at build time; when the host is `0.0.0.0` (or `::`), connect
+    /// to a local address of your choice on this port.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The HTTP settings in force (`port` is the one chosen).
+    pub fn http_config(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    /// A handle to watch and stop the runtime from other threads:
+    /// [`RuntimeHandle::wait_for`], [`RuntimeHandle::shutdown`],
+    /// [`RuntimeHandle::health`], watchdog figures.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.runtime.handle()
+    }
+
+    /// The underlying runtime (its settings in force).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The underlying runtime, to run it yourself.
+    pub fn into_inner(self) -> Runtime {
+        self.runtime
+    }
+
+    /// Runs the app on the calling thread until a drain (a signal, when they are
+    /// handled, or [`RuntimeHandle::shutdown`]) ends; see [`Runtime::run`].
+    ///
+    /// # Errors
+    /// A failed start (naming the adapter or hook and its cause), or a drain that missed
+    /// its deadline.
+    pub fn run(self) -> Result<(), RuntimeError> {
+        let Self {
+            name,
+            addr,
+            runtime,
+            ..
+        } = self;
+        tracing::info!(target: "nucleon", app = %name, "{name} starting on http://{addr} with {} worker(s)", runtime.handle().workers());
+        runtime.run()
+    }
+}
+
+impl std::fmt::Debug for AppRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRuntime")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("handle", &self.runtime.handle())
+            .finish_non_exhaustive()
+    }
+}
