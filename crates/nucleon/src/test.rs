@@ -1,12 +1,14 @@
 //! In-process testing: call the app without a socket.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use nucleon_http::{Body, HttpConfig, HttpService, Request};
+use nucleon_runtime::LocalWorker;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -19,13 +21,18 @@ type Hook = Box<
 >;
 
 /// Calls an [`App`] in-process, without a socket, on a single-threaded runtime of its
-/// own: the app's per-worker state is registered, its `on_initialise` and `on_start`
-/// hooks run (in the `test` environment of its configuration, when there is one), and
-/// its `on_stop` hooks run when the client drops. Requests go through the same
-/// pipeline as on the server (request id, limits, routing, JSON errors).
+/// own, set up as one worker of the real runtime would be: its `on_initialise` hooks
+/// run; then the worker setup runs as worker 0 on the client's thread (per-worker state,
+/// with the `dns` feature the resolver and outbound HTTP client, every
+/// [`App::per_worker`] setup) and those adapters start, in order; then its `on_start`
+/// hooks. All of it in the `test` environment of its configuration, when there is one.
+/// When the client drops, the adapters stop in reverse and the `on_stop` hooks run.
+/// Requests go through the same pipeline as on the server (request id, limits, routing,
+/// JSON errors); only the HTTP server adapter (the socket) is left out.
 ///
 /// The client blocks: use it from plain `#[test]` functions (not inside an async
-/// runtime). Per-worker setup added with [`App::per_worker`] does not run.
+/// runtime). Tasks that the setup or the handlers spawn run while the client is
+/// handling a request (the client's loop only turns then), untracked by the watchdog.
 ///
 /// ```
 /// use nucleon::test::TestClient;
@@ -43,12 +50,16 @@ pub struct TestClient {
     runtime: tokio::runtime::Runtime,
     local: tokio::task::LocalSet,
     service: HttpService,
+    worker: Option<LocalWorker>,
+    shutdown_timeout: Duration,
     stop: Vec<Hook>,
 }
 
 impl std::fmt::Debug for TestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestClient").finish_non_exhaustive()
+        f.debug_struct("TestClient")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,22 +67,23 @@ impl TestClient {
     /// Starts the app in-process.
     ///
     /// # Panics
-    /// When the configuration is invalid or a start hook fails (a test failure, with
-    /// the reason).
-    pub fn new(app: App) -> Self {
-        let config = crate::cli::config_for_tests(&app)
-            .unwrap_or_else(|e| panic!("TestClient: invalid configuration: {e}"));
-        let http: HttpConfig = config
-            .extract_at("http")
-            .unwrap_or_else(|e| panic!("TestClient: invalid configuration: {e}"));
+    /// When the configuration is invalid, or a hook, the per-worker setup or an adapter
+    /// fails to start (a test failure, with the reason).
+    pub fn new(mut app: App) -> Self {
+        let invalid =
+            |e: &dyn std::fmt::Display| -> ! { panic!("TestClient: invalid configuration: {e}") };
+        let config = crate::cli::config_for_tests(&app).unwrap_or_else(|e| invalid(&e));
+        let http: HttpConfig = config.extract_at("http").unwrap_or_else(|e| invalid(&e));
+        let shutdown_timeout = config
+            .runtime_settings()
+            .unwrap_or_else(|e| invalid(&e))
+            .shutdown_timeout;
+        let plan = app.worker_plan(&config).unwrap_or_else(|e| invalid(&e));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("TestClient: cannot build a tokio runtime");
         let local = tokio::task::LocalSet::new();
-        for register in &app.locals {
-            register();
-        }
         let AppInner {
             router,
             initialise,
@@ -79,20 +91,21 @@ impl TestClient {
             stop,
             ..
         } = app;
-        local.block_on(&runtime, async {
-            for (stage, hooks) in [("on_initialise", initialise), ("on_start", start)] {
-                for (index, hook) in hooks.into_iter().enumerate() {
-                    if let Err(e) = hook().await {
-                        panic!("TestClient: {stage} hook #{index} failed: {e}");
-                    }
-                }
-            }
+        let worker = local.block_on(&runtime, async {
+            run_hooks("on_initialise", initialise).await;
+            let worker = LocalWorker::start(config, |worker| plan.setup(worker))
+                .await
+                .unwrap_or_else(|e| panic!("TestClient: the worker did not start: {e}"));
+            run_hooks("on_start", start).await;
+            worker
         });
-        let service = HttpService::new(&router, &http, None);
+        let service = HttpService::new(&router, &http, Some(worker.drain().clone()));
         Self {
             runtime,
             local,
             service,
+            worker: Some(worker),
+            shutdown_timeout,
             stop,
         }
     }
@@ -168,10 +181,24 @@ impl TestClient {
     }
 }
 
+/// Runs start hooks in order; a failure is a test failure.
+async fn run_hooks(stage: &str, hooks: Vec<Hook>) {
+    for (index, hook) in hooks.into_iter().enumerate() {
+        if let Err(e) = hook().await {
+            panic!("TestClient: {stage} hook #{index} failed: {e}");
+        }
+    }
+}
+
 impl Drop for TestClient {
     fn drop(&mut self) {
         let hooks = std::mem::take(&mut self.stop);
+        let worker = self.worker.take();
+        let timeout = self.shutdown_timeout;
         self.local.block_on(&self.runtime, async {
+            if let Some(worker) = worker {
+                worker.stop(timeout).await;
+            }
             for hook in hooks {
                 if let Err(e) = hook().await {
                     tracing::error!(target: "nucleon::test", "on_stop hook failed: {e}");

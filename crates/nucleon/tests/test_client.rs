@@ -1,8 +1,13 @@
 //! `TestClient` end to end: hooks in the test environment, per-worker state, JSON in and
-//! out, errors, the command line's `routes` and `check`.
+//! out, errors, per-worker setups and their adapters, the command line's `routes` and
+//! `check`.
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nucleon::runtime::{Adapter, AdapterContext, BoxError, Health, LocalState};
 
 use nucleon::test::TestClient;
 use nucleon::{App, HttpError, Json, Local, Path, StatusCode, get, post};
@@ -128,4 +133,122 @@ fn command_line_routes_check_and_bad_configuration() {
     assert!(error.to_string().contains("staging"), "{error}");
     let error = nucleon::run_from(app(log), ["notes", "--port", "nope"]).expect_err("bad port");
     assert_eq!(error.exit_code(), 64);
+}
+
+/// What the per-worker adapter below registers at start.
+struct Greeting(String);
+
+/// A per-worker adapter of the app's own: registers a [`Greeting`] at start, counts its
+/// starts and stops.
+struct Greeter {
+    started: Arc<AtomicUsize>,
+    stopped: Arc<AtomicUsize>,
+}
+
+impl Adapter for Greeter {
+    fn name(&self) -> &str {
+        "greeter"
+    }
+
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<(), BoxError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        LocalState::new(Greeting(format!("hello from worker {:?}", ctx.worker()))).register();
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        Health::Healthy
+    }
+
+    async fn stop(&mut self, _deadline: std::time::Instant) -> Result<(), BoxError> {
+        self.stopped.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+async fn greeting(
+    Local(greeting): Local<Greeting>,
+    Local(visits): Local<u32>,
+) -> Json<serde_json::Value> {
+    let visits = visits.with_mut(|n| {
+        *n += 1;
+        *n
+    });
+    #[cfg(feature = "dns")]
+    let outbound =
+        nucleon::HttpClient::current().is_some() && nucleon::Resolver::current().is_some();
+    #[cfg(not(feature = "dns"))]
+    let outbound = false;
+    Json(serde_json::json!({
+        "greeting": greeting.with(|g| g.0.clone()),
+        "visits": visits,
+        "outbound": outbound,
+    }))
+}
+
+/// Name servers on a closed local port and no hosts file: the test reads nothing of the
+/// machine's DNS configuration, and looks nothing up.
+const PER_WORKER_CONFIG: &str = r#"
+[test.dns]
+nameservers = ["127.0.0.1:9"]
+hosts_file = false
+
+[test.http_client]
+native_roots = false
+"#;
+
+#[test]
+fn test_client_runs_per_worker_setups_and_stops_their_adapters() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let (s, t) = (Arc::clone(&started), Arc::clone(&stopped));
+    let app = App::new("per-worker")
+        .default_config(PER_WORKER_CONFIG)
+        .per_worker(move |worker| {
+            worker.local_state(0_u32);
+            worker.adapter(Greeter {
+                started: Arc::clone(&s),
+                stopped: Arc::clone(&t),
+            });
+            Ok(())
+        })
+        .route("/greeting", get(greeting));
+    let client = TestClient::new(app);
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "the adapter started once"
+    );
+
+    let first = client.get("/greeting");
+    assert_eq!(first.status(), StatusCode::OK, "{}", first.text());
+    let first: serde_json::Value = first.json();
+    assert_eq!(first["greeting"], "hello from worker Some(0)");
+    assert_eq!(first["visits"], 1);
+    // With the `dns` feature, the resolver and the outbound client are there too.
+    assert_eq!(first["outbound"], cfg!(feature = "dns"));
+    assert_eq!(
+        client.get("/greeting").json::<serde_json::Value>()["visits"],
+        2,
+        "the per_worker state persists across requests"
+    );
+    assert_eq!(stopped.load(Ordering::SeqCst), 0);
+
+    drop(client);
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        1,
+        "stopped when the client dropped"
+    );
+}
+
+#[test]
+fn test_client_fails_loudly_when_a_per_worker_setup_fails() {
+    let app = App::new("broken")
+        .default_config(PER_WORKER_CONFIG)
+        .per_worker(|_| Err("no database today".into()));
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| TestClient::new(app)))
+        .expect_err("the setup failed");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("no database today"), "{message}");
 }
