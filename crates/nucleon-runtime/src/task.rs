@@ -196,7 +196,7 @@ impl<F: Future> Future for Tracked<F> {
                     || this.label.to_string(),
                     |m| watchdog::lock(&m.label).to_string(),
                 )),
-                span: meta.and_then(|m| watchdog::lock(&m.span).map(str::to_owned)),
+                span: meta.and_then(|m| m.span.map(str::to_owned)),
                 elapsed,
                 backtrace: None,
             });

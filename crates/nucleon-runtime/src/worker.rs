@@ -292,7 +292,7 @@ async fn heartbeat(slot: Arc<WorkerSlot>, watchdog: Watchdog) {
     loop {
         ticker.tick().await;
         let previous = slot.beat();
-        let gap = Duration::from_nanos(crate::watchdog::now_ns().saturating_sub(previous));
+        let gap = Duration::from_nanos(slot.now().saturating_sub(previous));
         if slot.stalled.swap(false, Ordering::AcqRel) && gap >= interval + threshold {
             watchdog.inner.publish(WatchdogReport {
                 kind: ReportKind::StallEnded,

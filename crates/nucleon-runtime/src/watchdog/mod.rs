@@ -13,6 +13,9 @@
 //! With [`WatchdogConfig::backtrace`] on (Linux, `backtrace` feature), the monitor also
 //! captures the blocked thread's stack while it is blocked, by signalling that thread.
 
+// FFI to clock_gettime; the module explains why it is sound.
+#[allow(unsafe_code)]
+mod clock;
 mod monitor;
 mod report;
 pub(crate) mod slot;
@@ -30,7 +33,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use report::{ReportKind, WatchdogReport, WatchdogStats};
-pub(crate) use slot::{WorkerSlot, now_ns};
+pub(crate) use slot::WorkerSlot;
 #[cfg(all(target_os = "linux", feature = "backtrace"))]
 pub(crate) use stack::current_thread as stack_current_thread;
 
@@ -104,7 +107,7 @@ const RECENT_REPORTS: usize = 256;
 impl Watchdog {
     pub(crate) fn new(config: WatchdogConfig, workers: usize) -> Self {
         let slots = (0..workers)
-            .map(|id| Arc::new(WorkerSlot::new(id)))
+            .map(|id| Arc::new(WorkerSlot::new(id, config.threshold)))
             .collect();
         Self {
             inner: Arc::new(Inner {

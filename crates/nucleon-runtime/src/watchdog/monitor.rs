@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::report::{ReportKind, WatchdogReport};
-use super::slot::now_ns;
 use super::{Inner, lock};
 
 /// What the monitor already reported for one worker, so each episode is reported once.
@@ -21,8 +20,8 @@ pub(super) fn run(inner: &Inner) {
     let mut seen = vec![Seen::default(); inner.slots.len()];
     while !inner.stop.load(Ordering::Acquire) {
         std::thread::park_timeout(scan);
-        let now = now_ns();
         for (slot, seen) in inner.slots.iter().zip(seen.iter_mut()) {
+            let now = slot.now();
             if !slot.alive.load(Ordering::Acquire) {
                 *seen = Seen::default();
                 continue;
@@ -43,7 +42,7 @@ pub(super) fn run(inner: &Inner) {
                         kind: ReportKind::Blocking,
                         worker: slot.worker,
                         task: meta.as_ref().map(|m| lock(&m.label).to_string()),
-                        span: meta.as_ref().and_then(|m| lock(&m.span).map(str::to_owned)),
+                        span: meta.as_ref().and_then(|m| m.span.map(str::to_owned)),
                         elapsed,
                         backtrace,
                     });

@@ -1,30 +1,27 @@
 //! A worker's slot: what it is polling right now, and since when.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use super::clock;
 use super::lock;
 use crate::task::TaskLabel;
-
-/// Nanoseconds since the process's watchdog epoch, plus one (so 0 can mean "none").
-pub(crate) fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    epoch.elapsed().as_nanos() as u64 + 1
-}
 
 /// What the watchdog knows of one tracked task.
 #[derive(Debug)]
 pub(crate) struct TaskMeta {
     pub(crate) label: Mutex<TaskLabel>,
-    pub(crate) span: Mutex<Option<&'static str>>,
+    pub(crate) span: Option<&'static str>,
 }
 
 /// Written by one worker thread, read by the monitor thread.
 pub(crate) struct WorkerSlot {
     pub(crate) worker: usize,
+    /// Whether to read the precise clock (thresholds under 20 ms) or the coarse one.
+    precise: bool,
     /// `now_ns()` when the current tracked poll began; 0 when none runs.
     pub(crate) poll_started: AtomicU64,
     /// The id of the task being polled (valid while `poll_started != 0`).
@@ -38,13 +35,14 @@ pub(crate) struct WorkerSlot {
     /// The worker thread's pthread id, for stack capture.
     pub(crate) thread: AtomicU64,
     next_task: AtomicU64,
-    tasks: Mutex<HashMap<u64, Arc<TaskMeta>>>,
+    tasks: Mutex<HashMap<u64, Arc<TaskMeta>, BuildHasherDefault<TaskIdHasher>>>,
 }
 
 impl WorkerSlot {
-    pub(crate) fn new(worker: usize) -> Self {
+    pub(crate) fn new(worker: usize, threshold: Duration) -> Self {
         Self {
             worker,
+            precise: clock::needs_precise(threshold),
             poll_started: AtomicU64::new(0),
             task_id: AtomicU64::new(0),
             heartbeat: AtomicU64::new(0),
@@ -52,7 +50,7 @@ impl WorkerSlot {
             stalled: AtomicBool::new(false),
             thread: AtomicU64::new(0),
             next_task: AtomicU64::new(1),
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::default()),
         }
     }
 
@@ -61,7 +59,7 @@ impl WorkerSlot {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let meta = Arc::new(TaskMeta {
             label: Mutex::new(label),
-            span: Mutex::new(span),
+            span,
         });
         lock(&self.tasks).insert(id, meta);
         id
@@ -83,10 +81,16 @@ impl WorkerSlot {
         self.task(self.task_id.load(Ordering::Acquire))
     }
 
+    /// The watchdog clock's time now (see [`clock`]).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        clock::now_ns(self.precise)
+    }
+
     /// Marks the start of a poll of task `id`; returns the start time.
     #[inline]
     pub(crate) fn begin_poll(&self, id: u64) -> u64 {
-        let start = now_ns();
+        let start = self.now();
         self.task_id.store(id, Ordering::Relaxed);
         self.poll_started.store(start, Ordering::Release);
         start
@@ -96,11 +100,31 @@ impl WorkerSlot {
     #[inline]
     pub(crate) fn end_poll(&self, start: u64) -> Duration {
         self.poll_started.store(0, Ordering::Release);
-        Duration::from_nanos(now_ns().saturating_sub(start))
+        Duration::from_nanos(self.now().saturating_sub(start))
     }
 
     pub(crate) fn beat(&self) -> u64 {
-        let now = now_ns();
+        let now = self.now();
         self.heartbeat.swap(now, Ordering::AcqRel)
+    }
+}
+
+/// Task ids are sequential integers: they need no hashing to spread over buckets.
+#[derive(Default)]
+pub(crate) struct TaskIdHasher(u64);
+
+impl Hasher for TaskIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
     }
 }
