@@ -1,7 +1,7 @@
 //! The HTTP server: one listener per worker (`SO_REUSEPORT`), hyper connections on the
 //! worker's loop, limits, and the drain.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -355,7 +355,7 @@ impl Drop for ConnectionCount {
 async fn serve_connection(shared: Rc<Shared>, stream: TcpStream, remote: SocketAddr) {
     let count = ConnectionCount(Rc::clone(&shared));
     let stream = Rc::new(SharedStream {
-        stream,
+        stream: RefCell::new(stream),
         awaiting_response: Cell::new(false),
     });
     let service = ConnectionService {
@@ -423,8 +423,15 @@ where
 
 /// The TCP stream, shared between hyper and the connection task (which answers 408
 /// itself when hyper gives up on a slow client's headers).
+///
+/// hyper's IO goes through tokio's own `AsyncRead`/`AsyncWrite` for `TcpStream`: they
+/// read into the buffer without zeroing it first, and a short read clears the socket's
+/// readiness, so the next read waits for epoll instead of making a `recv` that would
+/// only return `EAGAIN`. The `RefCell` is borrowed only inside one synchronous poll
+/// (hyper's, or the 408 writer's once hyper's connection future has finished), never
+/// across an `.await`.
 struct SharedStream {
-    stream: TcpStream,
+    stream: RefCell<TcpStream>,
     /// Bytes arrived since the last response was written: a request is under way.
     awaiting_response: Cell<bool>,
 }
@@ -440,16 +447,17 @@ impl SharedStream {
         out.extend_from_slice(body);
         let mut written = 0;
         while written < out.len() {
-            if self.stream.writable().await.is_err() {
+            let ready = std::future::poll_fn(|cx| self.stream.borrow().poll_write_ready(cx)).await;
+            if ready.is_err() {
                 return;
             }
-            match self.stream.try_write(&out[written..]) {
+            match self.stream.borrow().try_write(&out[written..]) {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
         }
-        let _ = SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+        let _ = SockRef::from(&*self.stream.borrow()).shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -462,21 +470,12 @@ impl AsyncRead for SharedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let shared = &self.0;
-        loop {
-            ready!(shared.stream.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match shared.stream.try_read(unfilled) {
-                Ok(n) => {
-                    if n > 0 {
-                        shared.awaiting_response.set(true);
-                    }
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut *shared.stream.borrow_mut()).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            shared.awaiting_response.set(true);
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -488,14 +487,7 @@ impl AsyncWrite for SharedIo {
     ) -> Poll<io::Result<usize>> {
         let shared = &self.0;
         shared.awaiting_response.set(false);
-        loop {
-            ready!(shared.stream.poll_write_ready(cx))?;
-            match shared.stream.try_write(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut *shared.stream.borrow_mut()).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -505,14 +497,7 @@ impl AsyncWrite for SharedIo {
     ) -> Poll<io::Result<usize>> {
         let shared = &self.0;
         shared.awaiting_response.set(false);
-        loop {
-            ready!(shared.stream.poll_write_ready(cx))?;
-            match shared.stream.try_write_vectored(bufs) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut *shared.stream.borrow_mut()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -524,6 +509,6 @@ impl AsyncWrite for SharedIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(SockRef::from(&self.0.stream).shutdown(std::net::Shutdown::Write))
+        Poll::Ready(SockRef::from(&*self.0.stream.borrow()).shutdown(std::net::Shutdown::Write))
     }
 }
