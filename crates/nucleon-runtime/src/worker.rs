@@ -389,10 +389,12 @@ impl LocalWorker {
         self.adapters.health().await
     }
 
-    /// Starts the drain and stops the adapters in reverse, each by `timeout`.
+    /// Starts the drain, stops the adapters in reverse, each by `timeout`, and clears
+    /// this thread's registered [`LocalState`]s, as the end of a worker thread does.
     pub async fn stop(mut self, timeout: Duration) {
         self.drain.start();
         self.adapters.stop_all(Instant::now() + timeout).await;
+        local_state::clear_registered();
     }
 }
 
