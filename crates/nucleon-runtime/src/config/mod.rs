@@ -51,7 +51,10 @@ pub struct ConfigOptions {
 }
 
 /// Loaded configuration for one environment.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output names the environment, the file and the top-level keys, never the
+/// values (which may hold secrets).
+#[derive(Clone)]
 pub struct Config {
     figment: Figment,
     environment: String,
@@ -205,6 +208,22 @@ impl Config {
     /// As [`Config::extract_at`].
     pub fn runtime_settings(&self) -> Result<RuntimeSettings, ConfigError> {
         self.extract_at("runtime")
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the figment: its `Debug` prints every value, passwords included.
+        let keys: Vec<String> = self
+            .figment
+            .extract::<figment::value::Dict>()
+            .map(|dict| dict.into_keys().collect())
+            .unwrap_or_default();
+        f.debug_struct("Config")
+            .field("environment", &self.environment)
+            .field("file", &self.file)
+            .field("keys", &keys)
+            .finish()
     }
 }
 
@@ -473,6 +492,9 @@ mod tests {
             let app: App = load(None).unwrap().extract().unwrap();
             let shown = format!("{app:?} {}", app.database);
             assert!(!shown.contains("hunter2"), "{shown}");
+            let config = format!("{:?}", load(None).unwrap());
+            assert!(!config.contains("hunter2"), "{config}");
+            assert!(config.contains("database"), "{config}");
             assert!(shown.contains("app:***@127.0.0.1"), "{shown}");
             jail.create_file(
                 "bad.toml",
@@ -488,6 +510,26 @@ mod tests {
             .to_string();
             assert!(error.contains("key `database`"), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
+
+            #[derive(Debug, Deserialize)]
+            struct Pin {
+                #[allow(dead_code, reason = "only its error is looked at")]
+                pin: Secret<u32>,
+            }
+            jail.create_file("pin.toml", "[default]\npin = \"hunter2\"\n")?;
+            let error = Config::load(ConfigOptions {
+                file: Some("pin.toml".into()),
+                environment: None,
+            })
+            .unwrap()
+            .extract::<Pin>()
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("key `pin`"), "{error}");
+            assert!(
+                !error.contains("hunter2"),
+                "a mistyped secret is not echoed: {error}"
+            );
             Ok(())
         });
     }

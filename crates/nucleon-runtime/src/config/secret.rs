@@ -16,9 +16,18 @@ use url::Url;
 /// assert_eq!(format!("{token:?}"), "Secret(***)");
 /// assert_eq!(token.expose(), "hunter2");
 /// ```
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
+    /// As `T`'s, but a refused value is not echoed: serde's messages quote it
+    /// (`invalid type: string "hunter2", expected u32`).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Self).map_err(|_| {
+            serde::de::Error::custom("invalid value (not shown: the setting is a secret)")
+        })
+    }
+}
 
 impl<T> Secret<T> {
     /// Wraps a value.
