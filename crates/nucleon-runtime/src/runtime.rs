@@ -591,8 +591,11 @@ impl Control {
                 tracing::info!(target: "nucleon::runtime", worker, "worker {worker} restarted and serving");
             }
             WorkerEvent::StartFailed { worker, error } => {
+                // The worker's thread ends next and sends `Exited`, which schedules the
+                // restart: scheduling one here too would start two threads for one worker
+                // (and the second `start_worker` would block joining the first).
+                self.workers[worker].ready = false;
                 tracing::error!(target: "nucleon::runtime", worker, "worker {worker} failed to restart: {error}");
-                self.schedule_restart(worker);
             }
             WorkerEvent::Exited { worker, panic } => {
                 self.workers[worker].running = false;

@@ -137,8 +137,7 @@ struct ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        self.slot.alive.store(false, Ordering::Release);
-        self.slot.poll_started.store(0, Ordering::Release);
+        self.slot.retire();
         CONTEXT.with(|c| c.borrow_mut().take());
         let panic = std::thread::panicking().then(|| {
             PANIC_MESSAGE
@@ -246,6 +245,12 @@ async fn serve(
         config: Arc::clone(&spec.config),
         drain: spec.drain.clone(),
     };
+    if spec.watchdog.config().enabled {
+        // Deliberately untracked: it measures the loop, not itself. Started before the
+        // adapters, so an adapter start that awaits (a connect) is not taken for a stall,
+        // and one that blocks is.
+        tokio::task::spawn_local(heartbeat(Arc::clone(slot), spec.watchdog.clone()));
+    }
     if let Err(error) = adapters
         .start_all(&ctx, spec.start_timeout, spec.shutdown_timeout)
         .await
@@ -254,10 +259,6 @@ async fn serve(
             .events
             .send(WorkerEvent::StartFailed { worker: id, error });
         return;
-    }
-    if spec.watchdog.config().enabled {
-        // Deliberately untracked: it measures the loop, not itself.
-        tokio::task::spawn_local(heartbeat(Arc::clone(slot), spec.watchdog.clone()));
     }
     for (label, future) in tasks {
         task::spawn(label, future);

@@ -192,3 +192,53 @@ fn disabled_watchdog_tracks_nothing() {
     assert!(seen.is_empty());
     assert_eq!(stats.blocking_reports + stats.slow_polls + stats.stalls, 0);
 }
+
+/// A per-worker adapter whose start awaits (a slow connect), without blocking.
+struct SlowStart;
+
+impl nucleon_runtime::Adapter for SlowStart {
+    fn name(&self) -> &str {
+        "slow-start"
+    }
+
+    async fn start(
+        &mut self,
+        _ctx: &nucleon_runtime::AdapterContext,
+    ) -> Result<(), nucleon_runtime::BoxError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+
+    async fn stop(
+        &mut self,
+        _deadline: std::time::Instant,
+    ) -> Result<(), nucleon_runtime::BoxError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_adapter_start_that_awaits_is_not_a_stall() {
+    let runtime = Runtime::builder()
+        .workers(1)
+        .handle_signals(false)
+        .watchdog(WatchdogConfig::default())
+        .per_worker(|worker| {
+            worker.adapter(SlowStart);
+            let drain = worker.drain().clone();
+            worker.spawn("stopper", async move {
+                drain.start();
+            });
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let handle = runtime.handle();
+    runtime.run().unwrap();
+    assert_eq!(
+        handle.watchdog().stats().stalls,
+        0,
+        "{:#?}",
+        handle.watchdog().recent_reports()
+    );
+}

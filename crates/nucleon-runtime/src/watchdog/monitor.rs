@@ -73,11 +73,17 @@ fn capture_stack(inner: &Inner, slot: &super::WorkerSlot) -> Option<String> {
     if !inner.config.backtrace {
         return None;
     }
-    let thread = slot.thread.load(Ordering::Acquire);
-    if thread == 0 || !slot.alive.load(Ordering::Acquire) {
-        return None;
-    }
-    super::stack::capture(thread)
+    // Pairs with `WorkerSlot::retire`: while `signalling` is set, the thread read here
+    // cannot exit, so `pthread_kill` never targets a dead (or reused) thread id.
+    slot.signalling.store(true, Ordering::SeqCst);
+    let thread = slot.thread.load(Ordering::SeqCst);
+    let stack = if thread == 0 || !slot.alive.load(Ordering::Acquire) {
+        None
+    } else {
+        super::stack::capture(thread)
+    };
+    slot.signalling.store(false, Ordering::SeqCst);
+    stack
 }
 
 #[cfg(not(all(target_os = "linux", feature = "backtrace")))]

@@ -32,8 +32,11 @@ pub(crate) struct WorkerSlot {
     pub(crate) alive: AtomicBool,
     /// Set by the monitor when it reported a stall, cleared by the next heartbeat.
     pub(crate) stalled: AtomicBool,
-    /// The worker thread's pthread id, for stack capture.
+    /// The worker thread's pthread id, for stack capture; 0 once the thread is ending.
     pub(crate) thread: AtomicU64,
+    /// Set by the monitor while it may signal `thread`: the ending worker waits for it to
+    /// clear, so a signal never targets a thread that has exited (see [`Self::retire`]).
+    pub(crate) signalling: AtomicBool,
     next_task: AtomicU64,
     tasks: Mutex<HashMap<u64, Arc<TaskMeta>, BuildHasherDefault<TaskIdHasher>>>,
 }
@@ -49,6 +52,7 @@ impl WorkerSlot {
             alive: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             thread: AtomicU64::new(0),
+            signalling: AtomicBool::new(false),
             next_task: AtomicU64::new(1),
             tasks: Mutex::new(HashMap::default()),
         }
@@ -101,6 +105,20 @@ impl WorkerSlot {
     pub(crate) fn end_poll(&self, start: u64) -> Duration {
         self.poll_started.store(0, Ordering::Release);
         Duration::from_nanos(self.now().saturating_sub(start))
+    }
+
+    /// Called by the worker thread as it ends: no signal reaches it after this returns.
+    ///
+    /// `SeqCst` on both sides (here, and in the monitor's `signalling` store before its
+    /// `thread` load) means either the monitor sees 0, or this sees `signalling` and waits
+    /// out the capture (at most its 200 ms timeout).
+    pub(crate) fn retire(&self) {
+        self.alive.store(false, Ordering::Release);
+        self.poll_started.store(0, Ordering::Release);
+        self.thread.store(0, Ordering::SeqCst);
+        while self.signalling.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
     }
 
     pub(crate) fn beat(&self) -> u64 {

@@ -9,11 +9,18 @@
 //! Why `unsafe`, and why it holds:
 //! - `sigaction` installs a handler that only touches atomics and the unwinder, and is
 //!   installed once for the process.
-//! - `pthread_kill` targets a thread id recorded by a worker while its loop runs; the
-//!   monitor only signals a worker whose slot says it is alive and mid-poll.
+//! - `pthread_kill` targets a thread id recorded by a worker while its loop runs; an
+//!   ending worker clears it and waits while the monitor is signalling
+//!   (`WorkerSlot::retire`), so the id never names an exited thread.
 //! - `trace_unsynchronized` is unsafe because it is not synchronised with other unwinds;
-//!   only one capture runs at a time (the single monitor thread, `STATE`), and the
-//!   interrupted thread cannot be unwinding itself at that moment in any way we start.
+//!   only one handler ever walks a stack at a time: a handler runs the walk only after
+//!   moving `STATE` from `REQUESTED` to `CAPTURING`, only on the thread named in `TARGET`,
+//!   and the monitor never requests a capture while one is `CAPTURING` (even one it gave
+//!   up waiting for). A late signal (after a timeout) on another thread finds `TARGET`
+//!   naming someone else and returns, so it can neither walk concurrently nor pass its
+//!   stack off as another worker's.
+//! - The handler saves and restores `errno`, which the unwinder may change under the
+//!   interrupted code.
 //!
 //! The unwinder is not formally async-signal-safe; it is what glommio's stall detector
 //! and several profilers do in practice. That is why capture is opt-in
@@ -22,16 +29,19 @@
 use std::ffi::c_void;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const MAX_FRAMES: usize = 64;
 static FRAMES: [AtomicUsize; MAX_FRAMES] = [const { AtomicUsize::new(0) }; MAX_FRAMES];
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
+/// The pthread id of the thread asked for its stack.
+static TARGET: AtomicU64 = AtomicU64::new(0);
 static STATE: AtomicU8 = AtomicU8::new(IDLE);
 const IDLE: u8 = 0;
 const REQUESTED: u8 = 1;
-const DONE: u8 = 2;
+const CAPTURING: u8 = 2;
+const DONE: u8 = 3;
 
 fn signal_number() -> libc::c_int {
     libc::SIGRTMIN() + 5
@@ -64,11 +74,21 @@ pub(super) fn install_handler() -> std::io::Result<()> {
 }
 
 extern "C" fn handler(_signal: libc::c_int, _info: *mut libc::siginfo_t, _context: *mut c_void) {
-    if STATE.load(Ordering::Acquire) != REQUESTED {
+    if STATE
+        .compare_exchange(REQUESTED, CAPTURING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
         return;
     }
+    // Checked while holding `CAPTURING`, so `TARGET` cannot change under the check.
+    if current_thread() != TARGET.load(Ordering::Acquire) {
+        STATE.store(REQUESTED, Ordering::Release);
+        return;
+    }
+    // SAFETY: __errno_location returns this thread's errno, valid for the thread's life.
+    let errno = unsafe { *libc::__errno_location() };
     let mut depth = 0;
-    // SAFETY: only one capture is requested at a time (STATE); see module docs.
+    // SAFETY: this handler holds `CAPTURING`, so no other walk runs; see module docs.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
             FRAMES[depth].store(frame.ip() as usize, Ordering::Relaxed);
@@ -78,12 +98,21 @@ extern "C" fn handler(_signal: libc::c_int, _info: *mut libc::siginfo_t, _contex
     }
     DEPTH.store(depth, Ordering::Relaxed);
     STATE.store(DONE, Ordering::Release);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 /// Captures the stack of `thread` (from [`current_thread`]) and renders it.
 ///
-/// Returns `None` if the thread did not answer within 200 ms.
+/// Returns `None` if the thread did not answer within 200 ms, or if the handler of an
+/// earlier, abandoned capture is still walking a stack.
 pub(super) fn capture(thread: u64) -> Option<String> {
+    // Only the monitor thread calls this, so between this check and the store below
+    // nothing but a `CAPTURING` handler could change `STATE`, and it would be refused.
+    if STATE.load(Ordering::Acquire) == CAPTURING {
+        return None;
+    }
+    TARGET.store(thread, Ordering::Release);
     STATE.store(REQUESTED, Ordering::Release);
     // SAFETY: `thread` was recorded by a live worker (see module docs).
     let rc = unsafe { libc::pthread_kill(thread as libc::pthread_t, signal_number()) };
@@ -94,7 +123,9 @@ pub(super) fn capture(thread: u64) -> Option<String> {
     let deadline = Instant::now() + Duration::from_millis(200);
     while STATE.load(Ordering::Acquire) != DONE {
         if Instant::now() > deadline {
-            STATE.store(IDLE, Ordering::Release);
+            // Withdraw the request unless a handler already took it; a handler still
+            // `CAPTURING` keeps the buffer until it is `DONE` (see the check above).
+            let _ = STATE.compare_exchange(REQUESTED, IDLE, Ordering::AcqRel, Ordering::Acquire);
             return None;
         }
         #[allow(
