@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use nucleon_runtime::LocalState;
+use nucleon_runtime::config::SecretUrl;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{IntoUrl, Method, RequestBuilder, Response};
 use rustls::RootCertStore;
@@ -274,18 +275,13 @@ impl Resolve for ResolveWith {
     }
 }
 
-/// `(method, url)` for messages, the URL without its password.
+/// `(method, url)` for messages, the URL masked as [`SecretUrl`] does (its password and
+/// secret-looking query values, `?token=…`, shown as `***`).
 fn describe(method: Option<&Method>, url: Option<&reqwest::Url>) -> (String, String) {
     let method = method.map_or_else(|| "HTTP".to_owned(), ToString::to_string);
     let url = url.map_or_else(
         || "<no url>".to_owned(),
-        |url| {
-            let mut url = url.clone();
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        },
+        |url| SecretUrl::from(url.clone()).to_string(),
     );
     (method, url)
 }
@@ -418,4 +414,23 @@ async fn tls_config(config: &HttpClientConfig) -> Result<rustls::ClientConfig, H
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn described_urls_hide_passwords_and_tokens() {
+        let url: reqwest::Url = "https://u:hunter2@api.example/v1?token=abc123&page=2"
+            .parse()
+            .unwrap();
+        let (method, shown) = describe(Some(&Method::GET), Some(&url));
+        assert_eq!(method, "GET");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("abc123"),
+            "{shown}"
+        );
+        assert!(shown.contains("page=2"), "{shown}");
+    }
 }

@@ -156,9 +156,7 @@ impl TestDns {
                     .build()
                     .unwrap();
                 runtime.block_on(async move {
-                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                    let addr = udp.local_addr().unwrap();
-                    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+                    let (udp, tcp, addr) = udp_and_tcp_on_one_port().await;
                     let mut server = Server::new(handler);
                     server.register_socket(udp);
                     server.register_listener(tcp, Duration::from_secs(5), 16);
@@ -191,6 +189,23 @@ impl TestDns {
     pub fn config(&self) -> DnsConfig {
         dns_config(self.addr)
     }
+}
+
+/// A UDP socket and a TCP listener on the same loopback port (a DNS server needs both).
+///
+/// The kernel picks the UDP port; the same TCP port may be taken (on a busy machine,
+/// by another process's connections), so try a few.
+async fn udp_and_tcp_on_one_port() -> (tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr) {
+    for _ in 0..100 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return (udp, tcp, addr),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(error) => panic!("cannot listen on {addr}: {error}"),
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP after 100 tries");
 }
 
 /// A resolver configuration asking only `addr`.
@@ -226,9 +241,7 @@ impl SilentDns {
                     .build()
                     .unwrap();
                 runtime.block_on(async move {
-                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                    let addr = udp.local_addr().unwrap();
-                    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+                    let (udp, tcp, addr) = udp_and_tcp_on_one_port().await;
                     ready_tx.send(addr).unwrap();
                     let mut held = Vec::new();
                     let mut buf = [0_u8; 1500];
