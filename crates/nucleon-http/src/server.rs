@@ -10,7 +10,6 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -325,9 +324,34 @@ async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
         }
     }
     // Connections already queued were accepted by the kernel: serve them rather than
-    // reset them when the listener closes.
-    while let Some(Ok((stream, remote))) = listener.accept().now_or_never() {
-        start_connection(&shared, stream, remote);
+    // reset them when the listener closes. Ask the kernel itself: the loop's readiness
+    // for the listener may be stale (no epoll turn since connections arrived), and
+    // `listener.accept()` would then answer `Pending` with connections still queued.
+    let socket = SockRef::from(&listener);
+    loop {
+        match socket.accept() {
+            Ok((accepted, remote)) => {
+                let Some(remote) = remote.as_socket() else {
+                    continue;
+                };
+                let stream = accepted
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(accepted.into()));
+                match stream {
+                    Ok(stream) => start_connection(&shared, stream, remote),
+                    Err(error) => {
+                        tracing::warn!(target: "nucleon::http", %error, "cannot serve a queued connection: {error}");
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                if error.kind() != io::ErrorKind::WouldBlock {
+                    tracing::warn!(target: "nucleon::http", %error, "accept failed while closing: {error}");
+                }
+                break;
+            }
+        }
     }
 }
 
@@ -357,6 +381,7 @@ async fn serve_connection(shared: Rc<Shared>, stream: TcpStream, remote: SocketA
     let stream = Rc::new(SharedStream {
         stream: RefCell::new(stream),
         awaiting_response: Cell::new(false),
+        read_any: Cell::new(false),
     });
     let service = ConnectionService {
         service: shared.service.clone(),
@@ -370,8 +395,26 @@ async fn serve_connection(shared: Rc<Shared>, stream: TcpStream, remote: SocketA
     let result = tokio::select! {
         result = connection.as_mut() => result,
         _ = shutdown.wait_for(|closing| *closing) => {
-            connection.as_mut().graceful_shutdown();
-            connection.as_mut().await
+            // While hyper-util still detects the protocol (no byte read yet),
+            // `graceful_shutdown` drops the connection unread. A connection accepted as
+            // the drain begins often has its request waiting in the socket: let hyper
+            // read it first, so that it is answered (with `Connection: close`).
+            let mut finished = None;
+            if !stream.read_any.get() && stream.has_pending_bytes() {
+                finished = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending if stream.read_any.get() => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                })
+                .await;
+            }
+            match finished {
+                Some(result) => result,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            }
         }
     };
     if let Err(error) = result {
@@ -434,9 +477,19 @@ struct SharedStream {
     stream: RefCell<TcpStream>,
     /// Bytes arrived since the last response was written: a request is under way.
     awaiting_response: Cell<bool>,
+    /// A byte has been read on this connection.
+    read_any: Cell<bool>,
 }
 
 impl SharedStream {
+    /// Bytes wait in the socket (the kernel's answer, not the loop's readiness).
+    fn has_pending_bytes(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        SockRef::from(&*self.stream.borrow())
+            .peek(&mut byte)
+            .is_ok_and(|n| n > 0)
+    }
+
     async fn write_timeout_response(&self) {
         let body = br#"{"error":"REQUEST_TIMEOUT","message":"the request's headers did not arrive in time (http.header_read_timeout)"}"#;
         let head = format!(
@@ -474,6 +527,7 @@ impl AsyncRead for SharedIo {
         ready!(Pin::new(&mut *shared.stream.borrow_mut()).poll_read(cx, buf))?;
         if buf.filled().len() > before {
             shared.awaiting_response.set(true);
+            shared.read_any.set(true);
         }
         Poll::Ready(Ok(()))
     }
@@ -510,5 +564,109 @@ impl AsyncWrite for SharedIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(SockRef::from(&*self.0.stream.borrow()).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::get;
+
+    fn shared(closing: bool) -> Rc<Shared> {
+        async fn hello() -> &'static str {
+            "hello"
+        }
+        let router = Router::new().route("/", get(hello));
+        let config = HttpConfig::default();
+        let (shutdown, _) = watch::channel(closing);
+        let service = HttpService::new(&router, &config, None);
+        if closing {
+            service.set_closing();
+        }
+        Rc::new(Shared {
+            service,
+            builder: auto::Builder::new(LocalExec),
+            shutdown,
+            connections: Cell::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Past the lame duck every new request is answered 503 + `Retry-After` and the
+    /// connection closes: an answer, not a reset.
+    fn assert_answered(text: &str) {
+        assert!(text.starts_with("HTTP/1.1 503"), "got {text:?}");
+        assert!(text.contains("retry-after: 1\r\n"), "got {text:?}");
+        assert!(text.contains("connection: close\r\n"), "got {text:?}");
+    }
+
+    async fn read_all(mut client: TcpStream) -> String {
+        let mut text = String::new();
+        let _ = client.read_to_string(&mut text).await;
+        text
+    }
+
+    /// A connection accepted after the drain began, whose request has already arrived,
+    /// is answered, not cancelled by `graceful_shutdown` before its first read.
+    #[tokio::test]
+    async fn a_connection_started_during_the_drain_answers_its_request() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+                let addr = listener.local_addr().unwrap();
+                for _ in 0..20 {
+                    let mut client = TcpStream::connect(addr).await.unwrap();
+                    client
+                        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let (stream, remote) = listener.accept().await.unwrap();
+                    let shared = shared(true);
+                    shared.connections.set(1);
+                    serve_connection(shared, stream, remote).await;
+                    let text = read_all(client).await;
+                    assert_answered(&text);
+                }
+            })
+            .await;
+    }
+
+    /// Connections the kernel accepted before the listener closes are answered, even
+    /// when the loop has not seen the listener's readiness since they arrived.
+    #[tokio::test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a blocking loopback connect: the loop must not turn before the drain"
+    )]
+    async fn the_backlog_is_answered_when_the_listener_closes() {
+        use std::io::Write;
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+                let addr = listener.local_addr().unwrap();
+                // No `.await` from here to the drain: the loop never learns of these.
+                let clients: Vec<std::net::TcpStream> = (0..3)
+                    .map(|_| {
+                        let mut client = std::net::TcpStream::connect(addr).unwrap();
+                        client
+                            .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+                            .unwrap();
+                        client
+                    })
+                    .collect();
+                let shared = shared(true);
+                accept_loop(Rc::clone(&shared), listener).await;
+                assert_eq!(shared.connections.get(), 3, "every queued connection taken");
+                for client in clients {
+                    client.set_nonblocking(true).unwrap();
+                    let text = read_all(TcpStream::from_std(client).unwrap()).await;
+                    assert_answered(&text);
+                }
+            })
+            .await;
     }
 }
