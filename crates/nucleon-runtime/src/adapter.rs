@@ -185,8 +185,9 @@ impl AdapterSet {
     }
 
     /// Stops the started adapters in reverse order, each by `deadline`; reports (and
-    /// survives) failures and overruns.
-    pub(crate) async fn stop_all(&mut self, deadline: Instant) {
+    /// survives) failures and overruns, and returns them.
+    pub(crate) async fn stop_all(&mut self, deadline: Instant) -> Vec<String> {
+        let mut problems = Vec::new();
         while self.started > 0 {
             self.started -= 1;
             let adapter = &mut self.adapters[self.started];
@@ -196,12 +197,15 @@ impl AdapterSet {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::error!(target: "nucleon::adapter", adapter = %name, %error, "adapter `{name}` failed to stop cleanly: {error}");
+                    problems.push(format!("adapter `{name}` failed to stop cleanly: {error}"));
                 }
                 Err(_) => {
                     tracing::error!(target: "nucleon::adapter", adapter = %name, "adapter `{name}` did not stop by the shutdown deadline");
+                    problems.push(format!("adapter `{name}` did not stop by the deadline"));
                 }
             }
         }
+        problems
     }
 
     /// Each adapter's health, by name.

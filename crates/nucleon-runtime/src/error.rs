@@ -71,6 +71,13 @@ pub enum RuntimeError {
         /// The deadline.
         timeout: Duration,
     },
+    /// The drain did not finish cleanly: work still in flight or an adapter that did not
+    /// stop at the deadline. The process stopped anyway.
+    #[error("drain incomplete at the shutdown deadline: {}", problems.join("; "))]
+    DrainIncomplete {
+        /// What was left, one entry per worker or adapter.
+        problems: Vec<String>,
+    },
     /// An operating-system resource could not be had.
     #[error("cannot {what}: {source}")]
     Io {

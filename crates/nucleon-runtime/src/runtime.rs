@@ -411,7 +411,15 @@ impl Control {
         let drain = self.runtime.handle.drain.clone();
         let watchdog = self.runtime.handle.watchdog.clone();
         if !offload::configure(&settings.offload) {
-            tracing::debug!(target: "nucleon::runtime", "offload pools already configured; runtime.offload ignored");
+            tracing::warn!(target: "nucleon::runtime", "runtime.offload differs from the offload pools already in use in this process; it is ignored");
+        }
+        if self.runtime.handle_signals {
+            let listener =
+                SignalListener::install(drain.clone()).map_err(|source| RuntimeError::Io {
+                    what: "install signal handlers",
+                    source,
+                })?;
+            tokio::task::spawn_local(listener.run());
         }
         let monitor = if settings.watchdog.enabled {
             Some(
@@ -425,14 +433,6 @@ impl Control {
         } else {
             None
         };
-        if self.runtime.handle_signals {
-            let listener =
-                SignalListener::install(drain.clone()).map_err(|source| RuntimeError::Io {
-                    what: "install signal handlers",
-                    source,
-                })?;
-            tokio::task::spawn_local(listener.run());
-        }
         let result = self.lifecycle(&settings).await;
         watchdog.stop_monitor();
         if let Some(monitor) = monitor {
@@ -457,6 +457,8 @@ impl Control {
             .await?;
 
         let started = match self.start_workers().await {
+            // A signal during start: drain at once, without announcing a start.
+            Ok(()) if drain.is_draining() => Ok(()),
             Ok(()) => run_hooks("on_start", hooks.start).await,
             Err(error) => Err(error),
         };
@@ -505,10 +507,14 @@ impl Control {
         tracing::info!(target: "nucleon::runtime", timeout = ?settings.shutdown_timeout, "draining");
         let deadline = Instant::now() + settings.shutdown_timeout;
         let stopped = self.stop_workers(settings.shutdown_timeout).await;
-        self.runtime.adapters.stop_all(deadline).await;
+        let process_problems = self.runtime.adapters.stop_all(deadline).await;
         let hooks_result = run_hooks("on_stop", hooks.stop).await;
-        stopped?;
+        let mut problems = stopped?;
+        problems.extend(process_problems);
         hooks_result?;
+        if !problems.is_empty() {
+            return Err(RuntimeError::DrainIncomplete { problems });
+        }
         tracing::info!(target: "nucleon::runtime", "stopped");
         Ok(())
     }
@@ -578,6 +584,8 @@ impl Control {
                     tokio::time::sleep(backoff(attempts)).await;
                     self.start_worker(worker)?;
                 }
+                // Only sent while draining, which ends this loop first.
+                Some(WorkerEvent::DrainIncomplete { .. }) => {}
                 None => unreachable!("the control thread holds an event sender"),
             }
         }
@@ -597,6 +605,7 @@ impl Control {
                 self.workers[worker].ready = false;
                 tracing::error!(target: "nucleon::runtime", worker, "worker {worker} failed to restart: {error}");
             }
+            WorkerEvent::DrainIncomplete { .. } => {}
             WorkerEvent::Exited { worker, panic } => {
                 self.workers[worker].running = false;
                 self.workers[worker].ready = false;
@@ -624,16 +633,24 @@ impl Control {
     }
 
     /// Waits for every running worker to exit (they drain on their own), up to the
-    /// deadline plus a short grace for their threads to finish.
-    async fn stop_workers(&mut self, timeout: Duration) -> Result<(), RuntimeError> {
+    /// deadline plus a short grace for their threads to finish. Returns what the workers
+    /// reported as left undone, or an error naming the workers still running.
+    async fn stop_workers(&mut self, timeout: Duration) -> Result<Vec<String>, RuntimeError> {
         let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(500);
+        let mut problems = Vec::new();
         while self.workers.iter().any(|w| w.running) {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(WorkerEvent::Exited { worker, panic })) => {
                     self.workers[worker].running = false;
                     if let Some(message) = panic {
                         tracing::error!(target: "nucleon::runtime", worker, "worker {worker} panicked while draining: {message}");
+                        problems.push(format!(
+                            "worker {worker} panicked while draining: {message}"
+                        ));
                     }
+                }
+                Ok(Some(WorkerEvent::DrainIncomplete { problems: found })) => {
+                    problems.extend(found);
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
@@ -650,7 +667,7 @@ impl Control {
             }
         }
         if stuck.is_empty() {
-            Ok(())
+            Ok(problems)
         } else {
             Err(RuntimeError::ShutdownTimeout {
                 workers: stuck,

@@ -121,6 +121,10 @@ pub(crate) enum WorkerEvent {
         worker: usize,
         panic: Option<String>,
     },
+    /// The worker drained, but not cleanly (sent just before `Exited`).
+    DrainIncomplete {
+        problems: Vec<String>,
+    },
 }
 
 /// Requests the control thread sends a worker.
@@ -278,9 +282,17 @@ async fn serve(
     }
 
     let deadline = Instant::now() + spec.shutdown_timeout;
-    adapters.stop_all(deadline).await;
+    let mut problems = adapters.stop_all(deadline).await;
     if let Err(timeout) = spec.drain.wait_idle(deadline).await {
-        tracing::warn!(target: "nucleon::runtime", worker = id, "{timeout}");
+        tracing::warn!(target: "nucleon::runtime", worker = id, "worker {id}: {timeout}");
+        problems.push(timeout.to_string());
+    }
+    if !problems.is_empty() {
+        let problems = problems
+            .into_iter()
+            .map(|p| format!("worker {id}: {p}"))
+            .collect();
+        let _ = spec.events.send(WorkerEvent::DrainIncomplete { problems });
     }
 }
 

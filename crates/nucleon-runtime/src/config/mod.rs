@@ -70,11 +70,12 @@ impl Config {
     /// A missing file that was asked for by name, a file that is not valid TOML, or an
     /// environment the file does not define.
     pub fn load(options: ConfigOptions) -> Result<Self, ConfigError> {
+        let from_env = |name| std::env::var(name).ok().filter(|e: &String| !e.is_empty());
         let environment = options
             .environment
-            .or_else(|| std::env::var("NUCLEON_ENV").ok())
-            .or_else(|| std::env::var("NUCLEON_CONFIGURATION").ok())
             .filter(|e| !e.is_empty())
+            .or_else(|| from_env("NUCLEON_ENV"))
+            .or_else(|| from_env("NUCLEON_CONFIGURATION"))
             .unwrap_or_else(|| "default".to_owned());
         let (file, explicit) = match options.file {
             Some(file) => (Some(file), true),

@@ -35,6 +35,7 @@ type Call<T> = Box<dyn FnOnce(&mut T) + Send>;
 pub struct Blocking<T> {
     name: Arc<str>,
     tx: SyncSender<Call<T>>,
+    threads: usize,
     queue: usize,
 }
 
@@ -43,6 +44,7 @@ impl<T> Clone for Blocking<T> {
         Self {
             name: Arc::clone(&self.name),
             tx: self.tx.clone(),
+            threads: self.threads,
             queue: self.queue,
         }
     }
@@ -71,6 +73,7 @@ impl<T: 'static> Blocking<T> {
         Ok(Self {
             name: name.into(),
             tx,
+            threads: threads.max(1),
             queue,
         })
     }
@@ -95,7 +98,7 @@ impl<T: 'static> Blocking<T> {
             Err(TrySendError::Full(_)) => {
                 return Err(OffloadError::Saturated {
                     pool: self.name.to_string(),
-                    threads: 0,
+                    threads: self.threads,
                     queued: self.queue,
                 });
             }

@@ -103,6 +103,7 @@ pub enum OffloadError {
 }
 
 struct Pools {
+    config: OffloadConfig,
     blocking: OffloadPool,
     cpu: OffloadPool,
 }
@@ -117,6 +118,7 @@ impl Pools {
     fn new(config: &OffloadConfig) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
+            config: config.clone(),
             blocking: OffloadPool::new(
                 "blocking",
                 PoolConfig {
@@ -141,12 +143,7 @@ impl Pools {
 /// runtime calls it with `runtime.offload` at start. Returns `false` (and changes nothing)
 /// if the pools already exist with other settings.
 pub fn configure(config: &OffloadConfig) -> bool {
-    let mut installed = false;
-    POOLS.get_or_init(|| {
-        installed = true;
-        Pools::new(config)
-    });
-    installed
+    POOLS.get_or_init(|| Pools::new(config)).config == *config
 }
 
 /// Runs a blocking call on the blocking pool and awaits its result.

@@ -153,22 +153,23 @@ impl OffloadPool {
         if state.jobs.len() > state.threads - state.running
             && state.threads < shared.config.max_threads
         {
-            state.threads += 1;
-            drop(state);
+            // Started under the lock (rare: only while the pool grows), so that on failure
+            // the job taken back is ours.
             let pool = Arc::clone(shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("nucleon-offload-{}", shared.name))
                 .spawn(move || pool.work());
-            if let Err(error) = spawned {
-                let mut state = lock(&shared.state);
-                state.threads -= 1;
-                tracing::error!(pool = %shared.name, %error, "cannot start an offload thread");
-                if state.threads == 0 {
-                    state.jobs.pop_back();
-                    return Err(OffloadError::Closed {
-                        pool: shared.name.clone(),
-                        reason: format!("cannot start a thread: {error}"),
-                    });
+            match spawned {
+                Ok(_) => state.threads += 1,
+                Err(error) => {
+                    tracing::error!(pool = %shared.name, %error, "cannot start an offload thread");
+                    if state.threads == 0 {
+                        state.jobs.pop_back();
+                        return Err(OffloadError::Closed {
+                            pool: shared.name.clone(),
+                            reason: format!("cannot start a thread: {error}"),
+                        });
+                    }
                 }
             }
         }

@@ -26,7 +26,9 @@ pub struct WatchdogReport {
     pub worker: usize,
     /// The blocking task's label (e.g. `GET /countries/{code}`), when known.
     pub task: Option<String>,
-    /// The name of the tracing span the task runs in, when it has one.
+    /// The name of the tracing span the task was spawned in (it runs inside it), when it
+    /// has one. Spans entered inside the task are not tracked per poll; the label
+    /// ([`crate::task::set_label`]) is what names the work in progress.
     pub span: Option<String>,
     /// How long so far (live reports) or in total (ended reports).
     pub elapsed: Duration,
