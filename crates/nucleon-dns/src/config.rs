@@ -39,14 +39,25 @@ pub struct DnsConfig {
     /// The resolver configuration file read when `nameservers` is empty.
     pub resolv_conf: PathBuf,
     /// The hosts file honoured before any query (`None`, or `hosts_file = false`: none).
+    /// A name it lists (as given, or with a search domain) with an address of a family
+    /// `ip_preference` asks for is answered from it alone, with no query, as glibc's
+    /// `files` source does.
     #[serde(deserialize_with = "path_or_false")]
     pub hosts_file: Option<PathBuf>,
     /// How long to wait for one answer (default: from `resolv_conf`, else 5 s).
+    ///
+    /// Each candidate name of a lookup (the name as given, and the name with each
+    /// search domain, see `search` and `ndots`) gets `timeout × attempts`; when one runs
+    /// out, the next candidate is tried, as glibc does. So a lookup fails with
+    /// [`crate::DnsError::Timeout`] after at most `timeout × attempts × candidates`
+    /// ([`crate::Resolver::lookup_deadline_for`]); a fully qualified name
+    /// (`api.example.org.`) has one candidate. Names the hosts file lists are answered
+    /// without a query.
     #[serde(with = "duration::option")]
     pub timeout: Option<Duration>,
     /// How many times a query is sent before giving up (default: from `resolv_conf`,
-    /// else 2). A lookup fails with [`crate::DnsError::Timeout`] after at most
-    /// `timeout × attempts`.
+    /// else 2). Bounds each candidate name's lookup to `timeout × attempts`: see
+    /// `timeout`.
     pub attempts: Option<usize>,
     /// Answers kept in each worker's cache (default 4096).
     pub cache_size: u64,

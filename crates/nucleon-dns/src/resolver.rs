@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::op::Query;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Hosts, TokioResolver};
 use nucleon_runtime::LocalState;
@@ -36,12 +38,68 @@ pub struct Resolver {
 
 struct Shared {
     preference: IpPreference,
-    /// A lookup fails with a timeout after this, whatever hickory does.
+    /// Each candidate name (the name as given, or with a search domain) fails with a
+    /// timeout after this, whatever hickory does; then the next candidate is tried.
     deadline: Duration,
     connect_timeout: Duration,
     connect_attempt_delay: Duration,
     nameservers: Vec<SocketAddr>,
-    search: Vec<String>,
+    /// What turns a name into the candidate names tried.
+    search: SearchList,
+    /// The hosts file, consulted before any query.
+    hosts: Option<Arc<Hosts>>,
+}
+
+/// `resolv.conf`'s `ndots`, `domain` and `search`, as hickory applies them.
+#[derive(Debug, Clone)]
+struct SearchList {
+    ndots: usize,
+    domain: Option<Name>,
+    search: Vec<Name>,
+}
+
+impl SearchList {
+    /// The fully qualified names to try for `name`, in order; hickory's order
+    /// (`Resolver::build_names`): a name with more labels than `ndots` as given first,
+    /// then with `domain`, then with each search domain; a shorter name as given last.
+    /// A fully qualified name (`api.example.org.`) is the only candidate for itself.
+    fn candidates(&self, name: &Name) -> Vec<Name> {
+        let fqdn = |name: Name| {
+            let mut name = name;
+            name.set_fqdn(true);
+            name
+        };
+        if name.is_fqdn() {
+            return vec![name.clone()];
+        }
+        let as_given = fqdn(name.clone());
+        let as_given_first = name.num_labels() as usize > self.ndots || name.is_localhost();
+        let mut names = Vec::with_capacity(2 + self.search.len());
+        if as_given_first {
+            names.push(as_given.clone());
+        }
+        for domain in self.domain.iter().chain(&self.search) {
+            match name.clone().append_domain(domain) {
+                Ok(candidate) => {
+                    let candidate = fqdn(candidate);
+                    if !names.contains(&candidate) {
+                        names.push(candidate);
+                    }
+                }
+                Err(error) => tracing::debug!(
+                    target: "nucleon::dns",
+                    %name,
+                    %domain,
+                    %error,
+                    "search domain skipped"
+                ),
+            }
+        }
+        if !names.contains(&as_given) {
+            names.push(as_given);
+        }
+        names
+    }
 }
 
 /// One target of an SRV lookup, in the order to try them.
@@ -101,7 +159,11 @@ impl Resolver {
                     .map(|c| SocketAddr::new(ns.ip, c.port))
             })
             .collect();
-        let search_text: Vec<String> = search.iter().map(ToString::to_string).collect();
+        let search_list = SearchList {
+            ndots: config.ndots.unwrap_or(opts.ndots),
+            domain: domain.clone(),
+            search: search.clone(),
+        };
         let resolver_config = ResolverConfig::from_parts(domain, search, name_servers);
 
         if let Some(ndots) = config.ndots {
@@ -121,7 +183,7 @@ impl Resolver {
         opts.ip_strategy = config.ip_preference.strategy();
         // The hosts file is read below, asynchronously; hickory would read it blocking.
         opts.use_hosts_file = ResolveHosts::Never;
-        let deadline = opts.timeout * u32::try_from(opts.attempts.max(1)).unwrap_or(u32::MAX);
+        let deadline = candidate_deadline(opts.timeout, opts.attempts);
 
         let mut inner =
             TokioResolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
@@ -131,16 +193,20 @@ impl Resolver {
                     source_of: "dns".to_owned(),
                     reason: e.to_string(),
                 })?;
+        let mut hosts = None;
         if let Some(path) = &config.hosts_file {
-            if let Some(hosts) = read_hosts(path).await? {
-                inner.set_hosts(Arc::new(hosts));
+            if let Some(read) = read_hosts(path).await? {
+                let read = Arc::new(read);
+                // For callers of `hickory()`; our lookups consult it before hickory.
+                inner.set_hosts(Arc::clone(&read));
+                hosts = Some(read);
             }
         }
         tracing::debug!(
             target: "nucleon::dns",
             nameservers = ?nameservers,
-            search = ?search_text,
-            ?deadline,
+            search = ?search_list,
+            deadline_per_candidate = ?deadline,
             "resolver ready"
         );
         Ok(Self {
@@ -151,7 +217,8 @@ impl Resolver {
                 connect_timeout: config.connect_timeout,
                 connect_attempt_delay: config.connect_attempt_delay,
                 nameservers,
-                search: search_text,
+                search: search_list,
+                hosts,
             }),
         })
     }
@@ -174,21 +241,46 @@ impl Resolver {
         &self.shared.nameservers
     }
 
-    /// The longest a lookup can take before it fails with [`DnsError::Timeout`]
-    /// (`timeout × attempts`).
+    /// How long one candidate name may take before it counts as timed out
+    /// (`timeout × attempts`); the next candidate (search domain) is tried then.
+    ///
+    /// A lookup tries at most one candidate per search domain, plus the name as given,
+    /// so it fails with [`DnsError::Timeout`] after at most
+    /// [`Resolver::lookup_deadline_for`] of it.
     pub fn lookup_deadline(&self) -> Duration {
         self.shared.deadline
+    }
+
+    /// The longest a lookup of `host` can take before it fails with
+    /// [`DnsError::Timeout`]: [`Resolver::lookup_deadline`] for each candidate name
+    /// (`host` as given, and with each search domain). Zero for IP literals and
+    /// `localhost`, which need no query; [`Resolver::lookup_deadline`] for a name that
+    /// is not valid (it fails at once anyway).
+    pub fn lookup_deadline_for(&self, host: &str) -> Duration {
+        if ip_literal(host).is_some() || is_localhost(host) {
+            return Duration::ZERO;
+        }
+        let candidates =
+            parse_name(host).map_or(1, |name| self.shared.search.candidates(&name).len());
+        self.shared.deadline * u32::try_from(candidates).unwrap_or(u32::MAX)
     }
 
     /// The addresses of `host`, in the configured preference order.
     ///
     /// IP literals (`10.0.0.1`, `::1`, `[::1]`) and `localhost` (and `*.localhost`,
-    /// RFC 6761) are answered without a query; the hosts file comes next; then the
-    /// cache; then the name servers.
+    /// RFC 6761) are answered without a query. The hosts file comes next, as with
+    /// glibc: if it lists `host` (as given, else with a search domain) with an address
+    /// of a family asked for, that is the answer and no query is sent, even for the
+    /// family it lacks. Then the cache, then the name servers, for each candidate name
+    /// in turn (`host` as given and with each search domain, in `resolv.conf` order),
+    /// each bounded by [`Resolver::lookup_deadline`]; the first with addresses wins.
     ///
     /// # Errors
     /// [`DnsError::NoSuchHost`], [`DnsError::NoRecords`], [`DnsError::Timeout`],
-    /// [`DnsError::Failed`], [`DnsError::InvalidName`], each naming `host`.
+    /// [`DnsError::Failed`], [`DnsError::InvalidName`], each naming `host`. When every
+    /// candidate fails, the error is the most telling one: a timeout or a failure (the
+    /// name may exist where no answer came) before "no records", before NXDOMAIN (which
+    /// therefore means that no candidate exists).
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         if let Some(ip) = ip_literal(host) {
             return Ok(vec![ip]);
@@ -197,23 +289,74 @@ impl Resolver {
             return Ok(self.loopback());
         }
         let name = parse_name(host)?;
-        let started = Instant::now();
-        let lookup = tokio::time::timeout(self.shared.deadline, self.inner.lookup_ip(name))
-            .await
-            .map_err(|_| DnsError::Timeout {
-                host: host.to_owned(),
-                after: started.elapsed(),
-            })?
-            .map_err(|e| map_error(host, "A/AAAA", &e, started))?;
-        let addrs: Vec<IpAddr> = lookup.iter().collect();
-        if addrs.is_empty() {
-            return Err(DnsError::NoRecords {
-                host: host.to_owned(),
-                record_type: "A/AAAA".to_owned(),
-            });
+        let candidates = self.shared.search.candidates(&name);
+        if let Some(addrs) = self.hosts_file_answer(&name, &candidates) {
+            tracing::trace!(target: "nucleon::dns", host, ?addrs, "resolved from the hosts file");
+            return Ok(addrs);
         }
+        let addrs = self
+            .first_answer(host, "A/AAAA", candidates, |name| async move {
+                self.inner
+                    .lookup_ip(name)
+                    .await
+                    .map(|lookup| lookup.iter().collect::<Vec<IpAddr>>())
+            })
+            .await?;
         tracing::trace!(target: "nucleon::dns", host, ?addrs, "resolved");
         Ok(addrs)
+    }
+
+    /// The hosts file's addresses for `name` as given, else for the first candidate it
+    /// lists, in preference order; `None` when it lists none with an address of a
+    /// family asked for.
+    fn hosts_file_answer(&self, name: &Name, candidates: &[Name]) -> Option<Vec<IpAddr>> {
+        let hosts = self.shared.hosts.as_deref()?;
+        let mut as_given = name.clone();
+        as_given.set_fqdn(true);
+        std::iter::once(&as_given)
+            .chain(candidates)
+            .find_map(|candidate| hosts_addresses(hosts, candidate, self.shared.preference))
+    }
+
+    /// Runs `query` for each candidate name in turn, each bounded by the per-candidate
+    /// deadline, until one gives a non-empty answer; else the most telling error.
+    async fn first_answer<T, F, Fut>(
+        &self,
+        host: &str,
+        label: &str,
+        candidates: Vec<Name>,
+        query: F,
+    ) -> Result<Vec<T>, DnsError>
+    where
+        F: Fn(Name) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, NetError>>,
+    {
+        let started = Instant::now();
+        let mut failure: Option<DnsError> = None;
+        for candidate in candidates {
+            let error =
+                match tokio::time::timeout(self.shared.deadline, query(candidate.clone())).await {
+                    Ok(Ok(answers)) if !answers.is_empty() => return Ok(answers),
+                    Ok(Ok(_)) => DnsError::NoRecords {
+                        host: host.to_owned(),
+                        record_type: label.to_owned(),
+                    },
+                    Ok(Err(error)) => map_error(host, label, &error, started),
+                    Err(_) => DnsError::Timeout {
+                        host: host.to_owned(),
+                        after: started.elapsed(),
+                    },
+                };
+            tracing::trace!(target: "nucleon::dns", host, %candidate, %error, "candidate failed");
+            failure = Some(match failure {
+                Some(previous) if telling(&previous) >= telling(&error) => previous,
+                _ => error,
+            });
+        }
+        Err(failure.unwrap_or_else(|| DnsError::NoRecords {
+            host: host.to_owned(),
+            record_type: label.to_owned(),
+        }))
     }
 
     /// The socket addresses of `host` with `port`, in preference order.
@@ -285,21 +428,18 @@ impl Resolver {
         label: &str,
     ) -> Result<Vec<RData>, DnsError> {
         let name = parse_name(host)?;
-        let started = Instant::now();
-        let lookup =
-            tokio::time::timeout(self.shared.deadline, self.inner.lookup(name, record_type))
-                .await
-                .map_err(|_| DnsError::Timeout {
-                    host: host.to_owned(),
-                    after: started.elapsed(),
-                })?
-                .map_err(|e| map_error(host, label, &e, started))?;
-        Ok(lookup
-            .answers()
-            .iter()
-            .filter(|record| record.record_type() == record_type)
-            .map(|record| record.data.clone())
-            .collect())
+        let candidates = self.shared.search.candidates(&name);
+        self.first_answer(host, label, candidates, |name| async move {
+            self.inner.lookup(name, record_type).await.map(|lookup| {
+                lookup
+                    .answers()
+                    .iter()
+                    .filter(|record| record.record_type() == record_type)
+                    .map(|record| record.data.clone())
+                    .collect::<Vec<RData>>()
+            })
+        })
+        .await
     }
 
     /// Connects to `host:port`: resolves it, then tries its addresses in turn, IPv6 and
@@ -329,6 +469,10 @@ impl Resolver {
     }
 
     /// The hickory resolver underneath, for what this API does not cover.
+    ///
+    /// Its lookups honour the hosts file and the search list hickory's way (per record
+    /// type, so a name the file lists for one family is still queried for the other),
+    /// without this type's per-candidate deadline.
     pub fn hickory(&self) -> &TokioResolver {
         &self.inner
     }
@@ -353,6 +497,45 @@ impl fmt::Debug for Resolver {
             .field("preference", &self.shared.preference)
             .field("deadline", &self.shared.deadline)
             .finish_non_exhaustive()
+    }
+}
+
+/// How long one candidate name may take: `timeout × attempts` (at least one attempt).
+fn candidate_deadline(timeout: Duration, attempts: usize) -> Duration {
+    timeout * u32::try_from(attempts.max(1)).unwrap_or(u32::MAX)
+}
+
+/// `name`'s addresses in `hosts`, of the families `preference` asks for, in its order;
+/// `None` if it lists none of those.
+fn hosts_addresses(hosts: &Hosts, name: &Name, preference: IpPreference) -> Option<Vec<IpAddr>> {
+    let family = |record_type: RecordType| -> Vec<IpAddr> {
+        hosts
+            .lookup_static_host(&Query::query(name.clone(), record_type))
+            .map(|lookup| {
+                lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|record| record.data.ip_addr())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let addrs: Vec<IpAddr> = match preference {
+        IpPreference::Ipv4Only => family(RecordType::A),
+        IpPreference::Ipv6Only => family(RecordType::AAAA),
+        IpPreference::Ipv4First => [family(RecordType::A), family(RecordType::AAAA)].concat(),
+        IpPreference::Ipv6First => [family(RecordType::AAAA), family(RecordType::A)].concat(),
+    };
+    (!addrs.is_empty()).then_some(addrs)
+}
+
+/// How much an error says when every candidate name failed: a timeout or failure (the
+/// name may exist where nobody answered) over "no records" over NXDOMAIN.
+fn telling(error: &DnsError) -> u8 {
+    match error {
+        DnsError::NoSuchHost { .. } => 0,
+        DnsError::NoRecords { .. } => 1,
+        _ => 2,
     }
 }
 
@@ -561,6 +744,115 @@ mod tests {
         let error = parse_nameserver("dns.example.org").unwrap_err().to_string();
         assert!(error.contains("dns.nameservers"), "{error}");
         assert!(error.contains("dns.example.org"), "{error}");
+    }
+
+    fn names(texts: &[&str]) -> Vec<Name> {
+        texts.iter().map(|t| Name::from_utf8(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn candidates_follow_ndots_and_the_search_list() {
+        let list = SearchList {
+            ndots: 1,
+            domain: None,
+            search: names(&["a.example", "b.example"]),
+        };
+        let candidates = |host: &str| list.candidates(&Name::from_utf8(host).unwrap());
+        // Fewer labels than ndots + 1: the search domains first, the name as given last.
+        assert_eq!(
+            candidates("api"),
+            names(&["api.a.example.", "api.b.example.", "api."])
+        );
+        // More: the name as given first.
+        assert_eq!(
+            candidates("api.corp"),
+            names(&["api.corp.", "api.corp.a.example.", "api.corp.b.example."])
+        );
+        // Fully qualified: only itself.
+        assert_eq!(candidates("api.corp."), names(&["api.corp."]));
+        // `domain` comes before the search list; duplicates are tried once.
+        let with_domain = SearchList {
+            domain: Some(Name::from_utf8("b.example").unwrap()),
+            ..list.clone()
+        };
+        assert_eq!(
+            with_domain.candidates(&Name::from_utf8("api").unwrap()),
+            names(&["api.b.example.", "api.a.example.", "api."])
+        );
+        // Every candidate is fully qualified, so hickory applies no search list again.
+        assert!(candidates("api").iter().all(Name::is_fqdn));
+    }
+
+    #[tokio::test]
+    async fn the_lookup_deadline_scales_with_the_candidate_names() {
+        let config = DnsConfig {
+            nameservers: vec!["127.0.0.1:53".to_owned()],
+            search: vec!["a.example".to_owned(), "b.example".to_owned()],
+            timeout: Some(Duration::from_millis(300)),
+            attempts: Some(2),
+            hosts_file: None,
+            ..DnsConfig::default()
+        };
+        let resolver = Resolver::from_config(&config).await.unwrap();
+        let per_candidate = Duration::from_millis(600);
+        assert_eq!(resolver.lookup_deadline(), per_candidate);
+        assert_eq!(resolver.lookup_deadline_for("api"), per_candidate * 3);
+        assert_eq!(resolver.lookup_deadline_for("api.corp"), per_candidate * 3);
+        assert_eq!(resolver.lookup_deadline_for("api.corp."), per_candidate);
+        assert_eq!(resolver.lookup_deadline_for("10.0.0.1"), Duration::ZERO);
+        assert_eq!(resolver.lookup_deadline_for("localhost"), Duration::ZERO);
+        assert_eq!(candidate_deadline(per_candidate, 0), per_candidate);
+    }
+
+    #[test]
+    fn hosts_answers_follow_the_preference_and_skip_absent_families() {
+        let mut hosts = Hosts::default();
+        hosts
+            .read_hosts_conf(&b"10.0.0.1 both\n::5 both\n10.0.0.2 v4only\n"[..])
+            .unwrap();
+        let both = Name::from_utf8("both.").unwrap();
+        let v4only = Name::from_utf8("v4only.").unwrap();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            hosts_addresses(&hosts, &both, IpPreference::Ipv6First),
+            Some(vec![ip("::5"), ip("10.0.0.1")])
+        );
+        assert_eq!(
+            hosts_addresses(&hosts, &both, IpPreference::Ipv4First),
+            Some(vec![ip("10.0.0.1"), ip("::5")])
+        );
+        assert_eq!(
+            hosts_addresses(&hosts, &v4only, IpPreference::Ipv6First),
+            Some(vec![ip("10.0.0.2")])
+        );
+        // Only IPv6 asked for, only IPv4 listed: not an answer (DNS is asked, as glibc).
+        assert_eq!(
+            hosts_addresses(&hosts, &v4only, IpPreference::Ipv6Only),
+            None
+        );
+        assert_eq!(
+            hosts_addresses(
+                &hosts,
+                &Name::from_utf8("other.").unwrap(),
+                IpPreference::Ipv4First
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_timeout_tells_more_than_nxdomain() {
+        let nx = DnsError::NoSuchHost { host: "h".into() };
+        let none = DnsError::NoRecords {
+            host: "h".into(),
+            record_type: "A/AAAA".into(),
+        };
+        let timeout = DnsError::Timeout {
+            host: "h".into(),
+            after: Duration::ZERO,
+        };
+        assert!(telling(&timeout) > telling(&none));
+        assert!(telling(&none) > telling(&nx));
     }
 
     #[tokio::test]

@@ -317,3 +317,83 @@ async fn lookup_host_uses_the_registered_resolver() {
     assert_eq!(addrs, vec!["127.0.0.1:5432".parse().unwrap()]);
     assert_eq!(dns.queries(), 1);
 }
+
+#[tokio::test]
+async fn a_hosts_file_name_is_answered_without_dns_whatever_families_it_lists() {
+    // The only name server reads queries and never answers: any query would end in a
+    // timeout. The hosts file lists the name with an IPv4 address only; the default
+    // preference (IPv6 first) asks for both families. glibc answers such a name from
+    // the hosts file alone, and so must we.
+    let silent = SilentDns::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    tokio::fs::write(&hosts, "10.9.8.7 pinned.nucleon.test pinned\n")
+        .await
+        .unwrap();
+    let resolver = Resolver::from_config(&DnsConfig {
+        hosts_file: Some(hosts),
+        ip_preference: IpPreference::default(),
+        ..support::dns_config(silent.addr)
+    })
+    .await
+    .unwrap();
+    assert_eq!(IpPreference::default(), IpPreference::Ipv6First);
+    for name in [
+        "pinned.nucleon.test",
+        "pinned.nucleon.test.",
+        "PINNED",
+        "pinned",
+    ] {
+        let answer = tokio::time::timeout(Duration::from_secs(10), resolver.lookup_ip(name))
+            .await
+            .expect("the lookup must not hang");
+        assert_eq!(answer, Ok(vec![ip("10.9.8.7")]), "{name}");
+    }
+    assert_eq!(
+        silent.received.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a name the hosts file lists needs no query"
+    );
+}
+
+#[tokio::test]
+async fn a_search_candidate_that_times_out_does_not_stop_the_others() {
+    // The server never answers for names under `hole1.test` and `hole2.test`, and
+    // answers `nucleon.test` at once. `api` (fewer dots than ndots) is tried as
+    // api.hole1.test., api.hole2.test., then api.nucleon.test.: two candidates time
+    // out before the one that answers. Each candidate gets its own timeout × attempts.
+    let dns = TestDns::start_with_black_holes(standard_zone(), &["hole1.test", "hole2.test"]);
+    let timeout = Duration::from_millis(300);
+    let resolver = Resolver::from_config(&DnsConfig {
+        search: vec![
+            "hole1.test".to_owned(),
+            "hole2.test".to_owned(),
+            "nucleon.test".to_owned(),
+        ],
+        timeout: Some(timeout),
+        attempts: Some(1),
+        ..dns.config()
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(20), resolver.lookup_ip("api"))
+        .await
+        .expect("the lookup must end");
+    let elapsed = started.elapsed();
+    assert_eq!(answer, Ok(vec![ip("127.0.0.1")]), "after {elapsed:?}");
+    assert!(
+        elapsed >= timeout * 2,
+        "two candidates must have timed out first: {elapsed:?}"
+    );
+    assert!(dns.queries() >= 3, "queries: {}", dns.queries());
+
+    // A name no candidate answers for: the timeouts are reported, not the NXDOMAIN of
+    // the last candidate (the name may well exist under a domain that did not answer).
+    let error = tokio::time::timeout(Duration::from_secs(20), resolver.lookup_ip("missing"))
+        .await
+        .expect("the lookup must end")
+        .unwrap_err();
+    assert!(!error.is_not_found(), "{error:?}");
+    assert_eq!(error.host(), Some("missing"));
+}

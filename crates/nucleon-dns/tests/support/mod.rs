@@ -49,6 +49,9 @@ struct Counting {
     catalog: Catalog,
     queries: Arc<AtomicUsize>,
     delay: Duration,
+    /// Queries for names ending in one of these (lower case, with the trailing dot) are
+    /// read and never answered.
+    black_holes: Vec<String>,
 }
 
 #[async_trait::async_trait]
@@ -59,6 +62,17 @@ impl RequestHandler for Counting {
         response_handle: R,
     ) -> ResponseInfo {
         self.queries.fetch_add(1, Ordering::SeqCst);
+        if let Ok(info) = request.request_info() {
+            let name = info.query.name().to_string().to_ascii_lowercase();
+            if self
+                .black_holes
+                .iter()
+                .any(|suffix| name.ends_with(suffix.as_str()))
+            {
+                // Each request has its own task: this one never answers, others do.
+                std::future::pending::<()>().await;
+            }
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -140,11 +154,26 @@ impl TestDns {
 
     /// Starts a server that waits `delay` before each answer.
     pub fn start_with_delay(records: Vec<Rec>, delay: Duration) -> Self {
+        Self::start_with(records, delay, Vec::new())
+    }
+
+    /// Starts a server that answers at once, except queries for names under one of
+    /// `black_holes` (domains, e.g. `"slow.test"`), which it reads and never answers.
+    pub fn start_with_black_holes(records: Vec<Rec>, black_holes: &[&str]) -> Self {
+        let suffixes = black_holes
+            .iter()
+            .map(|domain| format!(".{}.", domain.trim_end_matches('.').to_ascii_lowercase()))
+            .collect();
+        Self::start_with(records, Duration::ZERO, suffixes)
+    }
+
+    fn start_with(records: Vec<Rec>, delay: Duration, black_holes: Vec<String>) -> Self {
         let queries = Arc::new(AtomicUsize::new(0));
         let handler = Counting {
             catalog: catalog(records),
             queries: Arc::clone(&queries),
             delay,
+            black_holes,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
