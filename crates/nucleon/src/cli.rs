@@ -68,7 +68,7 @@ struct ConfigArgs {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppError {
-    /// The command line is wrong (or asked for help).
+    /// The command line is wrong, or asked for `--help` (clap's message says which).
     #[error(transparent)]
     Usage(#[from] clap::Error),
     /// The configuration is invalid (names file, environment and key).
@@ -86,9 +86,13 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// The process exit code: 64 for usage, 78 (`EX_CONFIG`) for configuration, 1 else.
+    /// The process exit code: 64 (`EX_USAGE`) for a wrong command line (0 when it only
+    /// asked for `--help`), 78 (`EX_CONFIG`) for configuration, the runtime's own for a
+    /// drain that did not complete, 1 else.
     pub fn exit_code(&self) -> u8 {
         match self {
+            // Help is not an error: clap prints it to stdout.
+            AppError::Usage(error) if !error.use_stderr() => 0,
             AppError::Usage(_) => 64,
             AppError::Config(_) | AppError::Http(ServerError::InvalidHost { .. }) => 78,
             AppError::Runtime(error) => error.exit_code(),
@@ -117,7 +121,12 @@ pub fn run(app: App) -> ExitCode {
         .try_init();
     match run_from(app, std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(AppError::Usage(error)) => error.exit(),
+        Err(AppError::Usage(error)) => {
+            // clap's own message (help on stdout, a usage error on stderr), but our exit
+            // code: `clap::Error::exit` would exit 2 for a usage error, not 64.
+            let _ = error.print();
+            ExitCode::from(AppError::Usage(error).exit_code())
+        }
         Err(error) => {
             tracing::error!(target: "nucleon", "{error}");
             drop(_guard);
@@ -232,5 +241,26 @@ fn options(start: StartArgs, config: ConfigArgs) -> StartOptions {
         environment: config.environment,
         config_file: config.config,
         handle_signals: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(args: &[&str]) -> AppError {
+        let argv = std::iter::once("app").chain(args.iter().copied());
+        match run_from(App::new("app"), argv) {
+            Err(error @ AppError::Usage(_)) => error,
+            other => panic!("{args:?}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_64_and_help_exits_0() {
+        assert_eq!(usage(&["--no-such-flag"]).exit_code(), 64);
+        assert_eq!(usage(&["start", "--port", "x"]).exit_code(), 64);
+        assert_eq!(usage(&["--help"]).exit_code(), 0);
+        assert_eq!(usage(&["check", "--help"]).exit_code(), 0);
     }
 }
