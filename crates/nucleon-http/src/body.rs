@@ -5,10 +5,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::BoxError;
+use crate::{BoxError, HttpError};
 
 /// A request or response body: empty, a buffer, a request's incoming stream, or any
 /// other [`http_body::Body`] (boxed).
@@ -29,6 +29,8 @@ enum Kind {
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
+    /// A request body capped at the body limit.
+    Limited(Box<Limited<Body>>),
 }
 
 impl Body {
@@ -52,17 +54,64 @@ impl Body {
         Self(Kind::Boxed(body.map_err(Into::into).boxed_unsync()))
     }
 
-    /// Collects the whole body into one buffer.
+    /// Collects the whole body into one buffer, reading at most `limit` bytes (a
+    /// request's is `http.body_limit`: client input must never grow memory unbounded).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use nucleon_http::{Body, StatusCode};
+    ///
+    /// assert_eq!(Body::from("hello").collect_bytes(5).await.unwrap(), "hello");
+    /// let error = Body::from("hello").collect_bytes(4).await.unwrap_err();
+    /// assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    /// # });
+    /// ```
     ///
     /// # Errors
-    /// When reading the body fails (the client went away, a limit was hit…).
-    pub async fn collect_bytes(self) -> Result<Bytes, BoxError> {
+    /// 413 `PAYLOAD_TOO_LARGE` past `limit` (at once when the declared length is past
+    /// it); 400 `BAD_REQUEST` when reading fails (the client went away…).
+    pub async fn collect_bytes(self, limit: usize) -> Result<Bytes, HttpError> {
+        if http_body::Body::size_hint(&self).lower() > limit as u64 {
+            return Err(HttpError::payload_too_large(limit));
+        }
         match self.0 {
             Kind::Empty => Ok(Bytes::new()),
             Kind::Full(bytes) => Ok(bytes.unwrap_or_default()),
-            _ => Ok(BodyExt::collect(self).await?.to_bytes()),
+            _ => match Limited::new(self, limit).collect().await {
+                Ok(collected) => Ok(collected.to_bytes()),
+                Err(error) => Err(read_error(&error, limit)),
+            },
         }
     }
+
+    /// Caps the body at `limit` bytes: reading past it fails with
+    /// [`LengthLimitError`]. A body known to fit is left as it is; a capped one keeps
+    /// its cap.
+    ///
+    /// # Errors
+    /// 413 `PAYLOAD_TOO_LARGE` when the declared length is already past `limit`.
+    pub(crate) fn limited(self, limit: usize) -> Result<Self, HttpError> {
+        let hint = http_body::Body::size_hint(&self);
+        if hint.lower() > limit as u64 {
+            return Err(HttpError::payload_too_large(limit));
+        }
+        if matches!(self.0, Kind::Limited(_)) || hint.upper().is_some_and(|n| n <= limit as u64) {
+            return Ok(self);
+        }
+        Ok(Self(Kind::Limited(Box::new(Limited::new(self, limit)))))
+    }
+}
+
+/// The answer for a body that could not be read within `limit`.
+pub(crate) fn read_error(error: &BoxError, limit: usize) -> HttpError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(error) = source {
+        if error.is::<LengthLimitError>() {
+            return HttpError::payload_too_large(limit);
+        }
+        source = error.source();
+    }
+    HttpError::bad_request(format!("cannot read the request body: {error}"))
 }
 
 impl From<hyper::body::Incoming> for Body {
@@ -124,6 +173,7 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
+            Kind::Limited(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -133,6 +183,7 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Incoming(body) => body.is_end_stream(),
             Kind::Boxed(body) => body.is_end_stream(),
+            Kind::Limited(body) => body.is_end_stream(),
         }
     }
 
@@ -142,6 +193,7 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Incoming(body) => body.size_hint(),
             Kind::Boxed(body) => body.size_hint(),
+            Kind::Limited(body) => body.size_hint(),
         }
     }
 }

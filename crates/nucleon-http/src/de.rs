@@ -11,6 +11,20 @@ use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess
 pub(crate) struct Error {
     pub(crate) field: Option<String>,
     pub(crate) message: String,
+    /// The pairs do not have the shape of the type (a parameter missing, too many or
+    /// too few), as opposed to a value that does not parse. For path parameters that is
+    /// the program's error (the type does not fit the route), not the client's.
+    pub(crate) shape: bool,
+}
+
+impl Error {
+    fn shape(message: String) -> Self {
+        Self {
+            field: None,
+            message,
+            shape: true,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -26,6 +40,7 @@ impl de::Error for Error {
         Self {
             field: None,
             message: msg.to_string(),
+            shape: false,
         }
     }
 
@@ -33,6 +48,7 @@ impl de::Error for Error {
         Self {
             field: Some(field.to_owned()),
             message: "is required".to_owned(),
+            shape: true,
         }
     }
 }
@@ -51,7 +67,7 @@ impl<'de> Pairs<'de> {
     fn single(&self) -> Result<Value<'de>, Error> {
         match self.0 {
             [(key, value)] => Ok(Value { key, value }),
-            _ => Err(de::Error::custom(format!(
+            _ => Err(Error::shape(format!(
                 "expected exactly one parameter, found {}",
                 self.0.len()
             ))),
@@ -100,7 +116,7 @@ impl<'de> Deserializer<'de> for Pairs<'de> {
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
         if len != self.0.len() {
-            return Err(de::Error::custom(format!(
+            return Err(Error::shape(format!(
                 "expected {len} parameter(s), found {}",
                 self.0.len()
             )));
@@ -182,6 +198,7 @@ where
                     .map_err(|e: de::value::Error| Error {
                         field: Some(key.clone()),
                         message: e.to_string(),
+                        shape: false,
                     })
             }
             None => Ok(None),
@@ -209,6 +226,7 @@ impl Value<'_> {
         Error {
             field: Some(self.key.to_owned()),
             message: message.to_string(),
+            shape: false,
         }
     }
 }
@@ -346,5 +364,32 @@ mod tests {
             "{}",
             error.message
         );
+        assert!(
+            !error.shape,
+            "a value that does not parse is the client's error"
+        );
+    }
+
+    #[test]
+    fn shape_mismatches_are_told_apart_from_bad_values() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Params {
+            code: String,
+            page: u32,
+        }
+        let two = pairs(&[("code", "gb"), ("id", "3")]);
+        assert!(
+            from_pairs::<u64>(&two).unwrap_err().shape,
+            "one value, two params"
+        );
+        assert!(from_pairs::<(String, u32, u32)>(&two).unwrap_err().shape);
+        assert!(
+            from_pairs::<Params>(&two).unwrap_err().shape,
+            "`page` missing"
+        );
+        assert!(from_pairs::<String>(&[]).unwrap_err().shape, "no params");
+        let bad = pairs(&[("id", "x")]);
+        assert!(!from_pairs::<u64>(&bad).unwrap_err().shape);
     }
 }

@@ -96,6 +96,15 @@ impl HttpError {
         error
     }
 
+    /// 413 `PAYLOAD_TOO_LARGE`: a request body past `limit` bytes.
+    pub(crate) fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
     /// 503 `SERVICE_UNAVAILABLE` with `Retry-After: <seconds>`.
     pub fn unavailable(message: impl Into<Cow<'static, str>>, retry_after_secs: u64) -> Self {
         Self::new(

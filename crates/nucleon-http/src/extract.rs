@@ -14,10 +14,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
 use nucleon_runtime::LocalState;
 use serde::de::DeserializeOwned;
 
@@ -138,16 +137,48 @@ fn invalid(error: de::Error, fallback: &str) -> HttpError {
 /// ```
 ///
 /// A value that does not parse (`/items/abc` for a `u32`) answers 400
-/// `INVALID_PARAMETERS` naming the parameter.
+/// `INVALID_PARAMETERS` naming the parameter. A type that does not fit the route's
+/// parameters (`Path<(u32, u32)>` on `/items/{id}`, a struct field the pattern lacks) is
+/// the program's error, not the client's: 500 `INTERNAL_ERROR`, and the log names the
+/// type, the route and what is wrong.
+///
+/// `Option<Path<T>>` is `None` on a route without parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Path<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequestParts for Path<T> {
     async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
         let ctx = context(parts)?;
-        de::from_pairs(&ctx.params)
-            .map(Path)
-            .map_err(|e| invalid(e, "path"))
+        de::from_pairs(&ctx.params).map(Path).map_err(|e| {
+            if e.shape {
+                let names: Vec<&str> = ctx.params.iter().map(|(k, _)| k.as_str()).collect();
+                HttpError::internal(format_args!(
+                    "Path<{}> does not fit the parameters of route `{}` ({}): {}{}",
+                    std::any::type_name::<T>(),
+                    ctx.route().unwrap_or("?"),
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    },
+                    e.field.map(|f| format!("`{f}` ")).unwrap_or_default(),
+                    e.message
+                ))
+            } else {
+                invalid(e, "path")
+            }
+        })
+    }
+}
+
+impl<T: DeserializeOwned> OptionalFromRequestParts for Path<T> {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Option<Self>, HttpError> {
+        if context(parts)?.params.is_empty() {
+            return Ok(None);
+        }
+        <Self as FromRequestParts>::from_request_parts(parts)
+            .await
+            .map(Some)
     }
 }
 
@@ -163,6 +194,9 @@ impl<T: DeserializeOwned> FromRequestParts for Path<T> {
 ///     Json(paging.page.unwrap_or(1))
 /// }
 /// ```
+///
+/// `Option<Query<T>>` is `None` when the request has no query string; a query string
+/// that does not parse as `T` still answers 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query<T>(pub T);
 
@@ -175,6 +209,17 @@ impl<T: DeserializeOwned> FromRequestParts for Query<T> {
         de::from_pairs(&pairs)
             .map(Query)
             .map_err(|e| invalid(e, "query"))
+    }
+}
+
+impl<T: DeserializeOwned> OptionalFromRequestParts for Query<T> {
+    async fn from_request_parts(parts: &mut Parts) -> Result<Option<Self>, HttpError> {
+        if parts.uri.query().is_none() {
+            return Ok(None);
+        }
+        <Self as FromRequestParts>::from_request_parts(parts)
+            .await
+            .map(Some)
     }
 }
 
@@ -293,9 +338,42 @@ impl FromRequestParts for RequestContext {
     }
 }
 
-impl<T: FromRequestParts> FromRequestParts for Option<T> {
+/// Extracts a value that may be absent, for `Option<T>` arguments: `Ok(None)` when it
+/// is absent; an error when it is there but invalid, or when the server is set up
+/// wrong (missing state…), and that error still answers the client. Implemented for
+/// [`Query`] (no query string) and [`Path`] (no parameters); implement it for your own
+/// extractors that have a notion of "absent" (an optional header, say).
+///
+/// ```
+/// use nucleon_http::{Json, Query};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Paging { page: u32 }
+///
+/// // `/list` → page 1; `/list?page=2` → page 2; `/list?page=x` → 400.
+/// async fn list(paging: Option<Query<Paging>>) -> Json<u32> {
+///     Json(paging.map_or(1, |Query(p)| p.page))
+/// }
+/// ```
+///
+/// Shared and per-worker state have no "absent": one that is not registered is a bug
+/// in the program (500), so `Option<State<T>>` and `Option<Local<T>>` do not compile.
+///
+/// ```compile_fail
+/// # fn assert_handler<T>(_: impl nucleon_http::Handler<T>) {}
+/// async fn greet(_: Option<nucleon_http::State<String>>) {}
+/// assert_handler(greet);
+/// ```
+pub trait OptionalFromRequestParts: Sized {
+    /// Extracts it: `None` when absent, or answers with the error.
+    fn from_request_parts(
+        parts: &mut Parts,
+    ) -> impl Future<Output = Result<Option<Self>, HttpError>>;
+}
+
+impl<T: OptionalFromRequestParts> FromRequestParts for Option<T> {
     async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        Ok(T::from_request_parts(parts).await.ok())
+        <T as OptionalFromRequestParts>::from_request_parts(parts).await
     }
 }
 
@@ -305,43 +383,36 @@ impl<T: FromRequestParts> FromRequestParts for Result<T, HttpError> {
     }
 }
 
-impl FromRequest for Request {
-    async fn from_request(request: Request) -> Result<Self, HttpError> {
-        Ok(request)
-    }
+fn body_limit(request: &Request) -> usize {
+    request
+        .extensions()
+        .get::<RequestContext>()
+        .map_or(crate::server::DEFAULT_BODY_LIMIT, |ctx| ctx.body_limit)
 }
 
-fn payload_too_large(limit: usize) -> HttpError {
-    HttpError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "PAYLOAD_TOO_LARGE",
-        format!("the request body is larger than the limit of {limit} bytes (http.body_limit)"),
-    )
+/// Caps the request's body at its limit (`http.body_limit`) before it leaves the
+/// framework's hands (a [`Request`] or [`Body`] argument, a mounted service, a layer):
+/// 413 at once when its declared length is past the limit; reading past it fails with
+/// [`http_body_util::LengthLimitError`].
+pub(crate) fn limit_body(request: Request) -> Result<Request, HttpError> {
+    let limit = body_limit(&request);
+    let (parts, body) = request.into_parts();
+    Ok(Request::from_parts(parts, body.limited(limit)?))
+}
+
+/// The whole request; its body is capped at `http.body_limit` (413 at once when its
+/// declared length is past it; reading past it fails with
+/// [`http_body_util::LengthLimitError`]).
+impl FromRequest for Request {
+    async fn from_request(request: Request) -> Result<Self, HttpError> {
+        limit_body(request)
+    }
 }
 
 /// Reads the whole body within the body limit (413 past it).
 async fn read_body(request: Request) -> Result<Bytes, HttpError> {
-    let limit = request
-        .extensions()
-        .get::<RequestContext>()
-        .map_or(crate::server::DEFAULT_BODY_LIMIT, |ctx| ctx.body_limit);
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(payload_too_large(limit));
-    }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(payload_too_large(limit))
-        }
-        Err(error) => Err(HttpError::bad_request(format!(
-            "cannot read the request body: {error}"
-        ))),
-    }
+    let limit = body_limit(&request);
+    request.into_body().collect_bytes(limit).await
 }
 
 impl FromRequest for Bytes {
@@ -359,9 +430,10 @@ impl FromRequest for String {
     }
 }
 
+/// The body, capped at `http.body_limit` as for [`Request`].
 impl FromRequest for Body {
     async fn from_request(request: Request) -> Result<Self, HttpError> {
-        Ok(request.into_body())
+        Ok(limit_body(request)?.into_body())
     }
 }
 
@@ -397,13 +469,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
 
 fn json_error(path: &str, error: &serde_json::Error) -> HttpError {
     use serde_json::error::Category;
+    // serde_json appends " at line L column C" to its messages: cut here, since data
+    // errors name the field instead and syntax errors give line and column themselves.
+    let text = error.to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
     match error.classify() {
         Category::Data => {
-            let text = error.to_string();
-            // serde_json appends " at line L column C"; the field is named instead.
-            let message = text
-                .rsplit_once(" at line ")
-                .map_or(text.as_str(), |(m, _)| m);
             let (field, message) = match (path, message.strip_prefix("missing field `")) {
                 (".", Some(rest)) => {
                     let name = rest.split('`').next().unwrap_or_default();
@@ -414,21 +487,15 @@ fn json_error(path: &str, error: &serde_json::Error) -> HttpError {
             };
             HttpError::invalid_parameters([(field, message)])
         }
-        Category::Syntax | Category::Eof | Category::Io => {
-            let text = error.to_string();
-            let message = text
-                .rsplit_once(" at line ")
-                .map_or(text.as_str(), |(m, _)| m);
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_JSON",
-                format!(
-                    "invalid JSON at line {}, column {}: {message}",
-                    error.line(),
-                    error.column()
-                ),
-            )
-        }
+        Category::Syntax | Category::Eof | Category::Io => HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+            format!(
+                "invalid JSON at line {}, column {}: {message}",
+                error.line(),
+                error.column()
+            ),
+        ),
     }
 }
 

@@ -28,11 +28,41 @@
 //! # Ok::<(), nucleon_runtime::RuntimeError>(())
 //! ```
 //!
-//! Errors are JSON: `{"error":"NOT_FOUND","message":"…"}`; 405 carries `Allow`; bad JSON
-//! is 400 `INVALID_JSON` with line and column; extractor failures are 400
-//! `INVALID_PARAMETERS` with per-field `messages`; 413, 415, 431, 408; a handler error or
-//! panic is 500 `INTERNAL_ERROR` (the cause goes to the log with the request id); while
-//! draining, 503 `SERVICE_UNAVAILABLE` with `Retry-After`.
+//! ## Errors
+//!
+//! Every error is JSON with a stable shape, `{"error":"NOT_FOUND","message":"…"}`
+//! (`"messages": {"field": "…"}` too for invalid parameters): clients branch on `error`,
+//! the message is for people. The framework's codes:
+//!
+//! | Status | `error` | When |
+//! |---|---|---|
+//! | 308 | `MOVED` | `GET`/`HEAD` of a path that only exists with (or without) a trailing slash; `Location` has the other one |
+//! | 400 | `INVALID_JSON` | the body is not JSON; the message has the parser's line and column |
+//! | 400 | `INVALID_PARAMETERS` | a path, query or JSON field that does not parse; `messages` names each field |
+//! | 400 | `BAD_REQUEST` | the body cannot be read, or is not UTF-8 for a `String` |
+//! | 404 | `NOT_FOUND` | no route (a failed constraint included), or a handler's own 404 |
+//! | 405 | `METHOD_NOT_ALLOWED` | the path exists, the method does not; `Allow` lists those that do |
+//! | 408 | `REQUEST_TIMEOUT` | the client did not send its headers within `http.header_read_timeout` |
+//! | 413 | `PAYLOAD_TOO_LARGE` | the body is past `http.body_limit`, wherever it is read |
+//! | 415 | `UNSUPPORTED_MEDIA_TYPE` | a JSON body without `content-type: application/json` |
+//! | 431 | `HEADERS_TOO_LARGE` | the request head is past `http.max_header_size` |
+//! | 500 | `INTERNAL_ERROR` | a handler error or panic, a `Path<T>` that does not fit its route, missing state: nothing internal to the client, the cause in the log with the request id |
+//! | 503 | `SERVICE_UNAVAILABLE` | draining (readiness at once; every request after the lame duck), with `Retry-After` |
+//! | 503 | `TIMEOUT` | the handler ran past its time limit (`http.request_timeout`, [`MethodRouter::timeout`]), with `Retry-After` |
+//!
+//! A bare error status from a handler (`StatusCode::CONFLICT`) gets the same shape, its
+//! code from the status's reason (`CONFLICT`); applications add their own codes with
+//! [`HttpError::new`].
+//!
+//! Why 503 `TIMEOUT` for a handler that runs too long, and not 408 as tower-http's
+//! `TimeoutLayer` answers: 408 says the *client* was too slow to send its request
+//! (here, its headers: `REQUEST_TIMEOUT`), and a client may repeat the request on its
+//! own after a 408 (RFC 9110, 15.5.9; browsers do), running a slow handler again. A handler that does not
+//! finish in time is the server failing to answer, which is what 503 and its
+//! `Retry-After` say to clients and load balancers: try again later, or elsewhere. 504
+//! is for gateways whose upstream did not answer. A distinct code keeps it apart from
+//! draining. Who wants tower-http's 408 can add `tower_http::timeout::TimeoutLayer` as
+//! a layer instead.
 //!
 //! Logs: `nucleon::access` (one line per request), `nucleon::http` (server events).
 
@@ -50,14 +80,15 @@ pub use body::Body;
 pub use bytes::Bytes;
 pub use error::{HttpError, ServerError};
 pub use extract::{
-    FromRequest, FromRequestParts, Local, Path, Query, RemoteAddr, RequestContext, RequestId,
-    State, parse_json,
+    FromRequest, FromRequestParts, Local, OptionalFromRequestParts, Path, Query, RemoteAddr,
+    RequestContext, RequestId, State, parse_json,
 };
 pub use handler::Handler;
 pub use http::{HeaderMap, Method, StatusCode, Uri, header};
 pub use response::{IntoResponse, Json, Response};
 pub use router::{
-    Endpoint, MethodRouter, RouteInfo, Router, delete, get, head, on, options, patch, post, put,
+    Endpoint, EndpointLayer, IntoEndpoint, MethodRouter, RouteInfo, Router, delete, get, head, on,
+    options, patch, post, put,
 };
 pub use server::{DEFAULT_BODY_LIMIT, HttpConfig, HttpServer};
 pub use service::{HttpService, X_REQUEST_ID};

@@ -59,11 +59,57 @@ impl IntoResponse for Response {
     }
 }
 
+/// A success, informational or redirection status has an empty body; an error status
+/// (4xx, 5xx) has the standard JSON error body, its code from the status's canonical
+/// reason: `StatusCode::NOT_FOUND` answers `{"error":"NOT_FOUND","message":"Not Found"}`.
+/// The framework's own codes are kept where they differ from the reason: 500 is
+/// `INTERNAL_ERROR` (and is logged), 431 `HEADERS_TOO_LARGE`.
+///
+/// ```
+/// use nucleon_http::{IntoResponse, StatusCode};
+///
+/// let response = StatusCode::CONFLICT.into_response();
+/// assert_eq!(response.headers()["content-type"], "application/json");
+/// assert!(http_body::Body::is_end_stream(StatusCode::NO_CONTENT.into_response().body()));
+/// ```
 impl IntoResponse for StatusCode {
     fn into_response(self) -> Response {
+        if self.is_client_error() || self.is_server_error() {
+            return status_error(self).into_response();
+        }
         let mut response = Response::new(Body::empty());
         *response.status_mut() = self;
         response
+    }
+}
+
+/// The standard error for a bare error status.
+fn status_error(status: StatusCode) -> HttpError {
+    match status {
+        StatusCode::INTERNAL_SERVER_ERROR => HttpError::internal(
+            "the handler answered a bare 500 (StatusCode::INTERNAL_SERVER_ERROR)",
+        ),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => HttpError::new(
+            status,
+            "HEADERS_TOO_LARGE",
+            "Request Header Fields Too Large",
+        ),
+        _ => match status.canonical_reason() {
+            Some(reason) => {
+                let code: String = reason
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_uppercase()
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                HttpError::new(status, code, reason)
+            }
+            None => HttpError::new(status, "ERROR", format!("HTTP status {}", status.as_u16())),
+        },
     }
 }
 

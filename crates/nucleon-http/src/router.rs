@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
-use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION};
+use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION, RETRY_AFTER};
 use http::{Method, StatusCode, Uri};
 use regex_lite::Regex;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::extract::{RequestContext, StateMap};
+use crate::extract::{RequestContext, StateMap, limit_body};
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::response::{IntoResponse, Response};
 use crate::{Body, BoxError, HttpError, Request};
@@ -36,26 +36,8 @@ impl Endpoint {
 
     /// Wraps a tower service: each request is served by a clone of it (tower's
     /// convention). A service error becomes a 500 (logged, not shown to the client).
-    pub fn from_service<S, B>(service: S) -> Self
-    where
-        S: Service<Request, Response = http::Response<B>> + Clone + 'static,
-        S::Future: 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        Self::from_fn(move |request| {
-            let service = service.clone();
-            Box::pin(async move {
-                match service.oneshot(request).await {
-                    Ok(response) => response.map(Body::new),
-                    Err(error) => {
-                        let error: BoxError = error.into();
-                        HttpError::internal(format_args!("service error: {error}")).into_response()
-                    }
-                }
-            })
-        })
+    pub fn from_service<S: IntoEndpoint<B>, B>(service: S) -> Self {
+        service.into_endpoint()
     }
 
     /// Serves one request.
@@ -84,18 +66,63 @@ impl Service<Request> for Endpoint {
     }
 }
 
-type LayerFn = Arc<dyn Fn(Endpoint) -> Endpoint + Send + Sync>;
+/// A tower service nucleon can serve requests with: implemented for every
+/// `tower::Service<Request>` that is `Clone + 'static` and answers `http::Response<B>`,
+/// whose body `B` yields [`Bytes`] (an axum `Router`, a `tower::service_fn`, what a
+/// [`Layer`] makes of an [`Endpoint`]…). `B` is inferred; there is nothing to implement.
+pub trait IntoEndpoint<B>: Clone + 'static {
+    /// Wraps the service: each request is served by a clone of it (tower's
+    /// convention); a service error becomes a 500 (logged, not shown to the client).
+    fn into_endpoint(self) -> Endpoint;
+}
 
-fn layer_fn<L, B>(layer: L) -> LayerFn
+impl<S, B> IntoEndpoint<B> for S
 where
-    L: Layer<Endpoint> + Send + Sync + 'static,
-    L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
-    <L::Service as Service<Request>>::Future: 'static,
-    <L::Service as Service<Request>>::Error: Into<BoxError>,
+    S: Service<Request, Response = http::Response<B>> + Clone + 'static,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    Arc::new(move |inner| Endpoint::from_service(layer.layer(inner)))
+    fn into_endpoint(self) -> Endpoint {
+        Endpoint::from_fn(move |request| {
+            let service = self.clone();
+            Box::pin(async move {
+                match service.oneshot(request).await {
+                    Ok(response) => response.map(Body::new),
+                    Err(error) => {
+                        let error: BoxError = error.into();
+                        HttpError::internal(format_args!("service error: {error}")).into_response()
+                    }
+                }
+            })
+        })
+    }
+}
+
+/// A tower [`Layer`] nucleon can wrap routes and apps in: implemented for every
+/// `Layer<Endpoint>` that is `Send + Sync + 'static` and whose service is an
+/// [`IntoEndpoint`] (`tower-http`'s layers, your own…). `B` is inferred; there is
+/// nothing to implement.
+pub trait EndpointLayer<B>: Send + Sync + 'static {
+    /// Wraps `inner` (on each worker: the service made need not be `Send`).
+    fn layer_endpoint(&self, inner: Endpoint) -> Endpoint;
+}
+
+impl<L, B> EndpointLayer<B> for L
+where
+    L: Layer<Endpoint> + Send + Sync + 'static,
+    L::Service: IntoEndpoint<B>,
+{
+    fn layer_endpoint(&self, inner: Endpoint) -> Endpoint {
+        self.layer(inner).into_endpoint()
+    }
+}
+
+type LayerFn = Arc<dyn Fn(Endpoint) -> Endpoint + Send + Sync>;
+
+fn layer_fn<L: EndpointLayer<B>, B>(layer: L) -> LayerFn {
+    Arc::new(move |inner| layer.layer_endpoint(inner))
 }
 
 /// The handlers of one path, by method.
@@ -108,10 +135,22 @@ where
 ///
 /// let countries = get(list).post(create);
 /// ```
+///
+/// [`MethodRouter::layer`] and [`MethodRouter::timeout`] apply to the handlers added
+/// before them, and stay with those handlers when routes for the same path are merged
+/// (`.route("/x", get(a).layer(l)).route("/x", post(b))`: `l` wraps `a` only), as in
+/// axum.
 #[derive(Clone, Default)]
 #[must_use]
 pub struct MethodRouter {
-    methods: Vec<(Method, Arc<dyn ErasedHandler>)>,
+    methods: Vec<MethodEntry>,
+}
+
+/// One method's handler, with the layers and time limit given for it.
+#[derive(Clone)]
+struct MethodEntry {
+    method: Method,
+    handler: Arc<dyn ErasedHandler>,
     layers: Vec<LayerFn>,
     timeout: Option<Duration>,
 }
@@ -150,49 +189,56 @@ impl MethodRouter {
     /// If `method` already has a handler here.
     pub fn on<H: Handler<T>, T: 'static>(mut self, method: Method, handler: H) -> Self {
         assert!(
-            !self.methods.iter().any(|(m, _)| *m == method),
+            !self.has(&method),
             "{method} already has a handler on this route"
         );
-        let erased: Arc<dyn ErasedHandler> = Arc::new(Erased {
+        let handler: Arc<dyn ErasedHandler> = Arc::new(Erased {
             handler,
             _args: std::marker::PhantomData,
         });
-        self.methods.push((method, erased));
+        self.methods.push(MethodEntry {
+            method,
+            handler,
+            layers: Vec::new(),
+            timeout: None,
+        });
         self
     }
 
-    /// Wraps this route's handlers in a tower [`Layer`] (`tower-http`'s CORS,
-    /// compression, timeouts, your own…). Layers added later wrap earlier ones.
-    pub fn layer<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<Endpoint> + Send + Sync + 'static,
-        L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
-        <L::Service as Service<Request>>::Future: 'static,
-        <L::Service as Service<Request>>::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.layers.push(layer_fn(layer));
+    fn has(&self, method: &Method) -> bool {
+        self.methods.iter().any(|entry| entry.method == *method)
+    }
+
+    /// Wraps the handlers added so far in a tower [`Layer`] (`tower-http`'s CORS,
+    /// compression, your own…); handlers added afterwards are not wrapped. Layers added
+    /// later wrap earlier ones.
+    pub fn layer<L: EndpointLayer<B>, B>(mut self, layer: L) -> Self {
+        let layer = layer_fn(layer);
+        for entry in &mut self.methods {
+            entry.layers.push(Arc::clone(&layer));
+        }
         self
     }
 
-    /// A time limit for these handlers (overrides `http.request_timeout`): past it, the
-    /// handler is dropped and the client gets 503 `TIMEOUT`.
+    /// A time limit for the handlers added so far (overrides `http.request_timeout`):
+    /// past it, the handler is dropped and the client gets 503 `TIMEOUT` with
+    /// `Retry-After`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        for entry in &mut self.methods {
+            entry.timeout = Some(timeout);
+        }
         self
     }
 
     fn merge(&mut self, other: MethodRouter, path: &str) {
-        for (method, handler) in other.methods {
+        for entry in other.methods {
             assert!(
-                !self.methods.iter().any(|(m, _)| *m == method),
-                "route `{path}`: {method} already has a handler"
+                !self.has(&entry.method),
+                "route `{path}`: {} already has a handler",
+                entry.method
             );
-            self.methods.push((method, handler));
+            self.methods.push(entry);
         }
-        self.layers.extend(other.layers);
-        self.timeout = other.timeout.or(self.timeout);
     }
 }
 
@@ -201,10 +247,12 @@ impl fmt::Debug for MethodRouter {
         f.debug_struct("MethodRouter")
             .field(
                 "methods",
-                &self.methods.iter().map(|(m, _)| m).collect::<Vec<_>>(),
+                &self
+                    .methods
+                    .iter()
+                    .map(|e| (&e.method, e.layers.len(), e.timeout))
+                    .collect::<Vec<_>>(),
             )
-            .field("layers", &self.layers.len())
-            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -387,18 +435,14 @@ impl Router {
     /// When `prefix` does not start with `/` or conflicts with a route.
     pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
     where
-        S: Service<Request, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: IntoEndpoint<B> + Send + Sync,
     {
         assert!(
             prefix.starts_with('/'),
             "mount prefix `{prefix}` must start with `/`"
         );
         let prefix = prefix.trim_end_matches('/').to_owned();
-        let factory: ServiceFactory = Arc::new(move || Endpoint::from_service(service.clone()));
+        let factory: ServiceFactory = Arc::new(move || service.clone().into_endpoint());
         let display = format!("{prefix}/*");
         for pattern in [
             if prefix.is_empty() {
@@ -426,15 +470,7 @@ impl Router {
     /// Wraps the whole application (every route and mounted service) in a tower
     /// [`Layer`], e.g. `tower_http::cors::CorsLayer` or `tower_http::trace::TraceLayer`.
     /// Layers added later wrap earlier ones.
-    pub fn layer<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<Endpoint> + Send + Sync + 'static,
-        L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
-        <L::Service as Service<Request>>::Future: 'static,
-        <L::Service as Service<Request>>::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn layer<L: EndpointLayer<B>, B>(mut self, layer: L) -> Self {
         self.layers.push(layer_fn(layer));
         self
     }
@@ -458,9 +494,9 @@ impl Router {
             for candidate in &entry.candidates {
                 match &candidate.target {
                     Target::Methods(methods) => {
-                        for (method, _) in &methods.methods {
+                        for entry in &methods.methods {
                             out.push(RouteInfo {
-                                method: method.to_string(),
+                                method: entry.method.to_string(),
                                 path: candidate.display.clone(),
                             });
                         }
@@ -518,7 +554,7 @@ impl Router {
 }
 
 fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
-    let mut allowed: Vec<&str> = methods.methods.iter().map(|(m, _)| m.as_str()).collect();
+    let mut allowed: Vec<&str> = methods.methods.iter().map(|e| e.method.as_str()).collect();
     if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
         allowed.push("HEAD");
     }
@@ -526,23 +562,25 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
     let calls = methods
         .methods
         .iter()
-        .map(|(method, handler)| {
-            let call = if methods.layers.is_empty() {
-                Call::Handler(Arc::clone(handler))
+        .map(|entry| {
+            let call = if entry.layers.is_empty() {
+                Call::Handler(Arc::clone(&entry.handler))
             } else {
-                let handler = Arc::clone(handler);
+                let handler = Arc::clone(&entry.handler);
                 let inner = Endpoint::from_fn(move |request| handler.call(request));
-                Call::Service(methods.layers.iter().fold(inner, |ep, layer| layer(ep)))
+                Call::Service(limited(
+                    entry.layers.iter().fold(inner, |ep, layer| layer(ep)),
+                ))
             };
-            let label: Arc<str> = format!("{method} {pattern}").into();
-            (method.clone(), label, call)
+            CCall {
+                method: entry.method.clone(),
+                label: format!("{} {pattern}", entry.method).into(),
+                call,
+                timeout: entry.timeout,
+            }
         })
         .collect();
-    CTarget::Methods {
-        calls,
-        allow,
-        timeout: methods.timeout,
-    }
+    CTarget::Methods { calls, allow }
 }
 
 /// Splits `/countries/{code:[a-z]{2}}/` into matchit's `/countries/{code}/` and the
@@ -603,6 +641,14 @@ fn parse_pattern(path: &str) -> Result<(String, Vec<(String, Regex)>), String> {
     Ok((pattern, constraints))
 }
 
+/// `endpoint` behind the body limit: layers may read the body themselves.
+fn limited(endpoint: Endpoint) -> Endpoint {
+    Endpoint::from_fn(move |request| match limit_body(request) {
+        Ok(request) => endpoint.call(request),
+        Err(error) => Box::pin(std::future::ready(error.into_response())),
+    })
+}
+
 enum Call {
     Handler(Arc<dyn ErasedHandler>),
     Service(Endpoint),
@@ -617,11 +663,19 @@ impl Call {
     }
 }
 
+/// One method of a compiled route.
+struct CCall {
+    method: Method,
+    /// The watchdog's label: `GET /countries/{code}`.
+    label: Arc<str>,
+    call: Call,
+    timeout: Option<Duration>,
+}
+
 enum CTarget {
     Methods {
-        calls: Vec<(Method, Arc<str>, Call)>,
+        calls: Vec<CCall>,
         allow: HeaderValue,
-        timeout: Option<Duration>,
     },
     Mount {
         prefix_len: usize,
@@ -666,7 +720,9 @@ impl Compiled {
         }
         let this = Rc::clone(self);
         let inner = Endpoint::from_fn(move |request| Rc::clone(&this).dispatch(request));
-        Some(self.layers.iter().fold(inner, |ep, layer| layer(ep)))
+        Some(limited(
+            self.layers.iter().fold(inner, |ep, layer| layer(ep)),
+        ))
     }
 
     fn lookup(&self, path: &str) -> Option<(&CCandidate, Vec<(String, String)>)> {
@@ -698,19 +754,21 @@ impl Compiled {
             return Box::pin(std::future::ready(self.not_found(&request)));
         };
         match &candidate.target {
-            CTarget::Methods {
-                calls,
-                allow,
-                timeout,
-            } => {
+            CTarget::Methods { calls, allow } => {
                 let method = request.method();
                 let mut head = false;
-                let mut found = calls.iter().find(|(m, _, _)| m == method);
+                let mut found = calls.iter().find(|c| c.method == method);
                 if found.is_none() && method == Method::HEAD {
                     head = true;
-                    found = calls.iter().find(|(m, _, _)| m == Method::GET);
+                    found = calls.iter().find(|c| c.method == Method::GET);
                 }
-                let Some((_, label, call)) = found else {
+                let Some(CCall {
+                    label,
+                    call,
+                    timeout,
+                    ..
+                }) = found
+                else {
                     let error = HttpError::new(
                         StatusCode::METHOD_NOT_ALLOWED,
                         "METHOD_NOT_ALLOWED",
@@ -735,12 +793,7 @@ impl Compiled {
                         None => future.await,
                         Some(limit) => match tokio::time::timeout(limit, future).await {
                             Ok(response) => response,
-                            Err(_) => HttpError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "TIMEOUT",
-                                format!("the request took longer than its limit of {limit:?}"),
-                            )
-                            .into_response(),
+                            Err(_) => handler_timeout(limit).into_response(),
                         },
                     };
                     if head {
@@ -769,7 +822,11 @@ impl Compiled {
                     ctx.route = Some(Arc::clone(label));
                 }
                 nucleon_runtime::task::set_label(Arc::clone(label));
-                endpoint.call(request)
+                // The service reads the body itself: cap it at the body limit.
+                match limit_body(request) {
+                    Ok(request) => endpoint.call(request),
+                    Err(error) => Box::pin(std::future::ready(error.into_response())),
+                }
             }
         }
     }
@@ -800,6 +857,21 @@ impl Compiled {
         }
         HttpError::not_found(format!("no route for {} {path}", request.method())).into_response()
     }
+}
+
+/// The `Retry-After` (seconds) of a handler's 503 `TIMEOUT`.
+const TIMEOUT_RETRY_AFTER_SECS: u64 = 1;
+
+/// A handler ran past its time limit: the server's own failure to answer in time, not
+/// the client's (that is 408 `REQUEST_TIMEOUT`, for headers that arrive too slowly), so
+/// 503 with `Retry-After`: worth retrying, maybe on another instance.
+fn handler_timeout(limit: Duration) -> HttpError {
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "TIMEOUT",
+        format!("the request took longer than its limit of {limit:?}"),
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from(TIMEOUT_RETRY_AFTER_SECS))
 }
 
 /// Drops a body for a HEAD response, keeping its length.

@@ -7,7 +7,9 @@
     reason = "each test file uses part of the helpers"
 )]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nucleon_http::{HttpConfig, HttpServer, Router};
@@ -174,4 +176,56 @@ pub async fn request(
     let mut bytes = text.into_bytes();
     bytes.extend_from_slice(body);
     raw(addr, &bytes).await
+}
+
+/// Events captured by a tracing layer: target, and every field as text (`message`
+/// included).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<CapturedEvent>>>);
+
+#[derive(Debug, Clone)]
+pub struct CapturedEvent {
+    pub target: String,
+    pub level: tracing::Level,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Captured {
+    pub fn events(&self, target: &str) -> Vec<CapturedEvent> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|e| e.target == target)
+            .cloned()
+            .collect()
+    }
+}
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        self.0.lock().expect("not poisoned").push(CapturedEvent {
+            target: event.metadata().target().to_owned(),
+            level: *event.metadata().level(),
+            fields,
+        });
+    }
 }

@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
-use nucleon_http::{BoxError, Endpoint, MethodRouter, Request, Router};
+use nucleon_http::{BoxError, EndpointLayer, IntoEndpoint, MethodRouter, Router};
 use nucleon_runtime::{Config, ConfigError, LocalState, WorkerSetup};
-use tower::{Layer, Service};
 
-type Hook = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), BoxError>>>;
+/// A lifecycle hook (`on_initialise`, `on_start`, `on_stop`), run once.
+pub(crate) type Hook = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), BoxError>>>;
 pub(crate) type LocalFn = Arc<dyn Fn() + Send + Sync>;
 pub(crate) type WorkerFn = Arc<dyn Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync>;
 
@@ -95,26 +94,14 @@ impl App {
     /// [`Router::mount`]).
     pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
     where
-        S: Service<Request, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: IntoEndpoint<B> + Send + Sync,
     {
         self.router = self.router.mount(prefix, service);
         self
     }
 
     /// Wraps the whole app in a tower layer (see [`Router::layer`]).
-    pub fn layer<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<Endpoint> + Send + Sync + 'static,
-        L::Service: Service<Request, Response = http::Response<B>> + Clone + 'static,
-        <L::Service as Service<Request>>::Future: 'static,
-        <L::Service as Service<Request>>::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn layer<L: EndpointLayer<B>, B>(mut self, layer: L) -> Self {
         self.router = self.router.layer(layer);
         self
     }

@@ -13,12 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::App;
-use crate::app::App as AppInner;
-
-type Hook = Box<
-    dyn FnOnce()
-        -> futures_util::future::LocalBoxFuture<'static, Result<(), nucleon_http::BoxError>>,
->;
+use crate::app::{App as AppInner, Hook};
 
 /// Calls an [`App`] in-process, without a socket, on a single-threaded runtime of its
 /// own, set up as one worker of the real runtime would be: its `on_initialise` hooks

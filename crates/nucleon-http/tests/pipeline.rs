@@ -1,0 +1,412 @@
+//! The request pipeline in-process (no socket): layers and timeouts per method, body
+//! limits wherever a body is read, JSON bodies of bare error statuses, `Option`
+//! extractors, and path types that do not fit their route.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Captured;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, StreamBody};
+use nucleon_http::{
+    Body, FromRequestParts, HttpConfig, HttpError, HttpService, OptionalFromRequestParts, Path,
+    Query, Request, Router, get, post,
+};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tracing_subscriber::layer::SubscriberExt;
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+fn service(router: &Router, configure: impl FnOnce(&mut HttpConfig)) -> HttpService {
+    let mut config = HttpConfig::default();
+    configure(&mut config);
+    HttpService::new(router, &config, None)
+}
+
+async fn send(service: &HttpService, method: &str, path: &str, body: Body) -> Reply {
+    let mut request = Request::new(body);
+    *request.method_mut() = method.parse().expect("a method");
+    *request.uri_mut() = path.parse().expect("a path");
+    let remote: SocketAddr = "127.0.0.1:4000".parse().expect("an address");
+    let response = service.call(request, remote).await;
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("a response body").to_bytes(),
+    }
+}
+
+/// A body of `chunks` chunks of 8 bytes, of unknown length (as a chunked upload).
+fn streamed(chunks: usize) -> Body {
+    let frames = (0..chunks).map(|_| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"12345678")))
+    });
+    Body::new(StreamBody::new(futures_util::stream::iter(frames)))
+}
+
+fn mark(name: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(
+        HeaderName::from_static(name),
+        HeaderValue::from_static("yes"),
+    )
+}
+
+async fn fast() -> &'static str {
+    "fast"
+}
+
+async fn pause() -> &'static str {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    "done"
+}
+
+async fn stuck() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    "never"
+}
+
+#[tokio::test]
+async fn layers_and_timeouts_stay_with_the_methods_they_were_given_to() {
+    let router = Router::new()
+        // A layer on GET, then POST on the same path: POST is not wrapped.
+        .route("/a", get(fast).layer(mark("x-get")))
+        .route("/a", post(fast))
+        // The reverse.
+        .route("/b", get(fast))
+        .route("/b", post(fast).layer(mark("x-post")))
+        // In one method router, a layer wraps the handlers added before it only.
+        .route("/c", get(fast).layer(mark("x-get")).post(fast))
+        // A timeout on GET only.
+        .route("/t", get(stuck).timeout(Duration::from_millis(50)))
+        .route("/t", post(pause))
+        .route("/u", get(pause))
+        .route("/u", post(stuck).timeout(Duration::from_millis(50)));
+    let service = service(&router, |_| {});
+
+    let reply = send(&service, "GET", "/a", Body::empty()).await;
+    assert_eq!(
+        reply.headers.get("x-get").map(|v| v.as_bytes()),
+        Some(&b"yes"[..])
+    );
+    let reply = send(&service, "POST", "/a", Body::empty()).await;
+    assert_eq!(reply.text(), "fast");
+    assert!(
+        reply.headers.get("x-get").is_none(),
+        "GET's layer wrapped POST"
+    );
+
+    let reply = send(&service, "GET", "/b", Body::empty()).await;
+    assert!(
+        reply.headers.get("x-post").is_none(),
+        "POST's layer wrapped GET"
+    );
+    let reply = send(&service, "POST", "/b", Body::empty()).await;
+    assert!(reply.headers.get("x-post").is_some());
+
+    let reply = send(&service, "GET", "/c", Body::empty()).await;
+    assert!(reply.headers.get("x-get").is_some());
+    let reply = send(&service, "POST", "/c", Body::empty()).await;
+    assert!(
+        reply.headers.get("x-get").is_none(),
+        "added after the layer"
+    );
+
+    let reply = send(&service, "GET", "/t", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"], "TIMEOUT");
+    assert_eq!(reply.headers["retry-after"], "1");
+    let reply = send(&service, "POST", "/t", Body::empty()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "GET's timeout applied to POST"
+    );
+    assert_eq!(reply.text(), "done");
+
+    let reply = send(&service, "GET", "/u", Body::empty()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "POST's timeout applied to GET"
+    );
+    let reply = send(&service, "POST", "/u", Body::empty()).await;
+    assert_eq!(reply.json()["error"], "TIMEOUT");
+}
+
+/// What a handler or service could read of a body: `read N` or the error.
+async fn drain(body: Body) -> String {
+    match body.collect().await {
+        Ok(collected) => format!("read {}", collected.to_bytes().len()),
+        Err(error) if error.is::<LengthLimitError>() => "limit".to_owned(),
+        Err(error) => format!("error: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn every_body_the_framework_hands_out_is_capped_at_the_body_limit() {
+    let legacy = tower::service_fn(|request: Request| async move {
+        let text = drain(request.into_body()).await;
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(text)))
+    });
+    let router = Router::new()
+        .route(
+            "/request",
+            post(|request: Request| drain(request.into_body())),
+        )
+        .route("/body", post(drain))
+        .route(
+            "/bytes",
+            post(|bytes: Bytes| async move { bytes.len().to_string() }),
+        )
+        .route(
+            "/layered",
+            post(|request: Request| drain(request.into_body())).layer(mark("x-layer")),
+        )
+        .mount("/legacy", legacy);
+    let service = service(&router, |c| c.body_limit = 32);
+
+    for path in ["/request", "/body", "/legacy/x", "/layered"] {
+        // Within the limit: read whole.
+        let reply = send(&service, "POST", path, streamed(4)).await;
+        assert_eq!(reply.text(), "read 32", "{path}");
+        let reply = send(&service, "POST", path, Body::from(vec![b'x'; 32])).await;
+        assert_eq!(reply.text(), "read 32", "{path}");
+        // Of unknown length: reading stops at the limit.
+        let reply = send(&service, "POST", path, streamed(5)).await;
+        assert_eq!(reply.text(), "limit", "{path}");
+        // Of a known length past the limit: 413 before the handler or service runs.
+        let reply = send(&service, "POST", path, Body::from(vec![b'x'; 33])).await;
+        assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(reply.json()["error"], "PAYLOAD_TOO_LARGE", "{path}");
+    }
+    let reply = send(&service, "POST", "/bytes", streamed(5)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.json()["error"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(
+        send(&service, "POST", "/bytes", streamed(4)).await.text(),
+        "32"
+    );
+}
+
+#[tokio::test]
+async fn collect_bytes_takes_a_limit() {
+    let error = streamed(5).collect_bytes(39).await.unwrap_err();
+    assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error.code(), "PAYLOAD_TOO_LARGE");
+    assert_eq!(streamed(5).collect_bytes(40).await.unwrap().len(), 40);
+    let error = Body::from(vec![0; 10]).collect_bytes(9).await.unwrap_err();
+    assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_bare_error_status_has_the_standard_json_body() {
+    let router = Router::new()
+        .route("/conflict", get(|| async { StatusCode::CONFLICT }))
+        .route("/teapot", get(|| async { StatusCode::IM_A_TEAPOT }))
+        .route("/bug", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route(
+            "/missing",
+            get(|| async { Err::<String, _>(StatusCode::NOT_FOUND) }),
+        )
+        .route("/created", get(|| async { StatusCode::CREATED }))
+        .route("/moved", get(|| async { StatusCode::NOT_MODIFIED }));
+    let service = service(&router, |_| {});
+
+    let reply = send(&service, "GET", "/conflict", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "CONFLICT", "message": "Conflict"})
+    );
+    let reply = send(&service, "GET", "/teapot", Body::empty()).await;
+    assert_eq!(reply.json()["error"], "I_M_A_TEAPOT");
+    let reply = send(&service, "GET", "/missing", Body::empty()).await;
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "NOT_FOUND", "message": "Not Found"})
+    );
+    let reply = send(&service, "GET", "/bug", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.json()["error"], "INTERNAL_ERROR");
+
+    for path in ["/created", "/moved"] {
+        let reply = send(&service, "GET", path, Body::empty()).await;
+        assert!(reply.body.is_empty(), "{path}: {}", reply.text());
+        assert!(reply.headers.get("content-type").is_none(), "{path}");
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Paging {
+    page: u32,
+}
+
+/// An optional header: absent is `None`, present but not a number is a 400.
+struct Tenant(u32);
+
+impl FromRequestParts for Tenant {
+    async fn from_request_parts(parts: &mut http::request::Parts) -> Result<Self, HttpError> {
+        match <Self as OptionalFromRequestParts>::from_request_parts(parts).await? {
+            Some(tenant) => Ok(tenant),
+            None => Err(HttpError::bad_request("x-tenant is required")),
+        }
+    }
+}
+
+impl OptionalFromRequestParts for Tenant {
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+    ) -> Result<Option<Self>, HttpError> {
+        let Some(value) = parts.headers.get("x-tenant") else {
+            return Ok(None);
+        };
+        let tenant = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| HttpError::invalid_parameters([("x-tenant", "not a number")]))?;
+        Ok(Some(Tenant(tenant)))
+    }
+}
+
+#[tokio::test]
+async fn option_extractors_are_none_only_when_absent() {
+    let router = Router::new()
+        .route(
+            "/list",
+            get(|paging: Option<Query<Paging>>| async move {
+                paging.map_or(1, |Query(p)| p.page).to_string()
+            }),
+        )
+        .route(
+            "/items/{id}",
+            get(|id: Option<Path<u32>>| async move { format!("{:?}", id.map(|Path(id)| id)) }),
+        )
+        .route(
+            "/all",
+            get(|id: Option<Path<u32>>| async move { format!("{:?}", id.map(|Path(id)| id)) }),
+        )
+        .route(
+            "/tenant",
+            get(|tenant: Option<Tenant>| async move { format!("{:?}", tenant.map(|Tenant(t)| t)) }),
+        );
+    let service = service(&router, |_| {});
+
+    assert_eq!(
+        send(&service, "GET", "/list", Body::empty()).await.text(),
+        "1"
+    );
+    assert_eq!(
+        send(&service, "GET", "/list?page=3", Body::empty())
+            .await
+            .text(),
+        "3"
+    );
+    let reply = send(&service, "GET", "/list?page=three", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "INVALID_PARAMETERS");
+
+    assert_eq!(
+        send(&service, "GET", "/items/7", Body::empty())
+            .await
+            .text(),
+        "Some(7)"
+    );
+    let reply = send(&service, "GET", "/items/seven", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert_eq!(
+        send(&service, "GET", "/all", Body::empty()).await.text(),
+        "None"
+    );
+
+    assert_eq!(
+        send(&service, "GET", "/tenant", Body::empty()).await.text(),
+        "None"
+    );
+    let mut request = Request::new(Body::empty());
+    *request.uri_mut() = "/tenant".parse().unwrap();
+    request
+        .headers_mut()
+        .insert("x-tenant", HeaderValue::from_static("acme"));
+    let response = service.call(request, "127.0.0.1:1".parse().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_path_type_that_does_not_fit_the_route_is_a_500_with_a_log_line() {
+    let captured = Captured::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code, reason = "only deserialized")]
+    struct Page {
+        country: String,
+        page: u32,
+    }
+    let router = Router::new()
+        .route(
+            "/pair/{id}",
+            get(|Path((a, b)): Path<(u32, u32)>| async move { format!("{a} {b}") }),
+        )
+        .route(
+            "/page/{country}",
+            get(|Path(p): Path<Page>| async move { p.page.to_string() }),
+        )
+        .route(
+            "/one/{id}",
+            get(|Path(id): Path<u32>| async move { id.to_string() }),
+        );
+    let service = service(&router, |_| {});
+
+    let reply = send(&service, "GET", "/pair/1", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.json()["error"], "INTERNAL_ERROR");
+    assert!(!reply.text().contains("u32"), "no internals to the client");
+    let reply = send(&service, "GET", "/page/gb", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // A value that does not parse is still the client's error.
+    let reply = send(&service, "GET", "/one/x", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["messages"]["id"],
+        "`x` is not a non-negative integer"
+    );
+
+    let errors: Vec<String> = captured
+        .events("nucleon::http")
+        .into_iter()
+        .filter(|e| e.level == tracing::Level::ERROR)
+        .map(|e| e.fields["message"].clone())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].contains(
+            "Path<(u32, u32)> does not fit the parameters of route `GET /pair/{id}` (id)"
+        ),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].contains("`GET /page/{country}` (country)") && errors[1].contains("`page`"),
+        "{errors:#?}"
+    );
+}
