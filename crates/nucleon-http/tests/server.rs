@@ -15,7 +15,7 @@ use nucleon_http::{
 };
 use nucleon_runtime::LocalState;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Deserialize, serde::Serialize)]
@@ -318,6 +318,22 @@ async fn slowloris_is_cut_with_408_while_a_normal_client_is_served() {
     server.stop().await.expect("clean stop");
 }
 
+/// Waits until the watchdog has counted `n` ended slow polls (an ended poll is
+/// counted on its worker after the response may have left).
+async fn slow_polls_reach(server: &Server, n: u64) -> nucleon_runtime::WatchdogStats {
+    for _ in 0..500 {
+        let stats = server.handle.watchdog().stats();
+        if stats.slow_polls >= n {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the watchdog never counted {n} slow poll(s): {:?}",
+        server.handle.watchdog().stats()
+    );
+}
+
 #[tokio::test]
 async fn the_watchdog_names_a_blocking_handler_by_its_route() {
     let server = server().await;
@@ -330,13 +346,35 @@ async fn the_watchdog_names_a_blocking_handler_by_its_route() {
             .any(|r| r.task.as_deref() == Some("GET /block")),
         "reports: {reports:?}"
     );
-    // A route that only awaits is never reported.
+    let before = slow_polls_reach(&server, 1).await;
+
+    // A route that awaits for 6x the threshold in all is never reported: the watchdog
+    // times polls, not requests. Bracketed by a second blocking request, so the
+    // watchdog is known to be watching all along.
     assert_eq!(get(server.addr, "/slow").await.status, 200);
+    let after_slow = server.handle.watchdog().stats();
+    assert_eq!(after_slow.slow_polls, before.slow_polls, "{after_slow:?}");
+    assert_eq!(after_slow.blocking_reports, before.blocking_reports);
+    assert_eq!(get(server.addr, "/block").await.status, 200);
+    let after = slow_polls_reach(&server, before.slow_polls + 1).await;
+    assert!(
+        after.blocking_reports > before.blocking_reports,
+        "{after:?}"
+    );
     let reports = server.handle.watchdog().recent_reports();
     assert!(
         !reports
             .iter()
-            .any(|r| r.task.as_deref() == Some("GET /slow"))
+            .any(|r| r.task.as_deref() == Some("GET /slow")),
+        "reports: {reports:?}"
+    );
+    assert!(
+        reports
+            .iter()
+            .filter(|r| r.task.as_deref() == Some("GET /block"))
+            .count()
+            >= 2,
+        "reports: {reports:?}"
     );
     server.stop().await.expect("clean stop");
 }
@@ -383,7 +421,8 @@ async fn not_send_handlers_and_local_state() {
         .await
         .unwrap()
         .unwrap();
-    let _ = LocalState::<u64>::current();
+    // The counter lived on the worker's thread: the test's thread never had one.
+    assert!(LocalState::<u64>::current().is_none());
 }
 
 #[tokio::test]
@@ -415,22 +454,28 @@ async fn drain_readiness_lame_duck_in_flight_and_503_on_open_connections() {
     assert_eq!(reply.status, 200);
     assert_eq!(String::from_utf8_lossy(&reply.body), "slow but fine");
 
-    // After the lame duck the listener closes; a request arriving on a connection that
-    // is still open gets 503 + Retry-After, or the connection was closed idle before
-    // the request was read (never accepted).
+    // A request under way as the lame duck ends: its head is half sent.
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n")
+        .await
+        .unwrap();
+
+    // After the lame duck the listener closes, and the idle keep-alive connection is
+    // closed without a word (it had no request under way).
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let written = open
-        .write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await;
-    if written.is_ok() {
-        let mut buf = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut open, &mut buf).await;
-        if let Some((reply, _)) = common::parse_reply(&buf, false) {
-            assert_eq!(reply.status, 503);
-            assert_eq!(reply.header("retry-after"), Some("1"));
-            assert_eq!(reply.header("connection"), Some("close"));
-        }
-    }
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), open.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the idle connection was left open");
+    assert!(buf.is_empty(), "got {:?}", String::from_utf8_lossy(&buf));
+
+    // The request that arrives on the open connection gets 503 + Retry-After and the
+    // connection closes.
+    half.write_all(b"\r\n").await.unwrap();
+    let reply = read_reply(&mut half, false).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"], "SERVICE_UNAVAILABLE");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("connection"), Some("close"));
     assert!(
         TcpStream::connect(addr).await.is_err(),
         "the listener is closed"
@@ -465,5 +510,162 @@ async fn tower_layers_wrap_the_app_and_single_routes() {
     let reply = get(server.addr, "/nowhere").await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.header("x-app"), Some("nucleon"));
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_over_a_real_socket() {
+    use http_body_util::{BodyExt, Empty};
+    let server = server().await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake without upgrade");
+    let connection = tokio::spawn(connection);
+
+    // Several requests, concurrently, on the one connection.
+    let mut replies = Vec::new();
+    for path in ["/countries/", "/countries/gb/", "/countries/zz/"] {
+        let request = http::Request::get(format!("http://{}{path}", server.addr))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        replies.push(sender.send_request(request));
+    }
+    let mut bodies = Vec::new();
+    for reply in replies {
+        let response = reply.await.expect("an HTTP/2 response");
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert!(response.headers().contains_key("x-request-id"));
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        bodies.push((
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        ));
+    }
+    assert_eq!(bodies[0], (StatusCode::OK, serde_json::json!(["fr", "gb"])));
+    assert_eq!(bodies[1].1["name"], "United Kingdom");
+    assert_eq!(bodies[2].0, StatusCode::NOT_FOUND);
+    assert_eq!(bodies[2].1["error"], "NOT_FOUND");
+
+    // HEAD over HTTP/2 too: no body.
+    let request = http::Request::head(format!("http://{}/countries/", server.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+
+    drop(sender);
+    connection.await.unwrap().unwrap();
+    server.stop().await.expect("clean stop");
+}
+
+async fn stuck() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    "never"
+}
+
+#[tokio::test]
+async fn per_route_and_global_request_timeouts() {
+    let router = Router::new()
+        .route("/stuck", route_get(stuck))
+        .route(
+            "/route",
+            route_get(stuck).timeout(Duration::from_millis(100)),
+        )
+        // A route's own limit overrides the global one, in both directions.
+        .route("/patient", route_get(slow).timeout(Duration::from_secs(5)))
+        .route("/fast", route_get(countries));
+    let server = Server::start(router, |c| {
+        c.request_timeout = Some(Duration::from_millis(150));
+    })
+    .await;
+    let addr = server.addr;
+    for path in ["/stuck", "/route"] {
+        let reply = get(addr, path).await;
+        assert_eq!(reply.status, 503, "{path}");
+        assert_eq!(reply.json()["error"], "TIMEOUT", "{path}");
+        assert_eq!(reply.header("retry-after"), Some("1"), "{path}");
+    }
+    // /slow takes 300 ms, past the global 150 ms, within its own 5 s.
+    let reply = get(addr, "/patient").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(String::from_utf8_lossy(&reply.body), "slow but fine");
+    assert_eq!(get(addr, "/fast").await.status, 200);
+    server
+        .stop()
+        .await
+        .expect("clean stop: timed-out handlers were dropped");
+}
+
+#[tokio::test]
+async fn a_custom_readiness_path() {
+    let server = Server::start(router(), |c| {
+        c.readiness_path = Some("/health/ready".into());
+        c.lame_duck = Duration::from_millis(500);
+    })
+    .await;
+    let addr = server.addr;
+    let reply = get(addr, "/health/ready").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json(), serde_json::json!({"status": "ready"}));
+    assert_eq!(
+        get(addr, "/readyz").await.status,
+        404,
+        "the default path is gone"
+    );
+
+    server.handle.shutdown();
+    let reply = get(addr, "/health/ready").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"], "SERVICE_UNAVAILABLE");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    // The lame duck still serves everything else.
+    assert_eq!(get(addr, "/countries/").await.status, 200);
+    server.stop().await.expect("drained cleanly");
+
+    // An empty path turns readiness off.
+    let server = Server::start(router(), |c| c.readiness_path = Some(String::new())).await;
+    assert_eq!(get(server.addr, "/readyz").await.status, 404);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn head_through_a_mounted_service() {
+    let server = server().await;
+    let addr = server.addr;
+    let full = get(addr, "/legacy/v1/things").await;
+    assert_eq!(String::from_utf8_lossy(&full.body), "legacy saw /v1/things");
+    let reply = request(addr, "HEAD", "/legacy/v1/things", &[], b"").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.is_empty());
+    assert_eq!(
+        reply.header("content-length"),
+        Some(full.body.len().to_string().as_str())
+    );
+    // The connection carries on after the bodiless response.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"HEAD /legacy/x HTTP/1.1\r\nhost: t\r\n\r\nGET /legacy/x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let (head, used) = common::parse_reply(&buf, true).expect("the HEAD response");
+    assert_eq!(head.status, 200);
+    let (get_reply, _) = common::parse_reply(&buf[used..], false).expect("the GET response");
+    assert_eq!(String::from_utf8_lossy(&get_reply.body), "legacy saw /x");
     server.stop().await.expect("clean stop");
 }
