@@ -1,6 +1,6 @@
 //! # nucleon-runtime
 //!
-//! The core of [Nucleon](https://example.invalid/nucleon): thread-per-core workers that
+//! The core of Nucleon: thread-per-core workers that
 //! run `!Send` futures on a tokio `current_thread` runtime each, adapters with a
 //! lifecycle, signal-driven draining, a watchdog that names blocking code while it
 //! blocks, offload pools for blocking and CPU work, per-environment configuration, and
