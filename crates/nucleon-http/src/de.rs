@@ -55,18 +55,24 @@ impl de::Error for Error {
 
 /// Deserializes `T` from pairs: a struct or map takes them by name, a tuple or sequence
 /// by position, a single value takes the only one.
-pub(crate) fn from_pairs<'de, T: de::Deserialize<'de>>(
-    pairs: &'de [(String, String)],
-) -> Result<T, Error> {
+pub(crate) fn from_pairs<'de, T, K, V>(pairs: &'de [(K, V)]) -> Result<T, Error>
+where
+    T: de::Deserialize<'de>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
     T::deserialize(Pairs(pairs))
 }
 
-struct Pairs<'de>(&'de [(String, String)]);
+struct Pairs<'de, K, T>(&'de [(K, T)]);
 
-impl<'de> Pairs<'de> {
+impl<'de, K: AsRef<str>, T: AsRef<str>> Pairs<'de, K, T> {
     fn single(&self) -> Result<Value<'de>, Error> {
         match self.0 {
-            [(key, value)] => Ok(Value { key, value }),
+            [(key, value)] => Ok(Value {
+                key: key.as_ref(),
+                value: value.as_ref(),
+            }),
             _ => Err(Error::shape(format!(
                 "expected exactly one parameter, found {}",
                 self.0.len()
@@ -83,7 +89,7 @@ macro_rules! forward_single {
     )*};
 }
 
-impl<'de> Deserializer<'de> for Pairs<'de> {
+impl<'de, K: AsRef<str>, T: AsRef<str>> Deserializer<'de> for Pairs<'de, K, T> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -107,7 +113,10 @@ impl<'de> Deserializer<'de> for Pairs<'de> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        let values = self.0.iter().map(|(key, value)| Value { key, value });
+        let values = self.0.iter().map(|(key, value)| Value {
+            key: key.as_ref(),
+            value: value.as_ref(),
+        });
         let mut seq = SeqDeserializer::new(values);
         let out = visitor.visit_seq(&mut seq)?;
         seq.end()?;
@@ -180,9 +189,11 @@ struct PairsMap<'de, I> {
     value: Option<Value<'de>>,
 }
 
-impl<'de, I> MapAccess<'de> for PairsMap<'de, I>
+impl<'de, I, N, T> MapAccess<'de> for PairsMap<'de, I>
 where
-    I: Iterator<Item = &'de (String, String)>,
+    I: Iterator<Item = &'de (N, T)>,
+    N: AsRef<str> + 'de,
+    T: AsRef<str> + 'de,
 {
     type Error = Error;
 
@@ -192,14 +203,15 @@ where
     ) -> Result<Option<K::Value>, Error> {
         match self.iter.next() {
             Some((key, value)) => {
+                let (key, value) = (key.as_ref(), value.as_ref());
                 self.value = Some(Value { key, value });
-                seed.deserialize(key.as_str().into_deserializer())
-                    .map(Some)
-                    .map_err(|e: de::value::Error| Error {
-                        field: Some(key.clone()),
+                seed.deserialize(key.into_deserializer()).map(Some).map_err(
+                    |e: de::value::Error| Error {
+                        field: Some(key.to_owned()),
                         message: e.to_string(),
                         shape: false,
-                    })
+                    },
+                )
             }
             None => Ok(None),
         }
@@ -355,9 +367,9 @@ mod tests {
         let t: (String, u32) = from_pairs(&p).unwrap();
         assert_eq!(t, ("gb".into(), 3));
         let one = pairs(&[("id", "42")]);
-        assert_eq!(from_pairs::<u64>(&one).unwrap(), 42);
+        assert_eq!(from_pairs::<u64, _, _>(&one).unwrap(), 42);
         let bad = pairs(&[("code", "gb"), ("page", "three")]);
-        let error = from_pairs::<Params>(&bad).unwrap_err();
+        let error = from_pairs::<Params, _, _>(&bad).unwrap_err();
         assert_eq!(error.field.as_deref(), Some("page"));
         assert!(
             error.message.contains("`three` is not"),
@@ -380,16 +392,24 @@ mod tests {
         }
         let two = pairs(&[("code", "gb"), ("id", "3")]);
         assert!(
-            from_pairs::<u64>(&two).unwrap_err().shape,
+            from_pairs::<u64, _, _>(&two).unwrap_err().shape,
             "one value, two params"
         );
-        assert!(from_pairs::<(String, u32, u32)>(&two).unwrap_err().shape);
         assert!(
-            from_pairs::<Params>(&two).unwrap_err().shape,
+            from_pairs::<(String, u32, u32), _, _>(&two)
+                .unwrap_err()
+                .shape
+        );
+        assert!(
+            from_pairs::<Params, _, _>(&two).unwrap_err().shape,
             "`page` missing"
         );
-        assert!(from_pairs::<String>(&[]).unwrap_err().shape, "no params");
+        let none: [(String, String); 0] = [];
+        assert!(
+            from_pairs::<String, _, _>(&none).unwrap_err().shape,
+            "no params"
+        );
         let bad = pairs(&[("id", "x")]);
-        assert!(!from_pairs::<u64>(&bad).unwrap_err().shape);
+        assert!(!from_pairs::<u64, _, _>(&bad).unwrap_err().shape);
     }
 }

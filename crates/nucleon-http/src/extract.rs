@@ -14,7 +14,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use nucleon_runtime::LocalState;
@@ -30,10 +30,10 @@ use crate::{Body, Request};
 /// extensions, for extractors and mounted services alike.
 #[derive(Clone)]
 pub struct RequestContext {
-    pub(crate) request_id: HeaderValue,
+    pub(crate) request_id: Arc<str>,
     pub(crate) remote: SocketAddr,
     pub(crate) route: Option<Arc<str>>,
-    pub(crate) params: Vec<(String, String)>,
+    pub(crate) params: Params,
     pub(crate) state: Option<Arc<StateMap>>,
     pub(crate) body_limit: usize,
 }
@@ -41,7 +41,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// The request id (from `x-request-id`, or made by the server).
     pub fn request_id(&self) -> &str {
-        self.request_id.to_str().unwrap_or_default()
+        &self.request_id
     }
 
     /// The client's address.
@@ -56,7 +56,51 @@ impl RequestContext {
 
     /// The path parameters, by name, in pattern order.
     pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.params
+            .as_slice()
+            .iter()
+            .map(|(k, v)| (&**k, v.as_str()))
+    }
+}
+
+/// A route's path parameters, decoded: names shared with the compiled route, no
+/// allocation for a route without parameters, none but the value's for one with one.
+#[derive(Clone, Default)]
+pub(crate) enum Params {
+    #[default]
+    None,
+    One([(Arc<str>, String); 1]),
+    Many(Vec<(Arc<str>, String)>),
+}
+
+impl Params {
+    pub(crate) fn as_slice(&self) -> &[(Arc<str>, String)] {
+        match self {
+            Params::None => &[],
+            Params::One(one) => one,
+            Params::Many(many) => many,
+        }
+    }
+
+    pub(crate) fn push(&mut self, name: Arc<str>, value: String) {
+        *self = match std::mem::take(self) {
+            Params::None => Params::One([(name, value)]),
+            Params::One([first]) => Params::Many(vec![first, (name, value)]),
+            Params::Many(mut many) => {
+                many.push((name, value));
+                Params::Many(many)
+            }
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
     }
 }
 
@@ -149,25 +193,28 @@ pub struct Path<T>(pub T);
 impl<T: DeserializeOwned> FromRequestParts for Path<T> {
     async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
         let ctx = context(parts)?;
-        de::from_pairs(&ctx.params).map(Path).map_err(|e| {
-            if e.shape {
-                let names: Vec<&str> = ctx.params.iter().map(|(k, _)| k.as_str()).collect();
-                HttpError::internal(format_args!(
-                    "Path<{}> does not fit the parameters of route `{}` ({}): {}{}",
-                    std::any::type_name::<T>(),
-                    ctx.route().unwrap_or("?"),
-                    if names.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        names.join(", ")
-                    },
-                    e.field.map(|f| format!("`{f}` ")).unwrap_or_default(),
-                    e.message
-                ))
-            } else {
-                invalid(e, "path")
-            }
-        })
+        de::from_pairs(ctx.params.as_slice())
+            .map(Path)
+            .map_err(|e| {
+                if e.shape {
+                    let names: Vec<&str> =
+                        ctx.params.as_slice().iter().map(|(k, _)| &**k).collect();
+                    HttpError::internal(format_args!(
+                        "Path<{}> does not fit the parameters of route `{}` ({}): {}{}",
+                        std::any::type_name::<T>(),
+                        ctx.route().unwrap_or("?"),
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        },
+                        e.field.map(|f| format!("`{f}` ")).unwrap_or_default(),
+                        e.message
+                    ))
+                } else {
+                    invalid(e, "path")
+                }
+            })
     }
 }
 
@@ -390,12 +437,21 @@ fn body_limit(request: &Request) -> usize {
         .map_or(crate::server::DEFAULT_BODY_LIMIT, |ctx| ctx.body_limit)
 }
 
-/// Caps the request's body at its limit (`http.body_limit`) before it leaves the
-/// framework's hands (a [`Request`] or [`Body`] argument, a mounted service, a layer):
-/// 413 at once when its declared length is past the limit; reading past it fails with
-/// [`http_body_util::LengthLimitError`].
+/// Caps the request's body at its limit (`http.body_limit`): 413 at once when its
+/// declared length is past the limit; reading past it fails with
+/// [`http_body_util::LengthLimitError`]. The pipeline (`HttpService::call`) caps every
+/// request's body with it before routing, so an extractor, a layer, a mounted service
+/// or a route that never reads its body all see the same limit; a capped body keeps
+/// its cap, so calling it again costs nothing.
 pub(crate) fn limit_body(request: Request) -> Result<Request, HttpError> {
     let limit = body_limit(&request);
+    if http_body::Body::size_hint(request.body())
+        .upper()
+        .is_some_and(|n| n <= limit as u64)
+    {
+        // Known to fit (an empty GET body): nothing to take apart.
+        return Ok(request);
+    }
     let (parts, body) = request.into_parts();
     Ok(Request::from_parts(parts, body.limited(limit)?))
 }
@@ -520,6 +576,8 @@ impl<T: DeserializeOwned> FromRequest for Json<T> {
 
 #[cfg(test)]
 mod tests {
+    use http::header::HeaderValue;
+
     use super::*;
 
     #[test]

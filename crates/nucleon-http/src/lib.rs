@@ -64,7 +64,12 @@
 //! draining. Who wants tower-http's 408 can add `tower_http::timeout::TimeoutLayer` as
 //! a layer instead.
 //!
-//! Logs: `nucleon::access` (one line per request), `nucleon::http` (server events).
+//! Logs: `nucleon::access` (one line per request, at INFO, with the request id),
+//! `nucleon::http` (server events). Each request runs in a `request` span (target
+//! `nucleon::http`: id, method, path) at **DEBUG**, as tower-http's `TraceLayer` makes
+//! its span: at the default `info` level it costs nothing per request; turn it on with
+//! `nucleon::http=debug`. Handlers get the id from [`RequestId`] or
+//! `nucleon_runtime::request_id::current()`.
 
 mod body;
 mod de;

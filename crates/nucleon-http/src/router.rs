@@ -18,7 +18,7 @@ use http::{Method, StatusCode, Uri};
 use regex_lite::Regex;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::extract::{RequestContext, StateMap, limit_body};
+use crate::extract::{Params, RequestContext, StateMap};
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::response::{IntoResponse, Response};
 use crate::{Body, BoxError, HttpError, Request};
@@ -517,7 +517,7 @@ impl Router {
     }
 
     /// Builds this worker's instance: per-worker services, layers applied.
-    pub(crate) fn compile(&self, default_timeout: Option<Duration>) -> Compiled {
+    pub(crate) fn compile(&self, default_timeout: Option<Duration>, retry_after: u64) -> Compiled {
         let mut mounts: HashMap<String, Endpoint> = HashMap::new();
         let entries = self
             .entries
@@ -527,7 +527,12 @@ impl Router {
                     .candidates
                     .iter()
                     .map(|c| CCandidate {
-                        constraints: c.constraints.clone(),
+                        names: param_names(&entry.pattern),
+                        constraints: c
+                            .constraints
+                            .iter()
+                            .map(|(name, regex)| Constraint::new(name, regex))
+                            .collect(),
                         target: match &c.target {
                             Target::Methods(m) => compile_methods(m, &entry.pattern),
                             Target::Mount { prefix, factory } => CTarget::Mount {
@@ -548,9 +553,134 @@ impl Router {
             entries,
             state: self.state.clone(),
             default_timeout,
+            retry_after,
             layers: self.layers.clone(),
         }
     }
+}
+
+/// The parameter names of a matchit pattern, in order (the mount's rest left out).
+fn param_names(pattern: &str) -> Vec<Arc<str>> {
+    let mut names = Vec::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find('{') {
+        if rest[start + 1..].starts_with('{') {
+            rest = &rest[start + 2..];
+            continue;
+        }
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        let name = rest[start + 1..start + end].trim_start_matches('*');
+        if name != "nucleon_mount_rest" {
+            names.push(Arc::from(name));
+        }
+        rest = &rest[start + end + 1..];
+    }
+    names
+}
+
+/// A compiled parameter constraint. Simple ones (`[a-z]{2}`, `[0-9]+`, `\d{1,4}`: one
+/// ASCII character class, repeated) are checked byte by byte; the rest by the regex.
+struct Constraint {
+    name: Arc<str>,
+    regex: Regex,
+    simple: Option<SimpleClass>,
+}
+
+/// `[class]{min,max}` over ASCII.
+struct SimpleClass {
+    set: u128,
+    min: usize,
+    max: usize,
+}
+
+impl Constraint {
+    fn new(name: &str, regex: &Regex) -> Self {
+        // The pattern as compiled: `^(?:…)$`.
+        let source = regex.as_str();
+        let inner = source
+            .strip_prefix("^(?:")
+            .and_then(|s| s.strip_suffix(")$"))
+            .unwrap_or_default();
+        Self {
+            name: Arc::from(name),
+            regex: regex.clone(),
+            simple: SimpleClass::parse(inner),
+        }
+    }
+
+    fn is_match(&self, value: &str) -> bool {
+        match &self.simple {
+            Some(class) => class.is_match(value),
+            None => self.regex.is_match(value),
+        }
+    }
+}
+
+impl SimpleClass {
+    fn parse(pattern: &str) -> Option<Self> {
+        let (set, rest) = if let Some(rest) = pattern.strip_prefix("\\d") {
+            (ascii_range(b'0', b'9'), rest)
+        } else {
+            let body = pattern.strip_prefix('[')?;
+            let close = body.find(']')?;
+            let (class, rest) = (&body[..close], &body[close + 1..]);
+            if class.is_empty() || class.starts_with('^') {
+                return None;
+            }
+            let bytes = class.as_bytes();
+            let mut set = 0_u128;
+            let mut i = 0;
+            while i < bytes.len() {
+                let c = bytes[i];
+                if !c.is_ascii_alphanumeric()
+                    && c != b'_'
+                    && !(c == b'-' && (i == 0 || i + 1 == bytes.len()))
+                {
+                    return None;
+                }
+                if i + 2 < bytes.len() && bytes[i + 1] == b'-' {
+                    let hi = bytes[i + 2];
+                    if !hi.is_ascii_alphanumeric() || hi < c {
+                        return None;
+                    }
+                    set |= ascii_range(c, hi);
+                    i += 3;
+                } else {
+                    set |= 1 << c;
+                    i += 1;
+                }
+            }
+            (set, rest)
+        };
+        let (min, max) = match rest {
+            "" => (1, 1),
+            "+" => (1, usize::MAX),
+            "*" => (0, usize::MAX),
+            _ => {
+                let counts = rest.strip_prefix('{')?.strip_suffix('}')?;
+                match counts.split_once(',') {
+                    None => {
+                        let n = counts.parse().ok()?;
+                        (n, n)
+                    }
+                    Some((lo, "")) => (lo.parse().ok()?, usize::MAX),
+                    Some((lo, hi)) => (lo.parse().ok()?, hi.parse().ok()?),
+                }
+            }
+        };
+        (min <= max).then_some(Self { set, min, max })
+    }
+
+    fn is_match(&self, value: &str) -> bool {
+        (self.min..=self.max).contains(&value.len())
+            && value.bytes().all(|b| b < 128 && self.set & (1 << b) != 0)
+    }
+}
+
+fn ascii_range(lo: u8, hi: u8) -> u128 {
+    (lo..=hi).fold(0, |set, c| set | 1 << c)
 }
 
 fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
@@ -564,13 +694,11 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
         .iter()
         .map(|entry| {
             let call = if entry.layers.is_empty() {
-                Call::Handler(Arc::clone(&entry.handler))
+                Callee::Handler(Arc::clone(&entry.handler))
             } else {
                 let handler = Arc::clone(&entry.handler);
                 let inner = Endpoint::from_fn(move |request| handler.call(request));
-                Call::Service(limited(
-                    entry.layers.iter().fold(inner, |ep, layer| layer(ep)),
-                ))
+                Callee::Service(entry.layers.iter().fold(inner, |ep, layer| layer(ep)))
             };
             CCall {
                 method: entry.method.clone(),
@@ -641,24 +769,16 @@ fn parse_pattern(path: &str) -> Result<(String, Vec<(String, Regex)>), String> {
     Ok((pattern, constraints))
 }
 
-/// `endpoint` behind the body limit: layers may read the body themselves.
-fn limited(endpoint: Endpoint) -> Endpoint {
-    Endpoint::from_fn(move |request| match limit_body(request) {
-        Ok(request) => endpoint.call(request),
-        Err(error) => Box::pin(std::future::ready(error.into_response())),
-    })
-}
-
-enum Call {
+enum Callee {
     Handler(Arc<dyn ErasedHandler>),
     Service(Endpoint),
 }
 
-impl Call {
+impl Callee {
     fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
         match self {
-            Call::Handler(handler) => handler.call(request),
-            Call::Service(endpoint) => endpoint.call(request),
+            Callee::Handler(handler) => handler.call(request),
+            Callee::Service(endpoint) => endpoint.call(request),
         }
     }
 }
@@ -668,7 +788,7 @@ struct CCall {
     method: Method,
     /// The watchdog's label: `GET /countries/{code}`.
     label: Arc<str>,
-    call: Call,
+    call: Callee,
     timeout: Option<Duration>,
 }
 
@@ -685,7 +805,9 @@ enum CTarget {
 }
 
 struct CCandidate {
-    constraints: Vec<(String, Regex)>,
+    /// The pattern's parameter names, shared by every request's [`Params`].
+    names: Vec<Arc<str>>,
+    constraints: Vec<Constraint>,
     target: CTarget,
 }
 
@@ -699,13 +821,55 @@ pub(crate) struct Compiled {
     entries: Vec<CEntry>,
     state: Option<Arc<StateMap>>,
     default_timeout: Option<Duration>,
+    /// `http.retry_after`, for the 503 of a handler past its time limit.
+    retry_after: u64,
     layers: Vec<LayerFn>,
 }
 
-fn decode(value: &str) -> String {
-    percent_encoding::percent_decode_str(value)
-        .decode_utf8_lossy()
-        .into_owned()
+/// A parameter, percent-decoded: borrowed when nothing is encoded.
+fn decode(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains('%') {
+        percent_encoding::percent_decode_str(value).decode_utf8_lossy()
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
+
+/// What routing makes of a request: an answer at once (404, 405…), or the handler's
+/// future with its time limit, for the pipeline to run.
+pub(crate) enum Dispatch {
+    Ready(Response),
+    Call(Call),
+}
+
+/// A handler's (or a mounted service's) future, with its time limit.
+pub(crate) struct Call {
+    pub(crate) future: LocalBoxFuture<'static, Response>,
+    pub(crate) timeout: Option<Duration>,
+    /// A HEAD served by the GET handler: drop the body.
+    pub(crate) head: bool,
+}
+
+impl Call {
+    /// Runs it: the time limit, HEAD's body dropped.
+    pub(crate) async fn run(self, retry_after: u64) -> Response {
+        let Call {
+            future,
+            timeout,
+            head,
+        } = self;
+        let mut response = match timeout {
+            None => future.await,
+            Some(limit) => match tokio::time::timeout(limit, future).await {
+                Ok(response) => response,
+                Err(_) => handler_timeout(limit, retry_after).into_response(),
+            },
+        };
+        if head {
+            strip_body(&mut response);
+        }
+        response
+    }
 }
 
 impl Compiled {
@@ -719,39 +883,48 @@ impl Compiled {
             return None;
         }
         let this = Rc::clone(self);
-        let inner = Endpoint::from_fn(move |request| Rc::clone(&this).dispatch(request));
-        Some(limited(
-            self.layers.iter().fold(inner, |ep, layer| layer(ep)),
-        ))
+        let inner = Endpoint::from_fn(move |request| match this.dispatch(request) {
+            Dispatch::Ready(response) => Box::pin(std::future::ready(response)),
+            Dispatch::Call(call) => Box::pin(call.run(this.retry_after)),
+        });
+        Some(self.layers.iter().fold(inner, |ep, layer| layer(ep)))
     }
 
-    fn lookup(&self, path: &str) -> Option<(&CCandidate, Vec<(String, String)>)> {
+    pub(crate) fn retry_after(&self) -> u64 {
+        self.retry_after
+    }
+
+    fn lookup(&self, path: &str) -> Option<(&CCandidate, Params)> {
         let matched = self.table.at(path).ok()?;
         let entry = &self.entries[*matched.value];
         let candidate = entry.candidates.iter().find(|c| {
-            c.constraints.iter().all(|(name, regex)| {
+            c.constraints.iter().all(|constraint| {
                 matched
                     .params
-                    .get(name)
-                    .is_some_and(|v| regex.is_match(&decode(v)))
+                    .get(&*constraint.name)
+                    .is_some_and(|v| constraint.is_match(&decode(v)))
             })
         })?;
-        let params = matched
-            .params
-            .iter()
-            .filter(|(k, _)| *k != "nucleon_mount_rest")
-            .map(|(k, v)| (k.to_owned(), decode(v)))
-            .collect();
+        let mut params = Params::None;
+        for (name, value) in matched.params.iter() {
+            if name == "nucleon_mount_rest" {
+                continue;
+            }
+            let name = candidate
+                .names
+                .iter()
+                .find(|n| ***n == *name)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(name));
+            params.push(name, decode(value).into_owned());
+        }
         Some((candidate, params))
     }
 
     /// Routes one request.
-    pub(crate) fn dispatch(
-        self: Rc<Self>,
-        mut request: Request,
-    ) -> LocalBoxFuture<'static, Response> {
+    pub(crate) fn dispatch(&self, mut request: Request) -> Dispatch {
         let Some((candidate, params)) = self.lookup(request.uri().path()) else {
-            return Box::pin(std::future::ready(self.not_found(&request)));
+            return Dispatch::Ready(self.not_found(&request));
         };
         match &candidate.target {
             CTarget::Methods { calls, allow } => {
@@ -779,27 +952,17 @@ impl Compiled {
                         ),
                     )
                     .with_header(ALLOW, allow.clone());
-                    return Box::pin(std::future::ready(error.into_response()));
+                    return Dispatch::Ready(error.into_response());
                 };
                 if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
                     ctx.params = params;
                     ctx.route = Some(Arc::clone(label));
                 }
                 nucleon_runtime::task::set_label(Arc::clone(label));
-                let future = call.call(request);
-                let timeout = timeout.or(self.default_timeout);
-                Box::pin(async move {
-                    let mut response = match timeout {
-                        None => future.await,
-                        Some(limit) => match tokio::time::timeout(limit, future).await {
-                            Ok(response) => response,
-                            Err(_) => handler_timeout(limit).into_response(),
-                        },
-                    };
-                    if head {
-                        strip_body(&mut response);
-                    }
-                    response
+                Dispatch::Call(Call {
+                    future: call.call(request),
+                    timeout: timeout.or(self.default_timeout),
+                    head,
                 })
             }
             CTarget::Mount {
@@ -822,11 +985,12 @@ impl Compiled {
                     ctx.route = Some(Arc::clone(label));
                 }
                 nucleon_runtime::task::set_label(Arc::clone(label));
-                // The service reads the body itself: cap it at the body limit.
-                match limit_body(request) {
-                    Ok(request) => endpoint.call(request),
-                    Err(error) => Box::pin(std::future::ready(error.into_response())),
-                }
+                // Its body is capped already (the pipeline caps every request's).
+                Dispatch::Call(Call {
+                    future: endpoint.call(request),
+                    timeout: None,
+                    head: false,
+                })
             }
         }
     }
@@ -859,19 +1023,17 @@ impl Compiled {
     }
 }
 
-/// The `Retry-After` (seconds) of a handler's 503 `TIMEOUT`.
-const TIMEOUT_RETRY_AFTER_SECS: u64 = 1;
-
 /// A handler ran past its time limit: the server's own failure to answer in time, not
 /// the client's (that is 408 `REQUEST_TIMEOUT`, for headers that arrive too slowly), so
-/// 503 with `Retry-After`: worth retrying, maybe on another instance.
-fn handler_timeout(limit: Duration) -> HttpError {
+/// 503 with `Retry-After` (`http.retry_after` seconds): worth retrying, maybe on
+/// another instance.
+fn handler_timeout(limit: Duration, retry_after: u64) -> HttpError {
     HttpError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "TIMEOUT",
         format!("the request took longer than its limit of {limit:?}"),
     )
-    .with_header(RETRY_AFTER, HeaderValue::from(TIMEOUT_RETRY_AFTER_SECS))
+    .with_header(RETRY_AFTER, HeaderValue::from(retry_after))
 }
 
 /// Drops a body for a HEAD response, keeping its length.
@@ -902,5 +1064,43 @@ mod tests {
         assert!(parse_pattern("/x/{a:[}").is_err());
         assert!(parse_pattern("/x/{:x}").is_err());
         assert!(parse_pattern("x").is_err());
+    }
+
+    #[test]
+    fn simple_constraints_match_as_their_regex_does() {
+        let cases = [
+            "[a-z]{2}",
+            "[0-9]+",
+            "\\d{1,4}",
+            "[a-zA-Z0-9_-]*",
+            "[a-f]{2,}",
+            "[a-z]",
+            "(gb|fr)",
+            "[^a-z]+",
+            "[a-z]{2}x",
+        ];
+        let values = [
+            "", "gb", "GB", "g", "gbr", "12", "1234", "12345", "a-_Z9", "é", "ab", "x",
+        ];
+        for case in cases {
+            let (_, constraints) = parse_pattern(&format!("/x/{{p:{case}}}")).unwrap();
+            let constraint = Constraint::new("p", &constraints[0].1);
+            let simple = !matches!(case, "(gb|fr)" | "[^a-z]+" | "[a-z]{2}x");
+            assert_eq!(constraint.simple.is_some(), simple, "{case}");
+            for value in values {
+                assert_eq!(
+                    constraint.is_match(value),
+                    constraints[0].1.is_match(value),
+                    "{case} on {value:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parameter_names_in_pattern_order() {
+        let names = param_names("/a/{x}/{{lit}}/{y}/{*nucleon_mount_rest}");
+        assert_eq!(names.iter().map(|n| &**n).collect::<Vec<_>>(), ["x", "y"]);
+        assert_eq!(param_names("/files/{*path}").len(), 1);
     }
 }

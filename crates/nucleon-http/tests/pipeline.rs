@@ -152,6 +152,15 @@ async fn layers_and_timeouts_stay_with_the_methods_they_were_given_to() {
     assert_eq!(reply.json()["error"], "TIMEOUT");
 }
 
+#[tokio::test]
+async fn a_handler_timeout_answers_with_the_configured_retry_after() {
+    let router = Router::new().route("/t", get(stuck).timeout(Duration::from_millis(20)));
+    let service = service(&router, |c| c.retry_after = 7);
+    let reply = send(&service, "GET", "/t", Body::empty()).await;
+    assert_eq!(reply.json()["error"], "TIMEOUT");
+    assert_eq!(reply.headers["retry-after"], "7");
+}
+
 /// What a handler or service could read of a body: `read N` or the error.
 async fn drain(body: Body) -> String {
     match body.collect().await {
@@ -181,8 +190,17 @@ async fn every_body_the_framework_hands_out_is_capped_at_the_body_limit() {
             "/layered",
             post(|request: Request| drain(request.into_body())).layer(mark("x-layer")),
         )
-        .mount("/legacy", legacy);
+        .mount("/legacy", legacy)
+        .route("/ignores", post(fast));
     let service = service(&router, |c| c.body_limit = 32);
+
+    // A route that never reads its body answers a declared length past the limit as
+    // one that reads it does.
+    let reply = send(&service, "POST", "/ignores", Body::from(vec![b'x'; 33])).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.json()["error"], "PAYLOAD_TOO_LARGE");
+    let reply = send(&service, "POST", "/ignores", Body::from(vec![b'x'; 32])).await;
+    assert_eq!(reply.text(), "fast");
 
     for path in ["/request", "/body", "/legacy/x", "/layered"] {
         // Within the limit: read whole.
