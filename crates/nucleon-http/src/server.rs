@@ -381,7 +381,8 @@ fn start_connection(shared: &Rc<Shared>, stream: TcpStream, remote: SocketAddr) 
     }
     shared.connections.set(shared.connections.get() + 1);
     let shared = Rc::clone(shared);
-    nucleon_runtime::spawn(CONNECTION_LABEL, serve_connection(shared, stream, remote));
+    let state = ConnState::new(stream, remote);
+    nucleon_runtime::spawn(CONNECTION_LABEL, serve_connection(shared, state));
 }
 
 struct ConnectionCount(Rc<Shared>);
@@ -410,10 +411,12 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Waits for the connection's first bytes and tells HTTP/2 (its preface) from
 /// HTTP/1.1, without reading them: hyper then reads the untouched stream into its own
 /// buffer. A partial preface (`PRI` so far) waits for more bytes.
-async fn sniff(stream: &TcpStream, http2: bool) -> Speaks {
+async fn sniff(stream: &RefCell<TcpStream>, http2: bool) -> Speaks {
     let mut buf = [0_u8; 24];
     loop {
-        let n = match stream.peek(&mut buf).await {
+        let mut read = ReadBuf::new(&mut buf);
+        let peeked = std::future::poll_fn(|cx| stream.borrow().poll_peek(cx, &mut read)).await;
+        let n = match peeked {
             Ok(0) | Err(_) => return Speaks::Closed,
             Ok(n) => n,
         };
@@ -426,9 +429,10 @@ async fn sniff(stream: &TcpStream, http2: bool) -> Speaks {
         // The socket stays readable while those bytes wait in it: clear its readiness
         // unless more have come, so the next peek waits for them (tokio's readiness
         // tick keeps an arrival between the two from being lost).
+        let stream = stream.borrow();
         let _ = stream.try_io(tokio::io::Interest::READABLE, || {
             let mut more = [std::mem::MaybeUninit::<u8>::uninit(); 24];
-            match SockRef::from(stream).peek(&mut more)? {
+            match SockRef::from(&*stream).peek(&mut more)? {
                 m if m > n => Ok(()),
                 _ => Err(io::ErrorKind::WouldBlock.into()),
             }
@@ -437,9 +441,11 @@ async fn sniff(stream: &TcpStream, http2: bool) -> Speaks {
 }
 
 /// Bytes wait in the socket (the kernel's answer, not the loop's readiness).
-fn has_pending_bytes(stream: &TcpStream) -> bool {
+fn has_pending_bytes(stream: &RefCell<TcpStream>) -> bool {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-    SockRef::from(stream).peek(&mut byte).is_ok_and(|n| n > 0)
+    SockRef::from(&*stream.borrow())
+        .peek(&mut byte)
+        .is_ok_and(|n| n > 0)
 }
 
 /// Resolves once the drain closes the listener (at once if it has).
@@ -455,10 +461,9 @@ async fn closed(shared: &Shared) {
     }
 }
 
-async fn serve_connection(shared: Rc<Shared>, stream: TcpStream, remote: SocketAddr) {
+async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
     let count = ConnectionCount(Rc::clone(&shared));
-    let started = Instant::now();
-    let timeout = shared.header_read_timeout;
+    let stream = &state.stream;
     // The first bytes, within the header read timeout: an idle new connection is
     // closed after it. A drain that begins first closes the connection unless its
     // request has already arrived: that one is answered (with `Connection: close`).
@@ -466,31 +471,32 @@ async fn serve_connection(shared: Rc<Shared>, stream: TcpStream, remote: SocketA
     let sniffed = async {
         tokio::select! {
             biased;
-            protocol = sniff(&stream, http2) => protocol,
+            protocol = sniff(stream, http2) => protocol,
             () = closed(&shared) => {
-                if has_pending_bytes(&stream) {
-                    sniff(&stream, http2).await
+                if has_pending_bytes(stream) {
+                    sniff(stream, http2).await
                 } else {
                     Speaks::Closed
                 }
             }
         }
     };
-    let protocol = match tokio::time::timeout_at((started + timeout).into(), sniffed).await {
+    let deadline = state.idle_since.get() + shared.header_read_timeout;
+    let protocol = match tokio::time::timeout_at(deadline.into(), sniffed).await {
         Ok(protocol) => protocol,
         Err(_) => {
             // A partial HTTP/2 preface, or "P" of an HTTP/1 "POST" that never went on.
-            if has_pending_bytes(&stream) {
-                tracing::debug!(target: "nucleon::http", %remote, "header read timeout: 408");
+            if has_pending_bytes(stream) {
+                tracing::debug!(target: "nucleon::http", remote = %state.remote, "header read timeout: 408");
                 // Rare: boxed, so the connection task does not carry its state.
-                Box::pin(write_timeout_response(&stream)).await;
+                Box::pin(write_timeout_response(stream)).await;
             }
             Speaks::Closed
         }
     };
     match protocol {
-        Speaks::Http1 => serve_http1(&shared, stream, remote, started).await,
-        Speaks::Http2 => Box::pin(serve_http2(&shared, stream, remote)).await,
+        Speaks::Http1 => serve_http1(&shared, state).await,
+        Speaks::Http2 => Box::pin(serve_http2(&shared, state)).await,
         Speaks::Closed => {}
     }
     drop(count);
@@ -506,20 +512,11 @@ enum Ended {
     SlowHead,
 }
 
-async fn serve_http1(shared: &Shared, stream: TcpStream, remote: SocketAddr, started: Instant) {
+async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
     let timeout = shared.header_read_timeout;
-    let state = Rc::new(ConnState {
-        stream: RefCell::new(stream),
-        awaiting_response: Cell::new(false),
-        read_any: Cell::new(false),
-        in_service: Cell::new(0),
-        write_blocked: Cell::new(false),
-        idle_since: Cell::new(started),
-    });
     let service = ConnectionService {
         service: shared.service.clone(),
-        remote,
-        state: Some(Rc::clone(&state)),
+        state: Rc::clone(&state),
     };
     let ended = {
         let connection = shared
@@ -528,14 +525,14 @@ async fn serve_http1(shared: &Shared, stream: TcpStream, remote: SocketAddr, sta
         tokio::pin!(connection);
         // One timer per connection for the header read timeout, moved on only when it
         // fires (see `ConnState::expired`), rather than one armed by hyper per request.
-        let deadline = tokio::time::sleep_until((started + timeout).into());
+        let deadline = tokio::time::sleep_until((state.idle_since.get() + timeout).into());
         tokio::pin!(deadline);
         let mut draining = false;
         loop {
             tokio::select! {
                 biased;
                 result = connection.as_mut() => {
-                    log_end(result.map_err(Into::into), remote);
+                    log_end(result.map_err(Into::into), state.remote);
                     break Ended::Done;
                 }
                 () = deadline.as_mut() => match state.expired(timeout) {
@@ -548,7 +545,7 @@ async fn serve_http1(shared: &Shared, stream: TcpStream, remote: SocketAddr, sta
                     // at once. One accepted as the drain begins often has its request
                     // waiting in the socket: let hyper read it first, so that it is
                     // answered (with `Connection: close`).
-                    if !state.read_any.get() && has_pending_bytes(&state.stream.borrow()) {
+                    if !state.read_any.get() && has_pending_bytes(&state.stream) {
                         let finished = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
                             Poll::Ready(result) => Poll::Ready(Some(result)),
                             Poll::Pending if state.read_any.get() => Poll::Ready(None),
@@ -556,7 +553,7 @@ async fn serve_http1(shared: &Shared, stream: TcpStream, remote: SocketAddr, sta
                         })
                         .await;
                         if let Some(result) = finished {
-                            log_end(result.map_err(Into::into), remote);
+                            log_end(result.map_err(Into::into), state.remote);
                             break Ended::Done;
                         }
                     }
@@ -568,28 +565,25 @@ async fn serve_http1(shared: &Shared, stream: TcpStream, remote: SocketAddr, sta
     match ended {
         Ended::Done => {}
         Ended::Idle => {
-            tracing::debug!(target: "nucleon::http", %remote, "idle past the header read timeout: closed");
+            tracing::debug!(target: "nucleon::http", remote = %state.remote, "idle past the header read timeout: closed");
         }
         Ended::SlowHead => {
-            tracing::debug!(target: "nucleon::http", %remote, "header read timeout: 408");
-            // hyper's connection, and with it its handle on the stream, is gone.
-            if let Ok(state) = Rc::try_unwrap(state) {
-                Box::pin(write_timeout_response(&state.stream.into_inner())).await;
-            }
+            tracing::debug!(target: "nucleon::http", remote = %state.remote, "header read timeout: 408");
+            // hyper's connection is gone: the stream is the 408 writer's.
+            Box::pin(write_timeout_response(&state.stream)).await;
         }
     }
 }
 
-async fn serve_http2(shared: &Shared, stream: TcpStream, remote: SocketAddr) {
+async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     let Some(builder) = &shared.http2 else {
         return;
     };
     let service = ConnectionService {
         service: shared.service.clone(),
-        remote,
-        state: None,
+        state: Rc::clone(&state),
     };
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(TokioIo::new(SharedIo(Rc::clone(&state))), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         biased;
@@ -599,7 +593,7 @@ async fn serve_http2(shared: &Shared, stream: TcpStream, remote: SocketAddr) {
             connection.as_mut().await
         }
     };
-    log_end(result.map_err(Into::into), remote);
+    log_end(result.map_err(Into::into), state.remote);
 }
 
 fn log_end(result: Result<(), BoxError>, remote: SocketAddr) {
@@ -611,20 +605,18 @@ fn log_end(result: Result<(), BoxError>, remote: SocketAddr) {
 /// hyper's side of a connection: every request goes through the worker's pipeline.
 struct ConnectionService {
     service: HttpService,
-    remote: SocketAddr,
-    /// HTTP/1: the connection's state, for the header read timeout.
-    state: Option<Rc<ConnState>>,
+    /// The connection: the client's address, and what the header read timeout needs.
+    state: Rc<ConnState>,
 }
 
 /// Marks a request in service until its response is ready (or it is dropped).
-struct InService(Option<Rc<ConnState>>);
+struct InService(Rc<ConnState>);
 
 impl Drop for InService {
     fn drop(&mut self) {
-        if let Some(state) = &self.0 {
-            state.in_service.set(state.in_service.get() - 1);
-            state.idle_since.set(Instant::now());
-        }
+        let state = &self.0;
+        state.in_service.set(state.in_service.get() - 1);
+        state.idle_since.set(Instant::now());
     }
 }
 
@@ -634,12 +626,14 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Future = LocalBoxFuture<'static, Result<Self::Response, Infallible>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        if let Some(state) = &self.state {
-            state.in_service.set(state.in_service.get() + 1);
-        }
-        let in_service = InService(self.state.clone());
+        let state = &self.state;
+        state.in_service.set(state.in_service.get() + 1);
+        let in_service = InService(Rc::clone(state));
         // The synchronous part here: the box holds only what the response needs.
-        match self.service.start(request.map(Body::from), self.remote) {
+        match self
+            .service
+            .start(request.map(Body::from), self.state.remote)
+        {
             (started, Dispatch::Ready(response)) => {
                 let response = started.respond(response);
                 drop(in_service);
@@ -687,6 +681,8 @@ where
 /// was busy since, it moves on to the new deadline; a request costs one clock read.
 struct ConnState {
     stream: RefCell<TcpStream>,
+    /// The client's address.
+    remote: SocketAddr,
     /// Bytes arrived since the last response was written: a request is under way.
     awaiting_response: Cell<bool>,
     /// A byte has been read on this connection.
@@ -701,6 +697,20 @@ struct ConnState {
 }
 
 impl ConnState {
+    /// On the heap, not in the task: the stream and the address are not copied into
+    /// every future of the connection.
+    fn new(stream: TcpStream, remote: SocketAddr) -> Rc<Self> {
+        Rc::new(ConnState {
+            stream: RefCell::new(stream),
+            remote,
+            awaiting_response: Cell::new(false),
+            read_any: Cell::new(false),
+            in_service: Cell::new(0),
+            write_blocked: Cell::new(false),
+            idle_since: Cell::new(Instant::now()),
+        })
+    }
+
     /// The header read timeout's timer fired: how the connection ends, or when to
     /// look again.
     fn expired(&self, timeout: Duration) -> Result<Ended, Instant> {
@@ -721,7 +731,7 @@ impl ConnState {
 }
 
 /// Answers 408 and closes the writing side.
-async fn write_timeout_response(stream: &TcpStream) {
+async fn write_timeout_response(stream: &RefCell<TcpStream>) {
     let body = br#"{"error":"REQUEST_TIMEOUT","message":"the request's headers did not arrive in time (http.header_read_timeout)"}"#;
     let head = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -731,16 +741,17 @@ async fn write_timeout_response(stream: &TcpStream) {
     out.extend_from_slice(body);
     let mut written = 0;
     while written < out.len() {
-        if stream.writable().await.is_err() {
+        let ready = std::future::poll_fn(|cx| stream.borrow().poll_write_ready(cx)).await;
+        if ready.is_err() {
             return;
         }
-        match stream.try_write(&out[written..]) {
+        match stream.borrow().try_write(&out[written..]) {
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
     }
-    let _ = SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    let _ = SockRef::from(&*stream.borrow()).shutdown(std::net::Shutdown::Write);
 }
 
 struct SharedIo(Rc<ConnState>);
@@ -872,7 +883,7 @@ mod tests {
                     let (stream, remote) = listener.accept().await.unwrap();
                     let shared = shared(true);
                     shared.connections.set(1);
-                    serve_connection(shared, stream, remote).await;
+                    serve_connection(shared, ConnState::new(stream, remote)).await;
                     let text = read_all(client).await;
                     assert_answered(&text);
                 }
