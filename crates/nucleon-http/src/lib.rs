@@ -64,7 +64,9 @@
 //! draining. Who wants tower-http's 408 can add `tower_http::timeout::TimeoutLayer` as
 //! a layer instead.
 //!
-//! Logs: `nucleon::access` (one line per request, at INFO, with the request id),
+//! Logs: `nucleon::access` (one line per request, at INFO, with the request id;
+//! `bytes` is the body's size when it is known as the response starts, and absent for
+//! a streamed body of unknown length),
 //! `nucleon::http` (server events). Each request runs in a `request` span (target
 //! `nucleon::http`: id, method, path) at **DEBUG**, as tower-http's `TraceLayer` makes
 //! its span: at the default `info` level it costs nothing per request; turn it on with

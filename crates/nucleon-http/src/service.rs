@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{CONNECTION, HeaderName, HeaderValue};
+use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use nucleon_runtime::{Drain, InFlightGuard};
 use tracing::Instrument;
@@ -143,7 +143,15 @@ impl HttpService {
             .as_deref()
             .is_some_and(|ready| ready == path)
         {
-            Dispatch::Ready(if self.draining() {
+            Dispatch::Ready(if method != Method::GET && method != Method::HEAD {
+                HttpError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    format!("{method} is not allowed on {path}; allowed: GET, HEAD"),
+                )
+                .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"))
+                .into_response()
+            } else if self.draining() {
                 HttpError::unavailable(
                     "draining: this instance is shutting down",
                     config.retry_after,
@@ -299,6 +307,9 @@ impl Started {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(start) = start {
+            // The body's exact size when it is known before it is sent (a buffer, a
+            // known length); a streamed body's is not known yet, and the field is
+            // left out rather than logged as 0.
             let bytes = http_body::Body::size_hint(response.body()).exact();
             tracing::info!(
                 target: "nucleon::access",
@@ -306,7 +317,7 @@ impl Started {
                 method = %method,
                 path = %path,
                 status = response.status().as_u16(),
-                bytes = bytes.unwrap_or(0),
+                bytes,
                 duration_us = start.elapsed().as_micros() as u64,
                 request_id = %request_id,
             );

@@ -1,11 +1,15 @@
 //! The access log: one `nucleon::access` event per request, with the client's address,
 //! method, path, status, bytes, duration and request id. Its own test binary: the
-//! workers log on their own threads, so the capturing subscriber is the global one.
+//! workers log on their own threads, so the capturing subscriber is the global one
+//! (installed once, shared by the tests; each finds its lines by its clients' address).
 
 mod common;
 
-use common::{Captured, Server};
-use nucleon_http::{Json, Router, get};
+use std::convert::Infallible;
+use std::sync::OnceLock;
+
+use common::{Captured, CapturedEvent, Server};
+use nucleon_http::{Body, Bytes, Json, Response, Router, get};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing_subscriber::layer::SubscriberExt;
@@ -14,13 +18,46 @@ async fn countries() -> Json<Vec<&'static str>> {
     Json(vec!["fr", "gb"])
 }
 
+/// A body of unknown length, sent chunked.
+async fn streamed() -> Response {
+    let frames = futures_util::stream::iter(
+        ["ab", "cde"].map(|s| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(s)))),
+    );
+    Response::new(Body::new(http_body_util::StreamBody::new(frames)))
+}
+
+fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(captured.clone()),
+        )
+        .expect("the only subscriber of this test binary");
+        captured
+    })
+}
+
+/// The access lines of the clients at `remotes`, in their order.
+fn lines_of(remotes: &[String]) -> Vec<CapturedEvent> {
+    remotes
+        .iter()
+        .flat_map(|remote| {
+            captured()
+                .events("nucleon::access")
+                .into_iter()
+                .filter(move |e| e.fields.get("remote") == Some(remote))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn one_access_line_per_request_with_every_field() {
-    let captured = Captured::default();
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(captured.clone()))
-        .expect("the only subscriber of this test binary");
-
-    let server = Server::start(Router::new().route("/countries/", get(countries)), |_| {}).await;
+    captured();
+    let router = Router::new()
+        .route("/countries/", get(countries))
+        .route("/streamed", get(streamed));
+    let server = Server::start(router, |_| {}).await;
     let mut ids = Vec::new();
     let mut remotes = Vec::new();
     for (path, id) in [("/countries/", Some("given-id-1")), ("/nowhere?x=1", None)] {
@@ -37,9 +74,22 @@ async fn one_access_line_per_request_with_every_field() {
             reply.status,
         ));
     }
+    // A streamed body: its size is not known when the line is written.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let streamed_remote = stream.local_addr().unwrap().to_string();
+    stream
+        .write_all(b"GET /streamed HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text)
+        .await
+        .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
     server.stop().await.expect("clean stop");
 
-    let lines = captured.events("nucleon::access");
+    let lines = lines_of(&remotes);
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for (line, (remote, (id, bytes, status))) in lines.iter().zip(remotes.iter().zip(&ids)) {
         let f = &line.fields;
@@ -60,4 +110,13 @@ async fn one_access_line_per_request_with_every_field() {
         "the path, not the query"
     );
     assert_eq!(lines[1].fields["status"], "404");
+
+    let streamed = lines_of(&[streamed_remote]);
+    assert_eq!(streamed.len(), 1, "{streamed:#?}");
+    assert_eq!(streamed[0].fields["status"], "200");
+    assert!(
+        !streamed[0].fields.contains_key("bytes"),
+        "a streamed body's size is unknown, not 0: {:?}",
+        streamed[0].fields
+    );
 }

@@ -626,6 +626,19 @@ async fn a_custom_readiness_path() {
         404,
         "the default path is gone"
     );
+    // GET and HEAD only.
+    let reply = raw(
+        addr,
+        b"HEAD /health/ready HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    for method in ["POST", "DELETE", "PUT"] {
+        let reply = request(addr, method, "/health/ready", &[], b"").await;
+        assert_eq!(reply.status, 405, "{method}");
+        assert_eq!(reply.json()["error"], "METHOD_NOT_ALLOWED");
+        assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    }
 
     server.handle.shutdown();
     let reply = get(addr, "/health/ready").await;
