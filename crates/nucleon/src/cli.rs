@@ -110,7 +110,13 @@ impl AppError {
 /// app check [--env E] [--config FILE]
 /// ```
 pub fn run(app: App) -> ExitCode {
-    let (writer, _guard) = tracing_appender::non_blocking(std::io::stdout());
+    // The writer thread drains lines in batches and flushes after each batch; a block
+    // buffer turns a batch into one write(2) instead of one per line (stdout alone is
+    // line-buffered), which matters for the access log under load.
+    let (writer, _guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        std::io::stdout(),
+    ));
     let filter = std::env::var("NUCLEON_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
