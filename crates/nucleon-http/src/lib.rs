@@ -39,16 +39,31 @@
 //! | 308 | `MOVED` | `GET`/`HEAD` of a path that only exists with (or without) a trailing slash; `Location` has the other one |
 //! | 400 | `INVALID_JSON` | the body is not JSON; the message has the parser's line and column |
 //! | 400 | `INVALID_PARAMETERS` | a path, query or JSON field that does not parse; `messages` names each field |
-//! | 400 | `BAD_REQUEST` | the body cannot be read, or is not UTF-8 for a `String` |
+//! | 400 | `BAD_REQUEST` | the body cannot be read, or is not UTF-8 for a `String`; or (HTTP/1.1) the request line or a header line does not parse |
 //! | 404 | `NOT_FOUND` | no route (a failed constraint included), or a handler's own 404 |
 //! | 405 | `METHOD_NOT_ALLOWED` | the path exists, the method does not; `Allow` lists those that do |
 //! | 408 | `REQUEST_TIMEOUT` | the client did not send its headers within `http.header_read_timeout` |
 //! | 413 | `PAYLOAD_TOO_LARGE` | the body is past `http.body_limit`, wherever it is read |
+//! | 414 | `URI_TOO_LONG` | (HTTP/1.1) a request target past hyper's limit of 65534 bytes (reached first only when `http.max_header_size` is above 32 KiB) |
 //! | 415 | `UNSUPPORTED_MEDIA_TYPE` | a JSON body without `content-type: application/json` |
-//! | 431 | `HEADERS_TOO_LARGE` | the request head is past `http.max_header_size` |
+//! | 431 | `HEADERS_TOO_LARGE` | the request head is past `http.max_header_size`, or (HTTP/1.1) has more than 100 headers |
 //! | 500 | `INTERNAL_ERROR` | a handler error or panic, a `Path<T>` that does not fit its route, missing state: nothing internal to the client, the cause in the log with the request id |
 //! | 503 | `SERVICE_UNAVAILABLE` | draining (readiness at once; every request after the lame duck), with `Retry-After` |
 //! | 503 | `TIMEOUT` | the handler ran past its time limit (`http.request_timeout`, [`MethodRouter::timeout`]), with `Retry-After` |
+//!
+//! hyper answers a request head it cannot parse itself (400, 414, and 431 past its
+//! buffer of `2 × http.max_header_size + 1 KiB` or past 100 headers) with an empty
+//! body. The server holds that answer back and writes the JSON one above instead, with
+//! a new request id, `Connection: close`, and an access log line (status, remote,
+//! bytes, request id; no method or path, as none was parsed); 408 gets the same. What
+//! is *not* intercepted, and keeps hyper's or h2's own answer (no JSON, no access
+//! line):
+//!
+//! - an HTTP/1.1 head that fails to parse right behind a pipelined request whose
+//!   response hyper had not yet flushed (the two answers leave in one write);
+//! - HTTP/2: a header list past `http.max_header_size` is answered by the h2 library
+//!   itself (a bodiless 431 on that stream), and a malformed frame ends the
+//!   connection with a `GOAWAY`; no request reaches the pipeline either way.
 //!
 //! A bare error status from a handler (`StatusCode::CONFLICT`) gets the same shape, its
 //! code from the status's reason (`CONFLICT`); applications add their own codes with

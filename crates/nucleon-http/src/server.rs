@@ -11,6 +11,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
+use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -489,7 +490,7 @@ async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
             if has_pending_bytes(stream) {
                 tracing::debug!(target: "nucleon::http", remote = %state.remote, "header read timeout: 408");
                 // Rare: boxed, so the connection task does not carry its state.
-                Box::pin(write_timeout_response(stream)).await;
+                Box::pin(write_timeout_response(&shared, &state)).await;
             }
             Speaks::Closed
         }
@@ -563,15 +564,37 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
         }
     };
     match ended {
-        Ended::Done => {}
+        Ended::Done => {
+            if let Some(status) = state.rejected.get() {
+                // hyper's connection is gone: the stream is the JSON answer's.
+                let (code, message) = rejection(status);
+                tracing::debug!(target: "nucleon::http", remote = %state.remote, "unparsable request head: {status}");
+                Box::pin(write_error_response(shared, &state, status, code, message)).await;
+            }
+        }
         Ended::Idle => {
             tracing::debug!(target: "nucleon::http", remote = %state.remote, "idle past the header read timeout: closed");
         }
         Ended::SlowHead => {
             tracing::debug!(target: "nucleon::http", remote = %state.remote, "header read timeout: 408");
             // hyper's connection is gone: the stream is the 408 writer's.
-            Box::pin(write_timeout_response(&state.stream)).await;
+            Box::pin(write_timeout_response(shared, &state)).await;
         }
+    }
+}
+
+/// The error code and message of a request head hyper rejected.
+fn rejection(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "HEADERS_TOO_LARGE",
+            "the request's head is too large (http.max_header_size) or has more than 100 headers",
+        ),
+        StatusCode::URI_TOO_LONG => ("URI_TOO_LONG", "the request's URI is too long"),
+        _ => (
+            "BAD_REQUEST",
+            "the request's head is not valid HTTP/1.1 (request line or header syntax)",
+        ),
     }
 }
 
@@ -694,6 +717,9 @@ struct ConnState {
     /// Since when hyper has been waiting for a request head: the connection's start,
     /// the last response's, or the end of a blocked write.
     idle_since: Cell<Instant>,
+    /// hyper could not parse a request head and its bare answer (400, 414, 431) was
+    /// held back: the connection task answers in JSON instead once hyper is done.
+    rejected: Cell<Option<StatusCode>>,
 }
 
 impl ConnState {
@@ -708,6 +734,7 @@ impl ConnState {
             in_service: Cell::new(0),
             write_blocked: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
+            rejected: Cell::new(None),
         })
     }
 
@@ -731,14 +758,42 @@ impl ConnState {
 }
 
 /// Answers 408 and closes the writing side.
-async fn write_timeout_response(stream: &RefCell<TcpStream>) {
-    let body = br#"{"error":"REQUEST_TIMEOUT","message":"the request's headers did not arrive in time (http.header_read_timeout)"}"#;
+async fn write_timeout_response(shared: &Shared, state: &ConnState) {
+    write_error_response(
+        shared,
+        state,
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+        "the request's headers did not arrive in time (http.header_read_timeout)",
+    )
+    .await;
+}
+
+/// Answers an error the connection itself found (no request reached the pipeline):
+/// JSON, a new request id, `Connection: close`, one access log line; then closes the
+/// writing side and reads what the client still sends for a moment, so that closing
+/// with unread bytes does not reset the connection before the client reads the answer.
+async fn write_error_response(
+    shared: &Shared,
+    state: &ConnState,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) {
+    let stream = &state.stream;
+    let request_id = shared.service.new_request_id();
+    let body = serde_json::json!({"error": code, "message": message}).to_string();
     let head = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
+    shared
+        .service
+        .log_rejected(state.remote, status, body.len(), &request_id);
     let mut out = head.into_bytes();
-    out.extend_from_slice(body);
+    out.extend_from_slice(body.as_bytes());
     let mut written = 0;
     while written < out.len() {
         let ready = std::future::poll_fn(|cx| stream.borrow().poll_write_ready(cx)).await;
@@ -752,6 +807,26 @@ async fn write_timeout_response(stream: &RefCell<TcpStream>) {
         }
     }
     let _ = SockRef::from(&*stream.borrow()).shutdown(std::net::Shutdown::Write);
+    // Read (and drop) what is left of the request for up to a second, 1 MiB at most.
+    let linger = async {
+        let mut discarded = 0_usize;
+        let mut buf = [0_u8; 4096];
+        while discarded < 1024 * 1024 {
+            if std::future::poll_fn(|cx| stream.borrow().poll_read_ready(cx))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            match stream.borrow().try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
 }
 
 struct SharedIo(Rc<ConnState>);
@@ -773,7 +848,51 @@ impl AsyncRead for SharedIo {
     }
 }
 
+/// hyper's own answer to a request head it cannot parse (`Conn::on_parse_error`):
+/// exactly `HTTP/1.1 <status> <reason>`, `connection: close`, `content-length: 0`, a
+/// `date` and nothing else, in one write of its own. A response of the pipeline always
+/// has an `x-request-id`, so it never looks like this.
+fn hyper_rejection(data: &[u8]) -> Option<StatusCode> {
+    const DATE: usize = "date: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n".len();
+    const REJECTIONS: [(&[u8], StatusCode); 3] = [
+        (
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: ",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\ndate: ",
+            StatusCode::URI_TOO_LONG,
+        ),
+        (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: ",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
+    ];
+    // The common case, a response's head or body, fails the first test.
+    if data.len() > 128 || !data.starts_with(b"HTTP/1.1 4") {
+        return None;
+    }
+    REJECTIONS.iter().find_map(|&(head, status)| {
+        (data.len() == head.len() - "date: ".len() + DATE
+            && data.starts_with(head)
+            && data.ends_with(b"\r\n\r\n"))
+        .then_some(status)
+    })
+}
+
 impl SharedIo {
+    /// Holds hyper's bare rejection back (reporting it written): the connection task
+    /// answers in JSON once hyper's connection has finished.
+    fn hold_rejection(&self, data: &[u8]) -> bool {
+        match hyper_rejection(data) {
+            Some(status) => {
+                self.0.rejected.set(Some(status));
+                true
+            }
+            None => false,
+        }
+    }
+
     fn wrote<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         let state = &self.0;
         if result.is_pending() {
@@ -793,6 +912,9 @@ impl AsyncWrite for SharedIo {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.0.awaiting_response.set(false);
+        if self.hold_rejection(data) {
+            return Poll::Ready(Ok(data.len()));
+        }
         let result = Pin::new(&mut *self.0.stream.borrow_mut()).poll_write(cx, data);
         self.wrote(result)
     }
@@ -803,6 +925,11 @@ impl AsyncWrite for SharedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.0.awaiting_response.set(false);
+        if let [only] = bufs
+            && self.hold_rejection(only)
+        {
+            return Poll::Ready(Ok(only.len()));
+        }
         let result = Pin::new(&mut *self.0.stream.borrow_mut()).poll_write_vectored(cx, bufs);
         self.wrote(result)
     }
@@ -816,6 +943,10 @@ impl AsyncWrite for SharedIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.0.rejected.get().is_some() {
+            // The JSON answer is still to be written.
+            return Poll::Ready(Ok(()));
+        }
         Poll::Ready(SockRef::from(&*self.0.stream.borrow()).shutdown(std::net::Shutdown::Write))
     }
 }
@@ -863,6 +994,37 @@ mod tests {
         let mut text = String::new();
         let _ = client.read_to_string(&mut text).await;
         text
+    }
+
+    /// hyper's bare rejections are recognised exactly; the pipeline's answers, which
+    /// always carry an `x-request-id`, never are.
+    #[test]
+    fn hyper_rejections_are_told_from_responses() {
+        let date = "date: Thu, 26 Nov 2026 02:31:01 GMT\r\n\r\n";
+        let bare = |line: &str| {
+            format!("HTTP/1.1 {line}\r\nconnection: close\r\ncontent-length: 0\r\n{date}")
+        };
+        assert_eq!(
+            hyper_rejection(bare("400 Bad Request").as_bytes()),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            hyper_rejection(bare("414 URI Too Long").as_bytes()),
+            Some(StatusCode::URI_TOO_LONG)
+        );
+        assert_eq!(
+            hyper_rejection(bare("431 Request Header Fields Too Large").as_bytes()),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let ours = format!(
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\nx-request-id: a-1\r\n{date}"
+        );
+        assert_eq!(hyper_rejection(ours.as_bytes()), None);
+        assert_eq!(
+            hyper_rejection(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
+        assert_eq!(hyper_rejection(b"hello"), None);
     }
 
     /// A connection accepted after the drain began, whose request has already arrived,

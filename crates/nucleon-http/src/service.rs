@@ -97,9 +97,35 @@ impl HttpService {
                 return (Arc::from(text), Some(given.clone()));
             }
         }
+        (self.new_request_id(), None)
+    }
+
+    /// A new request id, for a request hyper rejected before it reached the pipeline.
+    #[inline]
+    pub(crate) fn new_request_id(&self) -> Arc<str> {
         let n = self.inner.id_counter.get() + 1;
         self.inner.id_counter.set(n);
-        (new_id(self.inner.id_prefix, n), None)
+        new_id(self.inner.id_prefix, n)
+    }
+
+    /// The access log line of a request answered by the connection itself (408, or a
+    /// head hyper could not parse): no method or path to tell.
+    pub(crate) fn log_rejected(
+        &self,
+        remote: SocketAddr,
+        status: StatusCode,
+        bytes: usize,
+        request_id: &str,
+    ) {
+        if self.inner.config.access_log {
+            tracing::info!(
+                target: "nucleon::access",
+                remote = %remote,
+                status = status.as_u16(),
+                bytes = bytes as u64,
+                request_id = %request_id,
+            );
+        }
     }
 
     /// Serves one request from `remote`.

@@ -120,3 +120,32 @@ async fn one_access_line_per_request_with_every_field() {
         streamed[0].fields
     );
 }
+
+/// A head hyper rejects (here: more than 100 headers) has its access line too, with the
+/// request id sent to the client.
+#[tokio::test]
+async fn a_head_hyper_rejects_is_logged() {
+    captured();
+    let server = Server::start(Router::new().route("/countries/", get(countries)), |_| {}).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let remote = stream.local_addr().unwrap().to_string();
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    stream
+        .write_all(format!("GET /countries/ HTTP/1.1\r\nhost: t\r\n{many}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let reply = common::read_reply(&mut stream, false).await;
+    assert_eq!(reply.status, 431);
+    server.stop().await.expect("clean stop");
+
+    let lines = lines_of(&[remote]);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let f = &lines[0].fields;
+    assert_eq!(f["status"], "431", "{f:?}");
+    assert_eq!(f["bytes"], reply.body.len().to_string(), "{f:?}");
+    assert_eq!(
+        Some(f["request_id"].as_str()),
+        reply.header("x-request-id"),
+        "{f:?}"
+    );
+}

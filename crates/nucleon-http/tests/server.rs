@@ -682,3 +682,100 @@ async fn head_through_a_mounted_service() {
     assert_eq!(String::from_utf8_lossy(&get_reply.body), "legacy saw /x");
     server.stop().await.expect("clean stop");
 }
+
+/// Sends `request` on `stream` and reads until the server closes: one JSON error
+/// answer with `Connection: close`, nothing after it.
+async fn rejected(stream: &mut TcpStream, request: &[u8]) -> common::Reply {
+    // The server may answer and close before it has read everything: a failed write
+    // is fine, the answer is still there to read.
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf).await;
+    let (reply, used) = common::parse_reply(&buf, false)
+        .unwrap_or_else(|| panic!("one full response: {:?}", String::from_utf8_lossy(&buf)));
+    assert_eq!(used, buf.len(), "nothing after the answer");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert!(
+        reply
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty())
+    );
+    let body = reply.json();
+    assert!(body["message"].is_string(), "{body}");
+    reply
+}
+
+async fn rejected_on_new(addr: std::net::SocketAddr, request: &[u8]) -> common::Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    rejected(&mut stream, request).await
+}
+
+/// Request heads hyper itself cannot parse are answered in JSON, with a request id, and
+/// the worker goes on serving.
+#[tokio::test]
+async fn heads_hyper_rejects_get_json_errors() {
+    let server = server().await;
+    let addr = server.addr;
+
+    // More headers than hyper parses (100).
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let reply = rejected_on_new(
+        addr,
+        format!("GET /countries/ HTTP/1.1\r\nhost: t\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.json()["error"], "HEADERS_TOO_LARGE");
+
+    // A head past hyper's buffer (twice `max_header_size` and a bit).
+    let huge = "v".repeat(64 * 1024);
+    let reply = rejected_on_new(
+        addr,
+        format!("GET /countries/ HTTP/1.1\r\nhost: t\r\nx-big: {huge}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.json()["error"], "HEADERS_TOO_LARGE");
+
+    // A malformed request line, and a malformed header.
+    let reply = rejected_on_new(addr, b"G@T / HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "BAD_REQUEST");
+    let reply = rejected_on_new(addr, b"GET / HTTP/1.1\r\nhost: t\r\nno colon here\r\n\r\n").await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "BAD_REQUEST");
+
+    // On a keep-alive connection, after a request that was answered.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut stream, false).await.status, 200);
+    let reply = rejected(
+        &mut stream,
+        b"GET / HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "BAD_REQUEST");
+
+    // Everyone else is still served.
+    assert_eq!(get(addr, "/countries/").await.status, 200);
+    server.stop().await.expect("clean stop");
+
+    // hyper's URI limit (65534 bytes) is reached before its buffer only with a larger
+    // `max_header_size`.
+    let server = Server::start(router(), |c| c.max_header_size = 40_000).await;
+    let uri = format!("/{}", "a".repeat(70_000));
+    let reply = rejected_on_new(
+        server.addr,
+        format!("GET {uri} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 414);
+    assert_eq!(reply.json()["error"], "URI_TOO_LONG");
+    assert_eq!(get(server.addr, "/countries/").await.status, 200);
+    server.stop().await.expect("clean stop");
+}
