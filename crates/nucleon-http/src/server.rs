@@ -51,7 +51,10 @@ pub struct HttpConfig {
     pub backlog: u32,
     /// How long a client may take to send a request's headers, and how long an idle
     /// connection (a new one before its first byte, or a keep-alive one between
-    /// requests) stays open (default 10 s). A client cut mid-headers gets 408.
+    /// requests) stays open (default 10 s). A client cut mid-headers gets 408. An
+    /// HTTP/2 connection with no request in service for as long gets a `GOAWAY` (its
+    /// open streams finish), and is pinged at this interval: a peer that does not
+    /// answer within it is closed.
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// The largest request head (path, query and headers) in bytes (default 16 KiB):
@@ -319,8 +322,12 @@ fn builders(config: &HttpConfig) -> (http1::Builder, Option<http2::Builder<Local
         .keep_alive(true);
     let http2 = config.http2.then(|| {
         let mut http2 = http2::Builder::new(LocalExec);
+        // Pings while the connection is open: a peer that does not answer one within
+        // the header read timeout is gone, even with a request in service.
         http2
             .timer(TokioTimer::new())
+            .keep_alive_interval(config.header_read_timeout)
+            .keep_alive_timeout(config.header_read_timeout)
             .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
         http2
     });
@@ -608,12 +615,30 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     };
     let connection = builder.serve_connection(TokioIo::new(SharedIo(Rc::clone(&state))), service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        biased;
-        result = connection.as_mut() => result,
-        () = closed(shared) => {
-            connection.as_mut().graceful_shutdown();
-            connection.as_mut().await
+    // The idle limit: `http.header_read_timeout` with no request in service (the same
+    // one timer as HTTP/1's, see `ConnState::expired`) ends the connection with a
+    // `GOAWAY`; streams already open still finish. A slow header block is one such
+    // case: its request is not in service until all its headers have arrived.
+    let timeout = shared.header_read_timeout;
+    let deadline = tokio::time::sleep_until((state.idle_since.get() + timeout).into());
+    tokio::pin!(deadline);
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => break result,
+            () = deadline.as_mut(), if !closing => match state.expired(timeout) {
+                Ok(_) => {
+                    tracing::debug!(target: "nucleon::http", remote = %state.remote, "HTTP/2 idle past the header read timeout: GOAWAY");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                Err(later) => deadline.as_mut().reset(later.into()),
+            },
+            () = closed(shared), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
         }
     };
     log_end(result.map_err(Into::into), state.remote);

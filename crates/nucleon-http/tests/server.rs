@@ -779,3 +779,37 @@ async fn heads_hyper_rejects_get_json_errors() {
     assert_eq!(get(server.addr, "/countries/").await.status, 200);
     server.stop().await.expect("clean stop");
 }
+
+/// An HTTP/2 connection with no request in service past the header read timeout is
+/// closed (`GOAWAY`), while a request that takes longer than that is not cut.
+#[tokio::test]
+async fn h2c_connections_have_an_idle_limit() {
+    use http_body_util::{BodyExt, Empty};
+    let server = Server::start(router(), |c| {
+        c.header_read_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake without upgrade");
+    let connection = tokio::spawn(connection);
+
+    // 300 ms in the handler: longer than the limit, but in service.
+    let request = http::Request::get(format!("http://{}/slow", server.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"slow but fine");
+
+    // Then idle: the server closes the connection, though the client keeps it.
+    let ended = tokio::time::timeout(Duration::from_secs(3), connection).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection is still open");
+    drop(sender);
+    server.stop().await.expect("clean stop");
+}
