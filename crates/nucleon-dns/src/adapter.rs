@@ -16,8 +16,15 @@ use crate::resolver::Resolver;
 ///
 /// ```no_run
 /// use nucleon_dns::DnsAdapter;
-/// # let mut worker: nucleon_runtime::WorkerSetup = unimplemented!();
-/// worker.adapter(DnsAdapter::new());
+/// use nucleon_runtime::Runtime;
+///
+/// let runtime = Runtime::builder()
+///     .per_worker(|worker| {
+///         worker.adapter(DnsAdapter::new());
+///         Ok(())
+///     })
+///     .build()?;
+/// # Ok::<(), nucleon_runtime::RuntimeError>(())
 /// ```
 #[derive(Debug, Default)]
 pub struct DnsAdapter {
@@ -78,8 +85,15 @@ impl Adapter for DnsAdapter {
 ///
 /// ```no_run
 /// use nucleon_dns::{DnsAdapter, HttpClientAdapter};
-/// # let mut worker: nucleon_runtime::WorkerSetup = unimplemented!();
-/// worker.adapter(DnsAdapter::new()).adapter(HttpClientAdapter::new());
+/// use nucleon_runtime::Runtime;
+///
+/// let runtime = Runtime::builder()
+///     .per_worker(|worker| {
+///         worker.adapter(DnsAdapter::new()).adapter(HttpClientAdapter::new());
+///         Ok(())
+///     })
+///     .build()?;
+/// # Ok::<(), nucleon_runtime::RuntimeError>(())
 /// ```
 #[derive(Debug, Default)]
 pub struct HttpClientAdapter {
