@@ -4,6 +4,11 @@
 //! [`FromRequest`] argument that consumes the body ([`Json`], [`Bytes`], `String`,
 //! [`Request`]). A failed extraction answers the client with its [`HttpError`] (a 400
 //! `INVALID_PARAMETERS` naming the field, a 415, a 413…) and the handler is not called.
+//!
+//! Extractors get the request (or its head) and, beside it, the request's
+//! [`RequestContext`] (its id, the client's address, the matched route and its
+//! parameters, shared state): the context is not in the request's extensions, so a
+//! request costs no extensions map on its way to a handler.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -26,8 +31,14 @@ use crate::response::Json;
 use crate::{Body, Request};
 
 /// What the server knows about a request besides the request itself: its id, the
-/// client's address, the matched route and its parameters. In the request's
-/// extensions, for extractors and mounted services alike.
+/// client's address, the matched route and its parameters.
+///
+/// Extractors get it beside the request (the second argument of
+/// [`FromRequestParts::from_request_parts`] and [`FromRequest::from_request`]); a
+/// handler gets a copy by taking a `RequestContext` argument. Whatever is handed an
+/// `http::Request` finds it in the request's extensions
+/// (`request.extensions().get::<RequestContext>()`): a mounted service, a layer (of the
+/// app or of a route), and a handler's [`Request`] argument.
 #[derive(Clone)]
 pub struct RequestContext {
     pub(crate) request_id: Arc<str>,
@@ -119,25 +130,55 @@ impl fmt::Debug for RequestContext {
 #[derive(Default, Clone)]
 pub(crate) struct StateMap(pub(crate) HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
 
-fn context(parts: &Parts) -> Result<&RequestContext, HttpError> {
-    parts.extensions.get::<RequestContext>().ok_or_else(|| {
-        HttpError::internal(
-            "the request has no RequestContext: it did not come through a nucleon server",
-        )
-    })
+/// The error of a request that reached a handler without its [`RequestContext`]
+/// (it did not come through a nucleon server).
+pub(crate) fn missing_context() -> HttpError {
+    HttpError::internal(
+        "the request has no RequestContext: it did not come through a nucleon server",
+    )
 }
 
-/// Extracts a value from the request's head (method, URI, headers, extensions).
+/// Extracts a value from the request's head (method, URI, headers, extensions) and
+/// its [`RequestContext`].
+///
+/// ```
+/// use nucleon_http::{FromRequestParts, HttpError, RequestContext};
+/// use http::request::Parts;
+///
+/// /// The request id and the client's address, for an audit trail.
+/// struct Audit(String);
+///
+/// impl FromRequestParts for Audit {
+///     async fn from_request_parts(
+///         parts: &mut Parts,
+///         ctx: &RequestContext,
+///     ) -> Result<Self, HttpError> {
+///         Ok(Audit(format!("{} {} from {}", ctx.request_id(), parts.method, ctx.remote_addr())))
+///     }
+/// }
+///
+/// async fn delete(Audit(line): Audit) -> String {
+///     line
+/// }
+/// # fn assert_handler<T>(_: impl nucleon_http::Handler<T>) {}
+/// # assert_handler(delete);
+/// ```
 pub trait FromRequestParts: Sized {
     /// Extracts it, or answers with the error.
-    fn from_request_parts(parts: &mut Parts) -> impl Future<Output = Result<Self, HttpError>>;
+    fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> impl Future<Output = Result<Self, HttpError>>;
 }
 
-/// Extracts a value from the whole request, consuming its body. Only a handler's last
-/// argument may be one.
+/// Extracts a value from the whole request, consuming its body, and its
+/// [`RequestContext`]. Only a handler's last argument may be one.
 pub trait FromRequest<M = private::ViaRequest>: Sized {
     /// Extracts it, or answers with the error.
-    fn from_request(request: Request) -> impl Future<Output = Result<Self, HttpError>>;
+    fn from_request(
+        request: Request,
+        ctx: &RequestContext,
+    ) -> impl Future<Output = Result<Self, HttpError>>;
 }
 
 /// Markers keeping [`FromRequest`]'s blanket implementations apart.
@@ -151,9 +192,9 @@ pub mod private {
 }
 
 impl<T: FromRequestParts> FromRequest<private::ViaParts> for T {
-    async fn from_request(request: Request) -> Result<Self, HttpError> {
+    async fn from_request(request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
         let (mut parts, _) = request.into_parts();
-        T::from_request_parts(&mut parts).await
+        T::from_request_parts(&mut parts, ctx).await
     }
 }
 
@@ -191,8 +232,10 @@ fn invalid(error: de::Error, fallback: &str) -> HttpError {
 pub struct Path<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequestParts for Path<T> {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        let ctx = context(parts)?;
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
         de::from_pairs(ctx.params.as_slice())
             .map(Path)
             .map_err(|e| {
@@ -219,11 +262,14 @@ impl<T: DeserializeOwned> FromRequestParts for Path<T> {
 }
 
 impl<T: DeserializeOwned> OptionalFromRequestParts for Path<T> {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Option<Self>, HttpError> {
-        if context(parts)?.params.is_empty() {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Option<Self>, HttpError> {
+        if ctx.params.is_empty() {
             return Ok(None);
         }
-        <Self as FromRequestParts>::from_request_parts(parts)
+        <Self as FromRequestParts>::from_request_parts(parts, ctx)
             .await
             .map(Some)
     }
@@ -248,7 +294,10 @@ impl<T: DeserializeOwned> OptionalFromRequestParts for Path<T> {
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequestParts for Query<T> {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
         let pairs: Vec<(String, String)> =
             form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
                 .into_owned()
@@ -260,11 +309,14 @@ impl<T: DeserializeOwned> FromRequestParts for Query<T> {
 }
 
 impl<T: DeserializeOwned> OptionalFromRequestParts for Query<T> {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Option<Self>, HttpError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Option<Self>, HttpError> {
         if parts.uri.query().is_none() {
             return Ok(None);
         }
-        <Self as FromRequestParts>::from_request_parts(parts)
+        <Self as FromRequestParts>::from_request_parts(parts, ctx)
             .await
             .map(Some)
     }
@@ -275,8 +327,11 @@ impl<T: DeserializeOwned> OptionalFromRequestParts for Query<T> {
 pub struct RequestId(pub String);
 
 impl FromRequestParts for RequestId {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        Ok(RequestId(context(parts)?.request_id().to_owned()))
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
+        Ok(RequestId(ctx.request_id().to_owned()))
     }
 }
 
@@ -285,8 +340,11 @@ impl FromRequestParts for RequestId {
 pub struct RemoteAddr(pub SocketAddr);
 
 impl FromRequestParts for RemoteAddr {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        Ok(RemoteAddr(context(parts)?.remote))
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
+        Ok(RemoteAddr(ctx.remote))
     }
 }
 
@@ -312,7 +370,10 @@ impl<T> Deref for Local<T> {
 }
 
 impl<T: 'static> FromRequestParts for Local<T> {
-    async fn from_request_parts(_parts: &mut Parts) -> Result<Self, HttpError> {
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        _ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
         LocalState::<T>::current().map(Local).ok_or_else(|| {
             HttpError::internal(format_args!(
                 "no LocalState<{}> is registered on this worker: register it with App::local_state (or WorkerSetup::local_state)",
@@ -344,9 +405,11 @@ impl<T: 'static> FromRequestParts for Local<T> {
 pub struct State<T>(pub T);
 
 impl<T: Clone + Send + Sync + 'static> FromRequestParts for State<T> {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        context(parts)?
-            .state
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
+        ctx.state
             .as_ref()
             .and_then(|map| map.0.get(&TypeId::of::<T>()))
             .and_then(|any| any.downcast_ref::<T>())
@@ -362,26 +425,38 @@ impl<T: Clone + Send + Sync + 'static> FromRequestParts for State<T> {
 }
 
 impl FromRequestParts for HeaderMap {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
         Ok(parts.headers.clone())
     }
 }
 
 impl FromRequestParts for Method {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
         Ok(parts.method.clone())
     }
 }
 
 impl FromRequestParts for Uri {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
         Ok(parts.uri.clone())
     }
 }
 
 impl FromRequestParts for RequestContext {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        context(parts).cloned()
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
+        Ok(ctx.clone())
     }
 }
 
@@ -415,26 +490,26 @@ pub trait OptionalFromRequestParts: Sized {
     /// Extracts it: `None` when absent, or answers with the error.
     fn from_request_parts(
         parts: &mut Parts,
+        ctx: &RequestContext,
     ) -> impl Future<Output = Result<Option<Self>, HttpError>>;
 }
 
 impl<T: OptionalFromRequestParts> FromRequestParts for Option<T> {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        <T as OptionalFromRequestParts>::from_request_parts(parts).await
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
+        <T as OptionalFromRequestParts>::from_request_parts(parts, ctx).await
     }
 }
 
 impl<T: FromRequestParts> FromRequestParts for Result<T, HttpError> {
-    async fn from_request_parts(parts: &mut Parts) -> Result<Self, HttpError> {
-        Ok(T::from_request_parts(parts).await)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
+        Ok(T::from_request_parts(parts, ctx).await)
     }
-}
-
-fn body_limit(request: &Request) -> usize {
-    request
-        .extensions()
-        .get::<RequestContext>()
-        .map_or(crate::server::DEFAULT_BODY_LIMIT, |ctx| ctx.body_limit)
 }
 
 /// Caps the request's body at its limit (`http.body_limit`): 413 at once when its
@@ -443,8 +518,7 @@ fn body_limit(request: &Request) -> usize {
 /// request's body with it before routing, so an extractor, a layer, a mounted service
 /// or a route that never reads its body all see the same limit; a capped body keeps
 /// its cap, so calling it again costs nothing.
-pub(crate) fn limit_body(request: Request) -> Result<Request, HttpError> {
-    let limit = body_limit(&request);
+pub(crate) fn limit_body(request: Request, limit: usize) -> Result<Request, HttpError> {
     if http_body::Body::size_hint(request.body())
         .upper()
         .is_some_and(|n| n <= limit as u64)
@@ -458,28 +532,29 @@ pub(crate) fn limit_body(request: Request) -> Result<Request, HttpError> {
 
 /// The whole request; its body is capped at `http.body_limit` (413 at once when its
 /// declared length is past it; reading past it fails with
-/// [`http_body_util::LengthLimitError`]).
+/// [`http_body_util::LengthLimitError`]). Its extensions hold the [`RequestContext`]
+/// (a copy), for whatever the handler hands the request to.
 impl FromRequest for Request {
-    async fn from_request(request: Request) -> Result<Self, HttpError> {
-        limit_body(request)
+    async fn from_request(mut request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
+        request.extensions_mut().insert(ctx.clone());
+        limit_body(request, ctx.body_limit)
     }
 }
 
 /// Reads the whole body within the body limit (413 past it).
-async fn read_body(request: Request) -> Result<Bytes, HttpError> {
-    let limit = body_limit(&request);
-    request.into_body().collect_bytes(limit).await
+async fn read_body(request: Request, ctx: &RequestContext) -> Result<Bytes, HttpError> {
+    request.into_body().collect_bytes(ctx.body_limit).await
 }
 
 impl FromRequest for Bytes {
-    async fn from_request(request: Request) -> Result<Self, HttpError> {
-        read_body(request).await
+    async fn from_request(request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
+        read_body(request, ctx).await
     }
 }
 
 impl FromRequest for String {
-    async fn from_request(request: Request) -> Result<Self, HttpError> {
-        let bytes = read_body(request).await?;
+    async fn from_request(request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
+        let bytes = read_body(request, ctx).await?;
         String::from_utf8(bytes.into()).map_err(|e| {
             HttpError::bad_request(format!("the request body is not valid UTF-8: {e}"))
         })
@@ -488,8 +563,8 @@ impl FromRequest for String {
 
 /// The body, capped at `http.body_limit` as for [`Request`].
 impl FromRequest for Body {
-    async fn from_request(request: Request) -> Result<Self, HttpError> {
-        Ok(limit_body(request)?.into_body())
+    async fn from_request(request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
+        Ok(limit_body(request, ctx.body_limit)?.into_body())
     }
 }
 
@@ -556,7 +631,7 @@ fn json_error(path: &str, error: &serde_json::Error) -> HttpError {
 }
 
 impl<T: DeserializeOwned> FromRequest for Json<T> {
-    async fn from_request(request: Request) -> Result<Self, HttpError> {
+    async fn from_request(request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
         if !is_json(request.headers()) {
             let got = request
                 .headers()
@@ -569,7 +644,7 @@ impl<T: DeserializeOwned> FromRequest for Json<T> {
                 format!("expected `content-type: application/json`, got {got}"),
             ));
         }
-        let bytes = read_body(request).await?;
+        let bytes = read_body(request, ctx).await?;
         parse_json(&bytes).map(Json)
     }
 }

@@ -6,8 +6,9 @@ use std::marker::PhantomData;
 use futures_util::future::LocalBoxFuture;
 
 use crate::Request;
-use crate::extract::{FromRequest, FromRequestParts};
+use crate::extract::{FromRequest, FromRequestParts, RequestContext, missing_context};
 use crate::response::{IntoResponse, Response};
+use crate::service::Finish;
 
 /// An async function usable as a route's handler.
 ///
@@ -31,8 +32,14 @@ use crate::response::{IntoResponse, Response};
 /// # assert_handler(greet);
 /// ```
 pub trait Handler<T>: Clone + Send + Sync + 'static {
-    /// Runs the handler for a request.
-    fn call(&self, request: Request) -> LocalBoxFuture<'static, Response>;
+    /// Runs the handler for a request and its context: its arguments extracted, then
+    /// the function called. The server boxes the future once, together with its own
+    /// work around the request.
+    fn call(
+        &self,
+        request: Request,
+        ctx: RequestContext,
+    ) -> impl Future<Output = Response> + 'static;
 }
 
 impl<F, Fut, R> Handler<()> for F
@@ -41,9 +48,13 @@ where
     Fut: Future<Output = R> + 'static,
     R: IntoResponse,
 {
-    fn call(&self, _request: Request) -> LocalBoxFuture<'static, Response> {
+    fn call(
+        &self,
+        _request: Request,
+        _ctx: RequestContext,
+    ) -> impl Future<Output = Response> + 'static {
         let fut = self();
-        Box::pin(async move { fut.await.into_response() })
+        async move { fut.await.into_response() }
     }
 }
 
@@ -59,23 +70,28 @@ macro_rules! impl_handler {
             $($ty: FromRequestParts + 'static,)*
             $last: FromRequest<M> + 'static,
         {
-            fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
+            fn call(
+                &self,
+                request: Request,
+                ctx: RequestContext,
+            ) -> impl Future<Output = Response> + 'static {
                 let handler = self.clone();
-                Box::pin(async move {
+                async move {
                     let (mut parts, body) = request.into_parts();
                     $(
-                        let $ty = match $ty::from_request_parts(&mut parts).await {
+                        let $ty = match $ty::from_request_parts(&mut parts, &ctx).await {
                             Ok(value) => value,
                             Err(error) => return error.into_response(),
                         };
                     )*
                     let request = Request::from_parts(parts, body);
-                    let $last = match $last::from_request(request).await {
+                    let $last = match $last::from_request(request, &ctx).await {
                         Ok(value) => value,
                         Err(error) => return error.into_response(),
                     };
+                    drop(ctx);
                     handler($($ty,)* $last).await.into_response()
-                })
+                }
             }
         }
     };
@@ -96,7 +112,21 @@ impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11], T12);
 
 /// A handler with its argument types erased.
 pub(crate) trait ErasedHandler: Send + Sync {
+    /// The handler's future, boxed (for a route's layers: the context comes in the
+    /// request's extensions).
     fn call(&self, request: Request) -> LocalBoxFuture<'static, Response>;
+
+    /// The handler's future, boxed, with its context.
+    fn call_with(&self, request: Request, ctx: RequestContext)
+    -> LocalBoxFuture<'static, Response>;
+
+    /// The handler's future inside the pipeline's (`finish`): one box for both.
+    fn call_finished(
+        &self,
+        request: Request,
+        ctx: RequestContext,
+        finish: Finish,
+    ) -> LocalBoxFuture<'static, Response>;
 }
 
 pub(crate) struct Erased<H, T> {
@@ -105,7 +135,27 @@ pub(crate) struct Erased<H, T> {
 }
 
 impl<H: Handler<T>, T> ErasedHandler for Erased<H, T> {
-    fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
-        self.handler.call(request)
+    fn call(&self, mut request: Request) -> LocalBoxFuture<'static, Response> {
+        match request.extensions_mut().remove::<RequestContext>() {
+            Some(ctx) => self.call_with(request, ctx),
+            None => Box::pin(std::future::ready(missing_context().into_response())),
+        }
+    }
+
+    fn call_with(
+        &self,
+        request: Request,
+        ctx: RequestContext,
+    ) -> LocalBoxFuture<'static, Response> {
+        Box::pin(self.handler.call(request, ctx))
+    }
+
+    fn call_finished(
+        &self,
+        request: Request,
+        ctx: RequestContext,
+        finish: Finish,
+    ) -> LocalBoxFuture<'static, Response> {
+        Box::pin(finish.run(self.handler.call(request, ctx)))
     }
 }

@@ -18,7 +18,7 @@ use http::{Method, StatusCode, Uri};
 use regex_lite::Regex;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::extract::{Params, RequestContext, StateMap};
+use crate::extract::{Params, RequestContext, StateMap, missing_context};
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::response::{IntoResponse, Response};
 use crate::{Body, BoxError, HttpError, Request};
@@ -774,15 +774,6 @@ enum Callee {
     Service(Endpoint),
 }
 
-impl Callee {
-    fn call(&self, request: Request) -> LocalBoxFuture<'static, Response> {
-        match self {
-            Callee::Handler(handler) => handler.call(request),
-            Callee::Service(endpoint) => endpoint.call(request),
-        }
-    }
-}
-
 /// One method of a compiled route.
 struct CCall {
     method: Method,
@@ -835,37 +826,56 @@ fn decode(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// What routing makes of a request: an answer at once (404, 405…), or the handler's
-/// future with its time limit, for the pipeline to run.
-pub(crate) enum Dispatch {
+/// What routing makes of a request: an answer at once (404, 405…), a handler to call
+/// with the request and its context (the pipeline boxes its future with its own), or
+/// the future of a mounted service or a layered route (the context in the request's
+/// extensions).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once, on the stack, into the one box of the request's future"
+)]
+pub(crate) enum Dispatch<'a> {
     Ready(Response),
-    Call(Call),
+    Handler {
+        handler: &'a dyn ErasedHandler,
+        request: Request,
+        ctx: RequestContext,
+        limits: Limits,
+    },
+    Future {
+        future: LocalBoxFuture<'static, Response>,
+        limits: Limits,
+    },
 }
 
-/// A handler's (or a mounted service's) future, with its time limit.
-pub(crate) struct Call {
-    pub(crate) future: LocalBoxFuture<'static, Response>,
+/// What the pipeline does around a handler's future.
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
     pub(crate) timeout: Option<Duration>,
     /// A HEAD served by the GET handler: drop the body.
     pub(crate) head: bool,
 }
 
-impl Call {
-    /// Runs it: the time limit, HEAD's body dropped.
-    pub(crate) async fn run(self, retry_after: u64) -> Response {
-        let Call {
-            future,
-            timeout,
-            head,
-        } = self;
-        let mut response = match timeout {
+impl Limits {
+    pub(crate) const NONE: Limits = Limits {
+        timeout: None,
+        head: false,
+    };
+
+    /// Runs `future`: the time limit, HEAD's body dropped.
+    pub(crate) async fn run<F: Future<Output = Response>>(
+        self,
+        future: F,
+        retry_after: u64,
+    ) -> Response {
+        let mut response = match self.timeout {
             None => future.await,
             Some(limit) => match tokio::time::timeout(limit, future).await {
                 Ok(response) => response,
                 Err(_) => handler_timeout(limit, retry_after).into_response(),
             },
         };
-        if head {
+        if self.head {
             strip_body(&mut response);
         }
         response
@@ -883,9 +893,21 @@ impl Compiled {
             return None;
         }
         let this = Rc::clone(self);
-        let inner = Endpoint::from_fn(move |request| match this.dispatch(request) {
-            Dispatch::Ready(response) => Box::pin(std::future::ready(response)),
-            Dispatch::Call(call) => Box::pin(call.run(this.retry_after)),
+        let inner = Endpoint::from_fn(move |mut request: Request| {
+            let Some(ctx) = request.extensions_mut().remove::<RequestContext>() else {
+                return Box::pin(std::future::ready(missing_context().into_response()));
+            };
+            let retry_after = this.retry_after;
+            match this.dispatch(request, ctx) {
+                Dispatch::Ready(response) => Box::pin(std::future::ready(response)),
+                Dispatch::Handler {
+                    handler,
+                    request,
+                    ctx,
+                    limits,
+                } => Box::pin(limits.run(handler.call_with(request, ctx), retry_after)),
+                Dispatch::Future { future, limits } => Box::pin(limits.run(future, retry_after)),
+            }
         });
         Some(self.layers.iter().fold(inner, |ep, layer| layer(ep)))
     }
@@ -922,7 +944,7 @@ impl Compiled {
     }
 
     /// Routes one request.
-    pub(crate) fn dispatch(&self, mut request: Request) -> Dispatch {
+    pub(crate) fn dispatch(&self, mut request: Request, mut ctx: RequestContext) -> Dispatch<'_> {
         let Some((candidate, params)) = self.lookup(request.uri().path()) else {
             return Dispatch::Ready(self.not_found(&request));
         };
@@ -954,16 +976,30 @@ impl Compiled {
                     .with_header(ALLOW, allow.clone());
                     return Dispatch::Ready(error.into_response());
                 };
-                if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
-                    ctx.params = params;
-                    ctx.route = Some(Arc::clone(label));
-                }
+                ctx.params = params;
+                ctx.route = Some(Arc::clone(label));
                 nucleon_runtime::task::set_label(Arc::clone(label));
-                Dispatch::Call(Call {
-                    future: call.call(request),
+                let limits = Limits {
                     timeout: timeout.or(self.default_timeout),
                     head,
-                })
+                };
+                match call {
+                    Callee::Handler(handler) => Dispatch::Handler {
+                        handler: &**handler,
+                        request,
+                        ctx,
+                        limits,
+                    },
+                    Callee::Service(endpoint) => {
+                        // Layers see the context in the extensions, as the handler
+                        // inside them does.
+                        request.extensions_mut().insert(ctx);
+                        Dispatch::Future {
+                            future: endpoint.call(request),
+                            limits,
+                        }
+                    }
+                }
             }
             CTarget::Mount {
                 prefix_len,
@@ -980,17 +1016,16 @@ impl Compiled {
                 if let Ok(new) = Uri::builder().path_and_query(new).build() {
                     *request.uri_mut() = new;
                 }
-                if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
-                    ctx.params = params;
-                    ctx.route = Some(Arc::clone(label));
-                }
+                ctx.params = params;
+                ctx.route = Some(Arc::clone(label));
+                // Mounted services find the context in the extensions.
+                request.extensions_mut().insert(ctx);
                 nucleon_runtime::task::set_label(Arc::clone(label));
                 // Its body is capped already (the pipeline caps every request's).
-                Dispatch::Call(Call {
+                Dispatch::Future {
                     future: endpoint.call(request),
-                    timeout: None,
-                    head: false,
-                })
+                    limits: Limits::NONE,
+                }
             }
         }
     }

@@ -23,8 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use crate::router::Dispatch;
-use crate::service::{CONNECTION_LABEL, HttpService};
+use crate::response::Response;
+use crate::service::{CONNECTION_LABEL, HttpService, Outcome};
 use crate::{Body, Router, ServerError};
 
 /// The default body limit: 1 MiB.
@@ -658,7 +658,7 @@ struct ConnectionService {
 }
 
 /// Marks a request in service until its response is ready (or it is dropped).
-struct InService(Rc<ConnState>);
+pub(crate) struct InService(Rc<ConnState>);
 
 impl Drop for InService {
     fn drop(&mut self) {
@@ -671,27 +671,40 @@ impl Drop for InService {
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Infallible>>;
+    type Future = ResponseFuture;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let state = &self.state;
         state.in_service.set(state.in_service.get() + 1);
         let in_service = InService(Rc::clone(state));
-        // The synchronous part here: the box holds only what the response needs.
+        // The synchronous part here; one box (the handler's future inside the
+        // pipeline's), none for an answer made at once.
         match self
             .service
-            .start(request.map(Body::from), self.state.remote)
+            .start(request.map(Body::from), state.remote, Some(in_service))
         {
-            (started, Dispatch::Ready(response)) => {
-                let response = started.respond(response);
-                drop(in_service);
-                Box::pin(std::future::ready(Ok(response)))
-            }
-            (started, Dispatch::Call(call)) => Box::pin(async move {
-                let response = started.finish(call).await;
-                drop(in_service);
-                Ok(response)
-            }),
+            Outcome::Ready(response) => ResponseFuture::Ready(Some(response)),
+            Outcome::Pending(future) => ResponseFuture::Pending(future),
+        }
+    }
+}
+
+/// hyper's future for a response: ready at once, or the pipeline's boxed future.
+enum ResponseFuture {
+    Ready(Option<Response>),
+    Pending(LocalBoxFuture<'static, Response>),
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            ResponseFuture::Ready(response) => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            ResponseFuture::Pending(future) => future.as_mut().poll(cx).map(Ok),
         }
     }
 }

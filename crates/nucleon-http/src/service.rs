@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
 use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use nucleon_runtime::{Drain, InFlightGuard};
@@ -18,8 +19,8 @@ use tracing::Instrument;
 use crate::error::InternalCause;
 use crate::extract::{Params, RequestContext, limit_body};
 use crate::response::{IntoResponse, Json, Response};
-use crate::router::{Call, Compiled, Dispatch, Endpoint};
-use crate::server::HttpConfig;
+use crate::router::{Compiled, Dispatch, Endpoint, Limits};
+use crate::server::{HttpConfig, InService};
 use crate::{HttpError, Request, Router};
 
 /// The `x-request-id` header.
@@ -137,16 +138,23 @@ impl HttpService {
     /// at INFO). The access log line, at INFO, carries the request id;
     /// `nucleon_runtime::request_id::current()` gives it to handlers.
     pub async fn call(&self, request: Request, remote: SocketAddr) -> Response {
-        match self.start(request, remote) {
-            (started, Dispatch::Ready(response)) => started.respond(response),
-            (started, Dispatch::Call(call)) => started.finish(call).await,
+        match self.start(request, remote, None) {
+            Outcome::Ready(response) => response,
+            Outcome::Pending(future) => future.await,
         }
     }
 
-    /// The synchronous part of [`HttpService::call`]: checks, routing, the handler's
-    /// future made. The server boxes only what [`Started::finish`] needs, not the
-    /// request (264 bytes) a single `async fn` would carry along.
-    pub(crate) fn start(&self, mut request: Request, remote: SocketAddr) -> (Started, Dispatch) {
+    /// The synchronous part of [`HttpService::call`]: checks, routing; then either the
+    /// answer, or one boxed future holding the handler's future (its arguments not yet
+    /// extracted) inside the pipeline's ([`Finish::run`]), not the request (264 bytes)
+    /// a single `async fn` would carry along. `conn` is dropped once the response is
+    /// ready.
+    pub(crate) fn start(
+        &self,
+        request: Request,
+        remote: SocketAddr,
+        conn: Option<InService>,
+    ) -> Outcome {
         let pipeline = &self.inner;
         let config = &pipeline.config;
         let start = config.access_log.then(Instant::now);
@@ -211,25 +219,30 @@ impl HttpService {
             Dispatch::Ready(HttpError::payload_too_large(config.body_limit).into_response())
         } else {
             guard = pipeline.drain.as_ref().map(Drain::guard);
-            request.extensions_mut().insert(RequestContext {
+            // Beside the request, not in its extensions (an extensions map is three
+            // allocations): handlers' extractors get it by reference; layers and
+            // mounted services find it in the extensions, put there for them only.
+            let ctx = RequestContext {
                 request_id: Arc::clone(&request_id),
                 remote,
                 route: None,
                 params: Params::None,
                 state: pipeline.compiled.state().cloned(),
                 body_limit: config.body_limit,
-            });
+            };
             // The one place request bodies are capped: whatever reads it (an
             // extractor, a layer, a mounted service) reads at most the body limit.
-            match limit_body(request) {
+            match limit_body(request, config.body_limit) {
                 Err(error) => Dispatch::Ready(error.into_response()),
-                Ok(request) => match &pipeline.app {
-                    Some(app) => Dispatch::Call(Call {
-                        future: app.call(request),
-                        timeout: None,
-                        head: false,
-                    }),
-                    None => pipeline.compiled.dispatch(request),
+                Ok(mut request) => match &pipeline.app {
+                    Some(app) => {
+                        request.extensions_mut().insert(ctx);
+                        Dispatch::Future {
+                            future: app.call(request),
+                            limits: Limits::NONE,
+                        }
+                    }
+                    None => pipeline.compiled.dispatch(request, ctx),
                 },
             }
         };
@@ -244,9 +257,36 @@ impl HttpService {
             start,
             remote,
             _guard: guard,
+            _conn: conn,
         };
-        (started, outcome)
+        match outcome {
+            Dispatch::Ready(response) => Outcome::Ready(started.respond(response)),
+            Dispatch::Handler {
+                handler,
+                request,
+                ctx,
+                limits,
+            } => Outcome::Pending(handler.call_finished(request, ctx, Finish { started, limits })),
+            Dispatch::Future { future, limits } => {
+                Outcome::Pending(Box::pin(Finish { started, limits }.run(future)))
+            }
+        }
     }
+}
+
+/// What [`HttpService::start`] makes of a request.
+pub(crate) enum Outcome {
+    /// The response, finished (request id header, access log).
+    Ready(Response),
+    /// The handler's future inside the pipeline's, in one box.
+    Pending(LocalBoxFuture<'static, Response>),
+}
+
+/// The pipeline's work around a handler's future: its time limit, HEAD, the request id
+/// in scope, a panic made a 500, then the response finished.
+pub(crate) struct Finish {
+    started: Started,
+    limits: Limits,
 }
 
 /// A request past [`HttpService::start`]: its handler's future (or its answer), and
@@ -263,24 +303,27 @@ pub(crate) struct Started {
     remote: SocketAddr,
     /// Held until the response is ready: the drain waits for it.
     _guard: Option<InFlightGuard>,
+    /// The connection's count of requests in service, until the response is ready.
+    _conn: Option<InService>,
 }
 
-impl Started {
-    /// Runs the handler (its request id in scope, a panic made a 500) and finishes
-    /// the response: the request id header, `Connection: close` while draining, the
-    /// access log line.
-    pub(crate) async fn finish(self, call: Call) -> Response {
+impl Finish {
+    /// Runs the handler's future (its request id in scope, a panic made a 500) and
+    /// finishes the response: the request id header, `Connection: close` while
+    /// draining, the access log line.
+    pub(crate) async fn run<F: Future<Output = Response>>(self, future: F) -> Response {
+        let Finish { started, limits } = self;
         let response = {
             {
-                let retry_after = self.service.inner.compiled.retry_after();
+                let retry_after = started.service.inner.compiled.retry_after();
                 // Outbound calls made by the handler forward this id.
                 let scoped = nucleon_runtime::request_id::scope(
-                    Arc::clone(&self.request_id),
-                    call.run(retry_after),
+                    Arc::clone(&started.request_id),
+                    limits.run(future, retry_after),
                 );
                 let outcome = std::panic::AssertUnwindSafe(scoped)
                     .catch_unwind()
-                    .instrument(self.span.clone())
+                    .instrument(started.span.clone())
                     .await;
                 nucleon_runtime::task::set_label(CONNECTION_LABEL);
                 match outcome {
@@ -297,10 +340,12 @@ impl Started {
                 }
             }
         };
-        self.respond(response)
+        started.respond(response)
     }
+}
 
-    pub(crate) fn respond(self, mut response: Response) -> Response {
+impl Started {
+    fn respond(self, mut response: Response) -> Response {
         let Started {
             service,
             span,

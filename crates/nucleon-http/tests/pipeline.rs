@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, StreamBody};
 use nucleon_http::{
     Body, FromRequestParts, HttpConfig, HttpError, HttpService, OptionalFromRequestParts, Path,
-    Query, Request, Router, get, post,
+    Query, Request, RequestContext, Router, get, post,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -283,8 +283,11 @@ struct Paging {
 struct Tenant(u32);
 
 impl FromRequestParts for Tenant {
-    async fn from_request_parts(parts: &mut http::request::Parts) -> Result<Self, HttpError> {
-        match <Self as OptionalFromRequestParts>::from_request_parts(parts).await? {
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        ctx: &RequestContext,
+    ) -> Result<Self, HttpError> {
+        match <Self as OptionalFromRequestParts>::from_request_parts(parts, ctx).await? {
             Some(tenant) => Ok(tenant),
             None => Err(HttpError::bad_request("x-tenant is required")),
         }
@@ -294,6 +297,7 @@ impl FromRequestParts for Tenant {
 impl OptionalFromRequestParts for Tenant {
     async fn from_request_parts(
         parts: &mut http::request::Parts,
+        _ctx: &RequestContext,
     ) -> Result<Option<Self>, HttpError> {
         let Some(value) = parts.headers.get("x-tenant") else {
             return Ok(None);
@@ -427,4 +431,67 @@ async fn a_path_type_that_does_not_fit_the_route_is_a_500_with_a_log_line() {
         errors[1].contains("`GET /page/{country}` (country)") && errors[1].contains("`page`"),
         "{errors:#?}"
     );
+}
+
+/// The context travels beside the request to handlers; whatever is handed the request
+/// itself (a mounted service, a layer, a handler's `Request` argument) finds it in the
+/// request's extensions.
+#[tokio::test]
+async fn the_request_context_reaches_extractors_layers_and_mounted_services() {
+    fn described(request: &Request) -> String {
+        let ctx = request
+            .extensions()
+            .get::<RequestContext>()
+            .expect("a RequestContext in the extensions");
+        format!(
+            "{} {} {}",
+            ctx.route().unwrap_or("-"),
+            ctx.params()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            ctx.remote_addr()
+        )
+    }
+    let mounted = tower::service_fn(|request: Request| async move {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(described(&request))))
+    });
+    let router = Router::new()
+        .route(
+            "/ctx/{id}",
+            get(|ctx: RequestContext, Path(id): Path<u32>| async move {
+                format!("{} {id} {}", ctx.route().unwrap_or("-"), ctx.remote_addr())
+            }),
+        )
+        .route(
+            "/whole/{id}",
+            get(|request: Request| async move { described(&request) }),
+        )
+        .route(
+            "/layered/{id}",
+            get(|Path(id): Path<u32>| async move { id.to_string() }).layer(
+                SetResponseHeaderLayer::overriding(
+                    HeaderName::from_static("x-layer"),
+                    HeaderValue::from_static("1"),
+                ),
+            ),
+        )
+        .mount("/mounted", mounted);
+    let plain = service(&router, |_| {});
+    let layered_app = router.clone().layer(SetResponseHeaderLayer::overriding(
+        HeaderName::from_static("x-app"),
+        HeaderValue::from_static("1"),
+    ));
+    let layered = service(&layered_app, |_| {});
+    for service in [&plain, &layered] {
+        let reply = send(service, "GET", "/ctx/7", Body::empty()).await;
+        assert_eq!(reply.text(), "GET /ctx/{id} 7 127.0.0.1:4000");
+        let reply = send(service, "GET", "/whole/8", Body::empty()).await;
+        assert_eq!(reply.text(), "GET /whole/{id} id=8 127.0.0.1:4000");
+        let reply = send(service, "GET", "/layered/9", Body::empty()).await;
+        assert_eq!(reply.text(), "9");
+        assert_eq!(reply.headers["x-layer"], "1");
+        let reply = send(service, "GET", "/mounted/x", Body::empty()).await;
+        assert_eq!(reply.text(), "MOUNT /mounted/*  127.0.0.1:4000");
+    }
 }
