@@ -104,7 +104,9 @@ impl HttpClient {
     pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
         let builder = self.inner.request(method, url);
         match request_id::current() {
-            Some(id) if self.forward_request_id => builder.header(REQUEST_ID_HEADER, &*id),
+            Some(id) if self.forward_request_id => {
+                id.with_str(|id| builder.header(REQUEST_ID_HEADER, id))
+            }
             _ => builder,
         }
     }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
-use nucleon_runtime::LocalState;
+use nucleon_runtime::{LocalState, request_id};
 use serde::de::DeserializeOwned;
 
 use crate::de;
@@ -41,7 +41,7 @@ use crate::{Body, Request};
 /// app or of a route), and a handler's [`Request`] argument.
 #[derive(Clone)]
 pub struct RequestContext {
-    pub(crate) request_id: Arc<str>,
+    pub(crate) request_id: request_id::Id,
     pub(crate) remote: SocketAddr,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) params: Params,
@@ -50,8 +50,9 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The request id (from `x-request-id`, or made by the server).
-    pub fn request_id(&self) -> &str {
+    /// The request id (from `x-request-id`, or made by the server); it shows as text
+    /// (`Display`, [`Id::with_str`](request_id::Id::with_str)).
+    pub fn request_id(&self) -> &request_id::Id {
         &self.request_id
     }
 
@@ -331,7 +332,7 @@ impl FromRequestParts for RequestId {
         _parts: &mut Parts,
         ctx: &RequestContext,
     ) -> Result<Self, HttpError> {
-        Ok(RequestId(ctx.request_id().to_owned()))
+        Ok(RequestId(ctx.request_id().to_string()))
     }
 }
 
@@ -518,16 +519,17 @@ impl<T: FromRequestParts> FromRequestParts for Result<T, HttpError> {
 /// request's body with it before routing, so an extractor, a layer, a mounted service
 /// or a route that never reads its body all see the same limit; a capped body keeps
 /// its cap, so calling it again costs nothing.
-pub(crate) fn limit_body(request: Request, limit: usize) -> Result<Request, HttpError> {
+pub(crate) fn limit_body(request: &mut Request, limit: usize) -> Result<(), HttpError> {
     if http_body::Body::size_hint(request.body())
         .upper()
         .is_some_and(|n| n <= limit as u64)
     {
-        // Known to fit (an empty GET body): nothing to take apart.
-        return Ok(request);
+        // Known to fit (an empty GET body): nothing to wrap.
+        return Ok(());
     }
-    let (parts, body) = request.into_parts();
-    Ok(Request::from_parts(parts, body.limited(limit)?))
+    let body = std::mem::replace(request.body_mut(), Body::empty());
+    *request.body_mut() = body.limited(limit)?;
+    Ok(())
 }
 
 /// The whole request; its body is capped at `http.body_limit` (413 at once when its
@@ -537,7 +539,8 @@ pub(crate) fn limit_body(request: Request, limit: usize) -> Result<Request, Http
 impl FromRequest for Request {
     async fn from_request(mut request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
         request.extensions_mut().insert(ctx.clone());
-        limit_body(request, ctx.body_limit)
+        limit_body(&mut request, ctx.body_limit)?;
+        Ok(request)
     }
 }
 
@@ -563,8 +566,9 @@ impl FromRequest for String {
 
 /// The body, capped at `http.body_limit` as for [`Request`].
 impl FromRequest for Body {
-    async fn from_request(request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
-        Ok(limit_body(request, ctx.body_limit)?.into_body())
+    async fn from_request(mut request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
+        limit_body(&mut request, ctx.body_limit)?;
+        Ok(request.into_body())
     }
 }
 

@@ -93,6 +93,8 @@ mod de;
 mod error;
 pub mod extract;
 mod handler;
+mod limits;
+mod request_ids;
 mod response;
 mod router;
 mod server;

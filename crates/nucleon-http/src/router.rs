@@ -13,14 +13,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
-use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION, RETRY_AFTER};
+use http::header::{ALLOW, HeaderValue, LOCATION};
 use http::{Method, StatusCode, Uri};
+use nucleon_runtime::task::LabelHandle;
 use regex_lite::Regex;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::extract::{Params, RequestContext, StateMap, missing_context};
 use crate::handler::{Erased, ErasedHandler, Handler};
+use crate::limits::Limits;
 use crate::response::{IntoResponse, Response};
+use crate::service::name_task;
 use crate::{Body, BoxError, HttpError, Request};
 
 /// A per-worker, type-erased HTTP service: what route and app [`Layer`]s wrap.
@@ -828,58 +831,22 @@ fn decode(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// What routing makes of a request: an answer at once (404, 405…), a handler to call
 /// with the request and its context (the pipeline boxes its future with its own), or
-/// the future of a mounted service or a layered route (the context in the request's
-/// extensions).
-#[allow(
-    clippy::large_enum_variant,
-    reason = "moved once, on the stack, into the one box of the request's future"
-)]
+/// a mounted service or a layered route to call (the context in the request's
+/// extensions). The request itself stays with the caller, which moves it once.
 pub(crate) enum Dispatch<'a> {
+    /// Answered at once (404, 405).
     Ready(Response),
+    /// A handler, to call with the request and its context.
     Handler {
         handler: &'a dyn ErasedHandler,
-        request: Request,
-        ctx: RequestContext,
         limits: Limits,
     },
-    Future {
-        future: LocalBoxFuture<'static, Response>,
+    /// A service (a route's layers, a mounted service), to call with the request, its
+    /// context in the extensions.
+    Service {
+        endpoint: &'a Endpoint,
         limits: Limits,
     },
-}
-
-/// What the pipeline does around a handler's future.
-#[derive(Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) timeout: Option<Duration>,
-    /// A HEAD served by the GET handler: drop the body.
-    pub(crate) head: bool,
-}
-
-impl Limits {
-    pub(crate) const NONE: Limits = Limits {
-        timeout: None,
-        head: false,
-    };
-
-    /// Runs `future`: the time limit, HEAD's body dropped.
-    pub(crate) async fn run<F: Future<Output = Response>>(
-        self,
-        future: F,
-        retry_after: u64,
-    ) -> Response {
-        let mut response = match self.timeout {
-            None => future.await,
-            Some(limit) => match tokio::time::timeout(limit, future).await {
-                Ok(response) => response,
-                Err(_) => handler_timeout(limit, retry_after).into_response(),
-            },
-        };
-        if self.head {
-            strip_body(&mut response);
-        }
-        response
-    }
 }
 
 impl Compiled {
@@ -898,15 +865,16 @@ impl Compiled {
                 return Box::pin(std::future::ready(missing_context().into_response()));
             };
             let retry_after = this.retry_after;
-            match this.dispatch(request, ctx) {
+            let mut ctx = ctx;
+            match this.dispatch(&mut request, &mut ctx, None) {
                 Dispatch::Ready(response) => Box::pin(std::future::ready(response)),
-                Dispatch::Handler {
-                    handler,
-                    request,
-                    ctx,
-                    limits,
-                } => Box::pin(limits.run(handler.call_with(request, ctx), retry_after)),
-                Dispatch::Future { future, limits } => Box::pin(limits.run(future, retry_after)),
+                Dispatch::Handler { handler, limits } => {
+                    Box::pin(limits.run(handler.call_with(request, ctx), retry_after))
+                }
+                Dispatch::Service { endpoint, limits } => {
+                    request.extensions_mut().insert(ctx);
+                    Box::pin(limits.run(endpoint.call(request), retry_after))
+                }
             }
         });
         Some(self.layers.iter().fold(inner, |ep, layer| layer(ep)))
@@ -943,10 +911,17 @@ impl Compiled {
         Some((candidate, params))
     }
 
-    /// Routes one request.
-    pub(crate) fn dispatch(&self, mut request: Request, mut ctx: RequestContext) -> Dispatch<'_> {
+    /// Routes one request: fills in its context (params, route) and, for a mounted
+    /// service, rewrites its URI; the caller then moves the request once, into what
+    /// serves it.
+    pub(crate) fn dispatch(
+        &self,
+        request: &mut Request,
+        ctx: &mut RequestContext,
+        task_label: Option<&LabelHandle>,
+    ) -> Dispatch<'_> {
         let Some((candidate, params)) = self.lookup(request.uri().path()) else {
-            return Dispatch::Ready(self.not_found(&request));
+            return Dispatch::Ready(self.not_found(request));
         };
         match &candidate.target {
             CTarget::Methods { calls, allow } => {
@@ -978,7 +953,7 @@ impl Compiled {
                 };
                 ctx.params = params;
                 ctx.route = Some(Arc::clone(label));
-                nucleon_runtime::task::set_label(Arc::clone(label));
+                name_task(task_label, Arc::clone(label));
                 let limits = Limits {
                     timeout: timeout.or(self.default_timeout),
                     head,
@@ -986,19 +961,11 @@ impl Compiled {
                 match call {
                     Callee::Handler(handler) => Dispatch::Handler {
                         handler: &**handler,
-                        request,
-                        ctx,
                         limits,
                     },
-                    Callee::Service(endpoint) => {
-                        // Layers see the context in the extensions, as the handler
-                        // inside them does.
-                        request.extensions_mut().insert(ctx);
-                        Dispatch::Future {
-                            future: endpoint.call(request),
-                            limits,
-                        }
-                    }
+                    // Layers see the context in the extensions, as the handler
+                    // inside them does.
+                    Callee::Service(endpoint) => Dispatch::Service { endpoint, limits },
                 }
             }
             CTarget::Mount {
@@ -1018,12 +985,10 @@ impl Compiled {
                 }
                 ctx.params = params;
                 ctx.route = Some(Arc::clone(label));
-                // Mounted services find the context in the extensions.
-                request.extensions_mut().insert(ctx);
-                nucleon_runtime::task::set_label(Arc::clone(label));
+                name_task(task_label, Arc::clone(label));
                 // Its body is capped already (the pipeline caps every request's).
-                Dispatch::Future {
-                    future: endpoint.call(request),
+                Dispatch::Service {
+                    endpoint,
                     limits: Limits::NONE,
                 }
             }
@@ -1062,26 +1027,6 @@ impl Compiled {
 /// the client's (that is 408 `REQUEST_TIMEOUT`, for headers that arrive too slowly), so
 /// 503 with `Retry-After` (`http.retry_after` seconds): worth retrying, maybe on
 /// another instance.
-fn handler_timeout(limit: Duration, retry_after: u64) -> HttpError {
-    HttpError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "TIMEOUT",
-        format!("the request took longer than its limit of {limit:?}"),
-    )
-    .with_header(RETRY_AFTER, HeaderValue::from(retry_after))
-}
-
-/// Drops a body for a HEAD response, keeping its length.
-pub(crate) fn strip_body(response: &mut Response) {
-    if let Some(length) = http_body::Body::size_hint(response.body()).exact() {
-        response
-            .headers_mut()
-            .entry(CONTENT_LENGTH)
-            .or_insert_with(|| HeaderValue::from(length));
-    }
-    *response.body_mut() = Body::empty();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The HTTP server: one listener per worker (`SO_REUSEPORT`), hyper connections on the
 //! worker's loop, limits, and the drain.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nucleon_runtime::config::duration;
+use nucleon_runtime::task::LabelHandle;
 use nucleon_runtime::{Adapter, AdapterContext, BoxError, Health};
 use serde::Deserialize;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -470,6 +471,9 @@ async fn closed(shared: &Shared) {
 }
 
 async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
+    if let Some(label) = nucleon_runtime::task::label_handle() {
+        let _ = state.label.set(label);
+    }
     let count = ConnectionCount(Rc::clone(&shared));
     let stream = &state.stream;
     // The first bytes, within the header read timeout: an idle new connection is
@@ -660,6 +664,13 @@ struct ConnectionService {
 /// Marks a request in service until its response is ready (or it is dropped).
 pub(crate) struct InService(Rc<ConnState>);
 
+impl InService {
+    /// The connection task's watchdog label.
+    pub(crate) fn label(&self) -> Option<&LabelHandle> {
+        self.0.label.get()
+    }
+}
+
 impl Drop for InService {
     fn drop(&mut self) {
         let state = &self.0;
@@ -758,6 +769,8 @@ struct ConnState {
     /// hyper could not parse a request head and its bare answer (400, 414, 431) was
     /// held back: the connection task answers in JSON instead once hyper is done.
     rejected: Cell<Option<StatusCode>>,
+    /// The connection task's watchdog label, renamed to the route of each request.
+    label: OnceCell<LabelHandle>,
 }
 
 impl ConnState {
@@ -773,6 +786,7 @@ impl ConnState {
             write_blocked: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             rejected: Cell::new(None),
+            label: OnceCell::new(),
         })
     }
 

@@ -2,7 +2,6 @@
 //! routing, panics, access log.
 
 use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,13 +12,17 @@ use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
-use nucleon_runtime::{Drain, InFlightGuard};
+use nucleon_runtime::request_id::Id;
+use nucleon_runtime::task::LabelHandle;
+use nucleon_runtime::{Drain, InFlightGuard, TaskLabel};
 use tracing::Instrument;
 
 use crate::error::InternalCause;
 use crate::extract::{Params, RequestContext, limit_body};
+use crate::limits::Limits;
+use crate::request_ids::IdSource;
 use crate::response::{IntoResponse, Json, Response};
-use crate::router::{Compiled, Dispatch, Endpoint, Limits};
+use crate::router::{Compiled, Dispatch, Endpoint};
 use crate::server::{HttpConfig, InService};
 use crate::{HttpError, Request, Router};
 
@@ -52,8 +55,7 @@ struct Pipeline {
     config: Arc<HttpConfig>,
     drain: Option<Drain>,
     closing: Cell<bool>,
-    id_prefix: u32,
-    id_counter: Cell<u64>,
+    ids: IdSource,
 }
 
 impl HttpService {
@@ -62,7 +64,6 @@ impl HttpService {
     pub fn new(router: &Router, config: &HttpConfig, drain: Option<Drain>) -> Self {
         let compiled = Rc::new(router.compile(config.request_timeout, config.retry_after));
         let app = compiled.app_endpoint();
-        let id_prefix = std::hash::RandomState::new().build_hasher().finish() as u32;
         Self {
             inner: Rc::new(Pipeline {
                 compiled,
@@ -70,8 +71,7 @@ impl HttpService {
                 config: Arc::new(config.clone()),
                 drain,
                 closing: Cell::new(false),
-                id_prefix,
-                id_counter: Cell::new(0),
+                ids: IdSource::new(),
             }),
         }
     }
@@ -85,28 +85,25 @@ impl HttpService {
         self.inner.drain.as_ref().is_some_and(Drain::is_draining)
     }
 
-    /// The request's id: the client's `x-request-id` when it is a sensible one (and
-    /// its header value, to send back as it came), or a new one. One allocation for a
-    /// new id (the `Arc<str>`, shared by the request context, the handler's
-    /// `request_id::scope` and the response header).
-    fn request_id(&self, request: &Request) -> (Arc<str>, Option<HeaderValue>) {
+    /// The request's id: the client's `x-request-id` when it is a sensible one (its
+    /// bytes, shared with the request's header), or a new one (two numbers, written out
+    /// only where it is shown).
+    fn request_id(&self, request: &Request) -> Id {
         if let Some(given) = request.headers().get(&X_REQUEST_ID) {
             let ok = given.len() <= 128
                 && !given.is_empty()
                 && given.as_bytes().iter().all(|b| b.is_ascii_graphic());
-            if let (true, Ok(text)) = (ok, given.to_str()) {
-                return (Arc::from(text), Some(given.clone()));
+            if ok {
+                return Id::given(Bytes::copy_from_slice(given.as_bytes()));
             }
         }
-        (self.new_request_id(), None)
+        self.new_request_id()
     }
 
-    /// A new request id, for a request hyper rejected before it reached the pipeline.
+    /// A new request id (also for a request hyper rejected before the pipeline).
     #[inline]
-    pub(crate) fn new_request_id(&self) -> Arc<str> {
-        let n = self.inner.id_counter.get() + 1;
-        self.inner.id_counter.set(n);
-        new_id(self.inner.id_prefix, n)
+    pub(crate) fn new_request_id(&self) -> Id {
+        self.inner.ids.next()
     }
 
     /// The access log line of a request answered by the connection itself (408, or a
@@ -116,7 +113,7 @@ impl HttpService {
         remote: SocketAddr,
         status: StatusCode,
         bytes: usize,
-        request_id: &str,
+        request_id: &Id,
     ) {
         if self.inner.config.access_log {
             tracing::info!(
@@ -144,40 +141,14 @@ impl HttpService {
         }
     }
 
-    /// The synchronous part of [`HttpService::call`]: checks, routing; then either the
-    /// answer, or one boxed future holding the handler's future (its arguments not yet
-    /// extracted) inside the pipeline's ([`Finish::run`]), not the request (264 bytes)
-    /// a single `async fn` would carry along. `conn` is dropped once the response is
-    /// ready.
-    pub(crate) fn start(
-        &self,
-        request: Request,
-        remote: SocketAddr,
-        conn: Option<InService>,
-    ) -> Outcome {
-        let pipeline = &self.inner;
-        let config = &pipeline.config;
-        let start = config.access_log.then(Instant::now);
-        let (request_id, given_id) = self.request_id(&request);
-        let method = request.method().clone();
-        let version = request.version();
-        // Cheap: the path and query are shared bytes, not copied.
-        let uri = request.uri().clone();
-        let path = uri.path();
-        let span = tracing::debug_span!(
-            target: "nucleon::http",
-            "request",
-            id = %request_id,
-            method = %method,
-            path = %path,
-        );
-        let mut guard = None;
-        let outcome = if config
-            .readiness_path
-            .as_deref()
-            .is_some_and(|ready| ready == path)
-        {
-            Dispatch::Ready(if method != Method::GET && method != Method::HEAD {
+    /// What the pipeline answers itself, before routing: the readiness route, 503
+    /// past the lame duck, headers past the limit, a declared body past the limit.
+    fn early_answer(&self, request: &Request) -> Option<Response> {
+        let config = &*self.inner.config;
+        let path = request.uri().path();
+        if config.readiness_path.as_deref() == Some(path) {
+            let method = request.method();
+            return Some(if method != Method::GET && method != Method::HEAD {
                 HttpError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "METHOD_NOT_ALLOWED",
@@ -193,17 +164,19 @@ impl HttpService {
                 .into_response()
             } else {
                 Json(serde_json::json!({"status": "ready"})).into_response()
-            })
-        } else if pipeline.closing.get() {
-            Dispatch::Ready(
+            });
+        }
+        if self.inner.closing.get() {
+            return Some(
                 HttpError::unavailable(
                     "draining: this instance is shutting down; retry on another connection",
                     config.retry_after,
                 )
                 .into_response(),
-            )
-        } else if header_size(&request) > config.max_header_size {
-            Dispatch::Ready(
+            );
+        }
+        if header_size(request) > config.max_header_size {
+            return Some(
                 HttpError::new(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "HEADERS_TOO_LARGE",
@@ -213,64 +186,102 @@ impl HttpService {
                     ),
                 )
                 .into_response(),
-            )
-        } else if http_body::Body::size_hint(request.body()).lower() > config.body_limit as u64 {
+            );
+        }
+        if http_body::Body::size_hint(request.body()).lower() > config.body_limit as u64 {
             // A declared length past the limit: 413 whether or not the route reads it.
-            Dispatch::Ready(HttpError::payload_too_large(config.body_limit).into_response())
-        } else {
-            guard = pipeline.drain.as_ref().map(Drain::guard);
-            // Beside the request, not in its extensions (an extensions map is three
-            // allocations): handlers' extractors get it by reference; layers and
-            // mounted services find it in the extensions, put there for them only.
-            let ctx = RequestContext {
-                request_id: Arc::clone(&request_id),
+            return Some(HttpError::payload_too_large(config.body_limit).into_response());
+        }
+        None
+    }
+
+    /// The synchronous part of [`HttpService::call`]: checks, routing; then either the
+    /// answer, or one boxed future holding the handler's future (its arguments not yet
+    /// extracted) inside the pipeline's ([`Finish::run`]). The request moves once,
+    /// into what serves it. `conn` is dropped once the response is ready.
+    pub(crate) fn start(
+        &self,
+        mut request: Request,
+        remote: SocketAddr,
+        conn: Option<InService>,
+    ) -> Outcome {
+        let pipeline = &*self.inner;
+        let config = &*pipeline.config;
+        let request_id = self.request_id(&request);
+        let span = tracing::debug_span!(
+            target: "nucleon::http",
+            "request",
+            id = %request_id,
+            method = %request.method(),
+            path = %request.uri().path(),
+        );
+        let access = config.access_log.then(|| {
+            Box::new(AccessStart {
+                // Cheap: the path and query are shared bytes, not copied.
+                uri: request.uri().clone(),
                 remote,
-                route: None,
-                params: Params::None,
-                state: pipeline.compiled.state().cloned(),
-                body_limit: config.body_limit,
-            };
-            // The one place request bodies are capped: whatever reads it (an
-            // extractor, a layer, a mounted service) reads at most the body limit.
-            match limit_body(request, config.body_limit) {
-                Err(error) => Dispatch::Ready(error.into_response()),
-                Ok(mut request) => match &pipeline.app {
-                    Some(app) => {
-                        request.extensions_mut().insert(ctx);
-                        Dispatch::Future {
-                            future: app.call(request),
-                            limits: Limits::NONE,
-                        }
-                    }
-                    None => pipeline.compiled.dispatch(request, ctx),
-                },
-            }
-        };
-        let started = Started {
+                start: Instant::now(),
+            })
+        });
+        let mut started = Started {
             service: self.clone(),
             span,
             request_id,
-            given_id,
-            method,
-            version,
-            uri,
-            start,
-            remote,
-            _guard: guard,
+            method: request.method().clone(),
+            version: request.version(),
+            access,
+            _guard: None,
             _conn: conn,
         };
-        match outcome {
+        if let Some(response) = self.early_answer(&request) {
+            return Outcome::Ready(started.respond(response));
+        }
+        started._guard = pipeline.drain.as_ref().map(Drain::guard);
+        // The one place request bodies are capped: whatever reads it (an extractor, a
+        // layer, a mounted service) reads at most the body limit.
+        if let Err(error) = limit_body(&mut request, config.body_limit) {
+            return Outcome::Ready(started.respond(error.into_response()));
+        }
+        // Beside the request, not in its extensions (an extensions map is three
+        // allocations): handlers' extractors get it by reference; layers and mounted
+        // services find it in the extensions, put there for them only.
+        let mut ctx = RequestContext {
+            request_id: started.request_id.clone(),
+            remote,
+            route: None,
+            params: Params::None,
+            state: pipeline.compiled.state().cloned(),
+            body_limit: config.body_limit,
+        };
+        if let Some(app) = &pipeline.app {
+            request.extensions_mut().insert(ctx);
+            let finish = Finish {
+                started,
+                limits: Limits::NONE,
+            };
+            return Outcome::Pending(Box::pin(finish.run(app.call(request))));
+        }
+        let label = started._conn.as_ref().and_then(InService::label);
+        match pipeline.compiled.dispatch(&mut request, &mut ctx, label) {
             Dispatch::Ready(response) => Outcome::Ready(started.respond(response)),
-            Dispatch::Handler {
-                handler,
-                request,
-                ctx,
-                limits,
-            } => Outcome::Pending(handler.call_finished(request, ctx, Finish { started, limits })),
-            Dispatch::Future { future, limits } => {
-                Outcome::Pending(Box::pin(Finish { started, limits }.run(future)))
+            Dispatch::Handler { handler, limits } => {
+                Outcome::Pending(handler.call_finished(request, ctx, Finish { started, limits }))
+            }
+            Dispatch::Service { endpoint, limits } => {
+                request.extensions_mut().insert(ctx);
+                let finish = Finish { started, limits };
+                Outcome::Pending(Box::pin(finish.run(endpoint.call(request))))
             }
         }
+    }
+}
+
+/// Names the current task for the watchdog: through the connection's handle to its
+/// label when there is one (a lock, no lookup), else by finding the task.
+pub(crate) fn name_task(handle: Option<&LabelHandle>, label: impl Into<TaskLabel>) {
+    match handle {
+        Some(handle) => handle.set(label),
+        None => nucleon_runtime::task::set_label(label),
     }
 }
 
@@ -289,22 +300,27 @@ pub(crate) struct Finish {
     limits: Limits,
 }
 
-/// A request past [`HttpService::start`]: its handler's future (or its answer), and
-/// what the response and the access log need.
+/// A request past [`HttpService::start`]: what its response and the access log need.
+/// Small, since it is moved into the request's future (the access log's fields are on
+/// the heap, and only when the access log is on).
 pub(crate) struct Started {
     service: HttpService,
     span: tracing::Span,
-    request_id: Arc<str>,
-    given_id: Option<HeaderValue>,
+    request_id: Id,
     method: Method,
     version: Version,
-    uri: Uri,
-    start: Option<Instant>,
-    remote: SocketAddr,
+    access: Option<Box<AccessStart>>,
     /// Held until the response is ready: the drain waits for it.
     _guard: Option<InFlightGuard>,
     /// The connection's count of requests in service, until the response is ready.
     _conn: Option<InService>,
+}
+
+/// The access log's fields known when a request starts.
+struct AccessStart {
+    uri: Uri,
+    remote: SocketAddr,
+    start: Instant,
 }
 
 impl Finish {
@@ -318,14 +334,13 @@ impl Finish {
                 let retry_after = started.service.inner.compiled.retry_after();
                 // Outbound calls made by the handler forward this id.
                 let scoped = nucleon_runtime::request_id::scope(
-                    Arc::clone(&started.request_id),
+                    started.request_id.clone(),
                     limits.run(future, retry_after),
                 );
                 let outcome = std::panic::AssertUnwindSafe(scoped)
                     .catch_unwind()
                     .instrument(started.span.clone())
                     .await;
-                nucleon_runtime::task::set_label(CONNECTION_LABEL);
                 match outcome {
                     Ok(response) => response,
                     Err(panic) => {
@@ -345,26 +360,36 @@ impl Finish {
 }
 
 impl Started {
+    /// Finishes the response: the request id header, `Connection: close` while
+    /// draining, the error and access log lines; then the connection task's watchdog
+    /// label goes back to the connection's.
     fn respond(self, mut response: Response) -> Response {
         let Started {
             service,
             span,
             request_id,
-            given_id,
             method,
             version,
-            uri,
-            start,
-            remote,
+            access,
+            _conn: conn,
             ..
         } = self;
-        let path = uri.path();
+        let task_label = conn.as_ref().and_then(InService::label);
         if let Some(cause) = response.extensions_mut().remove::<InternalCause>() {
+            // The path when the access log keeps it, else the route (still the task's
+            // label at this point).
+            let target = match &access {
+                Some(access) => access.uri.path().to_owned(),
+                None => task_label
+                    .map(LabelHandle::get)
+                    .or_else(nucleon_runtime::task::current_label)
+                    .map_or_else(String::new, |label| label.to_string()),
+            };
             span.in_scope(|| {
                 tracing::error!(
                     target: "nucleon::http",
                     request_id = %request_id,
-                    "{method} {path} failed: {}", cause.0
+                    "{method} {target} failed: {}", cause.0
                 );
             });
         }
@@ -372,60 +397,30 @@ impl Started {
             || response.status() == StatusCode::SERVICE_UNAVAILABLE && service.draining())
             && version <= Version::HTTP_11;
         let headers = response.headers_mut();
-        let id_header = given_id.unwrap_or_else(|| id_header(&request_id));
+        let id_header = service.inner.ids.header(&request_id);
         headers.insert(X_REQUEST_ID.clone(), id_header);
         if close {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(start) = start {
+        if let Some(access) = access {
             // The body's exact size when it is known before it is sent (a buffer, a
             // known length); a streamed body's is not known yet, and the field is
             // left out rather than logged as 0.
             let bytes = http_body::Body::size_hint(response.body()).exact();
             tracing::info!(
                 target: "nucleon::access",
-                remote = %remote,
+                remote = %access.remote,
                 method = %method,
-                path = %path,
+                path = %access.uri.path(),
                 status = response.status().as_u16(),
                 bytes,
-                duration_us = start.elapsed().as_micros() as u64,
+                duration_us = access.start.elapsed().as_micros() as u64,
                 request_id = %request_id,
             );
         }
+        name_task(task_label, CONNECTION_LABEL);
         response
     }
-}
-
-/// A new request id, `{prefix:08x}-{n:x}`, written without `format!`.
-fn new_id(prefix: u32, n: u64) -> Arc<str> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0_u8; 8 + 1 + 16];
-    for (i, slot) in buf[..8].iter_mut().enumerate() {
-        *slot = HEX[(prefix >> (28 - 4 * i) & 0xf) as usize];
-    }
-    buf[8] = b'-';
-    let digits = (64 - n.leading_zeros() as usize).div_ceil(4).max(1);
-    for i in 0..digits {
-        buf[9 + i] = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
-    }
-    let text = std::str::from_utf8(&buf[..9 + digits]).unwrap_or("unknown");
-    Arc::from(text)
-}
-
-/// The id's bytes, shared with the `Arc<str>`.
-struct IdBytes(Arc<str>);
-
-impl AsRef<[u8]> for IdBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-/// The `x-request-id` header for an id the server made: its bytes, not a copy.
-fn id_header(id: &Arc<str>) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from_owner(IdBytes(Arc::clone(id))))
-        .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 fn header_size(request: &Request) -> usize {
@@ -436,19 +431,4 @@ fn header_size(request: &Request) -> usize {
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn new_ids_are_prefix_dash_counter_in_hex() {
-        assert_eq!(&*new_id(0xdead_beef, 1), "deadbeef-1");
-        assert_eq!(&*new_id(0x0000_00ff, 0x1f), "000000ff-1f");
-        assert_eq!(&*new_id(1, u64::MAX), "00000001-ffffffffffffffff");
-        assert_eq!(&*new_id(1, 0), "00000001-0");
-        let header = id_header(&new_id(7, 42));
-        assert_eq!(header.to_str().unwrap(), "00000007-2a");
-    }
 }

@@ -149,3 +149,50 @@ async fn a_head_hyper_rejects_is_logged() {
         "{f:?}"
     );
 }
+
+async fn broken() -> Result<&'static str, nucleon_http::HttpError> {
+    Err(nucleon_http::HttpError::internal(
+        "the ledger is unreachable",
+    ))
+}
+
+/// A handler's 500 is logged at ERROR with its cause and request id: the request's
+/// path when the access log is on, its route when the access log is off (the path is
+/// then not kept).
+#[tokio::test]
+async fn a_handler_error_is_logged_with_its_path_or_route() {
+    captured();
+    for access_log in [true, false] {
+        let router = Router::new().route("/ledger/{id}", get(broken));
+        let server = Server::start(router, |config| config.access_log = access_log).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let path = format!("/ledger/{access_log}");
+        let request = format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let reply = common::read_reply(&mut stream, false).await;
+        assert_eq!(reply.status, 500);
+        let body = String::from_utf8_lossy(&reply.body);
+        assert!(!body.contains("ledger"), "no internals: {body}");
+        server.stop().await.expect("clean stop");
+
+        let id = reply.header("x-request-id").unwrap().to_owned();
+        let errors: Vec<_> = captured()
+            .events("nucleon::http")
+            .into_iter()
+            .filter(|e| e.fields.get("request_id") == Some(&id))
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].level, tracing::Level::ERROR);
+        let message = &errors[0].fields["message"];
+        let target = if access_log {
+            path.as_str()
+        } else {
+            "GET /ledger/{id}"
+        };
+        assert!(
+            message.contains(&format!("GET {target} failed")),
+            "{message}"
+        );
+        assert!(message.contains("the ledger is unreachable"), "{message}");
+    }
+}

@@ -10,25 +10,168 @@
 //!
 //! assert_eq!(request_id::current(), None);
 //! request_id::scope("req-42", async {
-//!     assert_eq!(request_id::current().as_deref(), Some("req-42"));
+//!     let id = request_id::current().expect("in scope");
+//!     assert_eq!(id.to_string(), "req-42");
 //! })
 //! .await;
 //! # }
 //! ```
 
+use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 tokio::task_local! {
-    static REQUEST_ID: Arc<str>;
+    static REQUEST_ID: Id;
+}
+
+/// A request id: one a client sent (its bytes, shared with the request's header), or
+/// one the server made from a per-worker prefix and a counter, `{prefix:08x}-{n:x}`
+/// (`3fa2c0de-1a`), written out only when it is shown. Cloning never allocates.
+///
+/// ```
+/// use nucleon_runtime::request_id::Id;
+///
+/// assert_eq!(Id::made(0xdead_beef, 26).to_string(), "deadbeef-1a");
+/// assert_eq!(Id::from("req-42").to_string(), "req-42");
+/// Id::made(1, 2).with_str(|id| assert_eq!(id, "00000001-2"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Id(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    Made { prefix: u32, n: u64 },
+    Given(Bytes),
+}
+
+/// The longest id the server makes: 8 hex digits, a dash, 16 hex digits.
+const MADE_MAX: usize = 8 + 1 + 16;
+
+impl Id {
+    /// The server's own id number `n` under `prefix` (each worker has its own).
+    pub const fn made(prefix: u32, n: u64) -> Self {
+        Id(Repr::Made { prefix, n })
+    }
+
+    /// An id a client gave (`x-request-id`), as UTF-8 bytes shared with where they came
+    /// from; text that is not UTF-8 is shown with replacement characters.
+    pub fn given(bytes: Bytes) -> Self {
+        Id(Repr::Given(bytes))
+    }
+
+    /// The client's bytes, for an id a client gave; `None` for one the server made.
+    pub fn given_bytes(&self) -> Option<&Bytes> {
+        match &self.0 {
+            Repr::Given(bytes) => Some(bytes),
+            Repr::Made { .. } => None,
+        }
+    }
+
+    /// Calls `f` with the id's bytes (UTF-8 text for any id made by the server or
+    /// given as a `&str`), without allocating.
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match &self.0 {
+            Repr::Made { prefix, n } => {
+                let mut buf = [0_u8; MADE_MAX];
+                let len = write_made(*prefix, *n, &mut buf);
+                f(&buf[..len])
+            }
+            Repr::Given(bytes) => f(bytes),
+        }
+    }
+
+    /// Calls `f` with the id as text, without allocating (a made id is written into a
+    /// buffer on the stack).
+    pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match &self.0 {
+            Repr::Made { prefix, n } => {
+                let mut buf = [0_u8; MADE_MAX];
+                let len = write_made(*prefix, *n, &mut buf);
+                f(std::str::from_utf8(&buf[..len]).unwrap_or("-"))
+            }
+            Repr::Given(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => f(text),
+                Err(_) => f(&String::from_utf8_lossy(bytes)),
+            },
+        }
+    }
+}
+
+/// Writes `{prefix:08x}-{n:x}` into `buf`; returns its length.
+fn write_made(prefix: u32, n: u64, buf: &mut [u8; MADE_MAX]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, slot) in buf[..8].iter_mut().enumerate() {
+        *slot = HEX[(prefix >> (28 - 4 * i) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    let digits = (64 - n.leading_zeros() as usize).div_ceil(4).max(1);
+    for (i, slot) in buf[9..9 + digits].iter_mut().enumerate() {
+        *slot = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+    }
+    9 + digits
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with_str(|text| f.write_str(text))
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with_str(|text| fmt::Debug::fmt(text, f))
+    }
+}
+
+impl From<&'static str> for Id {
+    fn from(text: &'static str) -> Self {
+        Id::given(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl From<String> for Id {
+    fn from(text: String) -> Self {
+        Id::given(Bytes::from(text))
+    }
 }
 
 /// Runs `future` with `id` as the current request id.
-pub fn scope<F: Future>(id: impl Into<Arc<str>>, future: F) -> impl Future<Output = F::Output> {
+pub fn scope<F: Future>(id: impl Into<Id>, future: F) -> impl Future<Output = F::Output> {
     REQUEST_ID.scope(id.into(), future)
 }
 
 /// The current request id, inside [`scope`].
-pub fn current() -> Option<Arc<str>> {
-    REQUEST_ID.try_with(Arc::clone).ok()
+pub fn current() -> Option<Id> {
+    REQUEST_ID.try_with(Id::clone).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_ids_are_prefix_dash_counter_in_hex() {
+        assert_eq!(Id::made(0xdead_beef, 1).to_string(), "deadbeef-1");
+        assert_eq!(Id::made(0x0000_00ff, 0x1f).to_string(), "000000ff-1f");
+        assert_eq!(
+            Id::made(1, u64::MAX).to_string(),
+            "00000001-ffffffffffffffff"
+        );
+        assert_eq!(Id::made(1, 0).to_string(), "00000001-0");
+        assert_eq!(format!("{:?}", Id::made(7, 42)), "\"00000007-2a\"");
+        assert_eq!(Id::made(7, 42).given_bytes(), None);
+    }
+
+    #[test]
+    fn given_ids_are_shown_as_given() {
+        let id = Id::from(String::from("abc-123"));
+        assert_eq!(id.to_string(), "abc-123");
+        assert_eq!(id.given_bytes().map(|b| &b[..]), Some(&b"abc-123"[..]));
+        assert_eq!(
+            Id::given(Bytes::from_static(b"a\xffb")).to_string(),
+            "a\u{fffd}b"
+        );
+    }
 }

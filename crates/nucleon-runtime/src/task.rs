@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::watchdog::slot::TaskMeta;
 use crate::watchdog::{self, ReportKind, WatchdogReport, WorkerSlot};
 use crate::worker;
 
@@ -141,6 +142,49 @@ pub fn set_label(label: impl Into<TaskLabel>) {
             *watchdog::lock(&task.label) = label.into();
         }
     });
+}
+
+/// A tracked task's label, held to rename the task often and cheaply: a connection
+/// naming, for each request, the route it serves. [`set_label`] finds the current task
+/// on every call; a handle goes straight to it.
+///
+/// ```
+/// # async fn demo() {
+/// // Inside a task started with `nucleon_runtime::spawn`, on a worker:
+/// if let Some(label) = nucleon_runtime::task::label_handle() {
+///     label.set("GET /countries/{code}");
+///     // ... serve the request ...
+///     label.set("http connection");
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LabelHandle(Arc<TaskMeta>);
+
+impl LabelHandle {
+    /// Renames the task.
+    pub fn set(&self, label: impl Into<TaskLabel>) {
+        *watchdog::lock(&self.0.label) = label.into();
+    }
+
+    /// The task's label now.
+    pub fn get(&self) -> TaskLabel {
+        watchdog::lock(&self.0.label).clone()
+    }
+}
+
+impl fmt::Debug for LabelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LabelHandle")
+            .field(&*watchdog::lock(&self.0.label))
+            .finish()
+    }
+}
+
+/// A handle to the current task's label, inside a tracked task (one spawned with
+/// [`spawn`] on a worker whose watchdog is on); `None` elsewhere.
+pub fn label_handle() -> Option<LabelHandle> {
+    worker::with_context(|ctx| ctx.slot.current_task().map(LabelHandle)).flatten()
 }
 
 /// The current task's label, inside a tracked task.
