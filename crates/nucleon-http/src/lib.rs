@@ -82,7 +82,8 @@
 //! Logs: `nucleon::access` (one line per request, at INFO, with the request id;
 //! `bytes` is the body's size when it is known as the response starts, and absent for
 //! a streamed body of unknown length),
-//! `nucleon::http` (server events). Each request runs in a `request` span (target
+//! `nucleon::http` (server events; a handler's 500 at ERROR with its cause, the request
+//! id, and the path, or the route when the access log is off). Each request runs in a `request` span (target
 //! `nucleon::http`: id, method, path) at **DEBUG**, as tower-http's `TraceLayer` makes
 //! its span: at the default `info` level it costs nothing per request; turn it on with
 //! `nucleon::http=debug`. Handlers get the id from [`RequestId`] or
