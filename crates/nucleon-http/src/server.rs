@@ -669,6 +669,16 @@ impl InService {
     pub(crate) fn label(&self) -> Option<&LabelHandle> {
         self.0.label.get()
     }
+
+    /// The client's address as text, written on the connection's first request.
+    pub(crate) fn remote_text(&self) -> Rc<str> {
+        let state = &self.0;
+        Rc::clone(
+            state
+                .remote_text
+                .get_or_init(|| Rc::from(state.remote.to_string())),
+        )
+    }
 }
 
 impl Drop for InService {
@@ -771,6 +781,8 @@ struct ConnState {
     rejected: Cell<Option<StatusCode>>,
     /// The connection task's watchdog label, renamed to the route of each request.
     label: OnceCell<LabelHandle>,
+    /// The client's address as text, for the access log (written once).
+    remote_text: OnceCell<Rc<str>>,
 }
 
 impl ConnState {
@@ -787,6 +799,7 @@ impl ConnState {
             idle_since: Cell::new(Instant::now()),
             rejected: Cell::new(None),
             label: OnceCell::new(),
+            remote_text: OnceCell::new(),
         })
     }
 

@@ -116,13 +116,16 @@ impl HttpService {
         request_id: &Id,
     ) {
         if self.inner.config.access_log {
-            tracing::info!(
-                target: "nucleon::access",
-                remote = %remote,
-                status = status.as_u16(),
-                bytes = bytes as u64,
-                request_id = %request_id,
-            );
+            let remote = remote.to_string();
+            request_id.with_str(|id| {
+                tracing::info!(
+                    target: "nucleon::access",
+                    remote = remote.as_str(),
+                    status = status.as_u16(),
+                    bytes = bytes as u64,
+                    request_id = id,
+                );
+            });
         }
     }
 
@@ -219,7 +222,9 @@ impl HttpService {
             Box::new(AccessStart {
                 // Cheap: the path and query are shared bytes, not copied.
                 uri: request.uri().clone(),
-                remote,
+                remote: conn
+                    .as_ref()
+                    .map_or_else(|| Rc::from(remote.to_string()), InService::remote_text),
                 start: Instant::now(),
             })
         });
@@ -319,7 +324,8 @@ pub(crate) struct Started {
 /// The access log's fields known when a request starts.
 struct AccessStart {
     uri: Uri,
-    remote: SocketAddr,
+    /// The client's address as text (written once per connection).
+    remote: Rc<str>,
     start: Instant,
 }
 
@@ -405,18 +411,21 @@ impl Started {
         if let Some(access) = access {
             // The body's exact size when it is known before it is sent (a buffer, a
             // known length); a streamed body's is not known yet, and the field is
-            // left out rather than logged as 0.
+            // left out rather than logged as 0. Text fields as `&str`, numbers as
+            // numbers: a subscriber records them without formatting.
             let bytes = http_body::Body::size_hint(response.body()).exact();
-            tracing::info!(
-                target: "nucleon::access",
-                remote = %access.remote,
-                method = %method,
-                path = %access.uri.path(),
-                status = response.status().as_u16(),
-                bytes,
-                duration_us = access.start.elapsed().as_micros() as u64,
-                request_id = %request_id,
-            );
+            request_id.with_str(|id| {
+                tracing::info!(
+                    target: "nucleon::access",
+                    remote = &*access.remote,
+                    method = method.as_str(),
+                    path = access.uri.path(),
+                    status = response.status().as_u16(),
+                    bytes,
+                    duration_us = access.start.elapsed().as_micros() as u64,
+                    request_id = id,
+                );
+            });
         }
         name_task(task_label, CONNECTION_LABEL);
         response

@@ -120,11 +120,8 @@ pub fn run(app: App) -> ExitCode {
     let filter = std::env::var("NUCLEON_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let _ = tracing::subscriber::set_global_default(crate::log::subscriber(&filter, writer, ansi));
     match run_from(app, std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::Usage(error)) => {

@@ -42,6 +42,7 @@
 mod app;
 #[cfg(feature = "http")]
 mod cli;
+mod log;
 #[cfg(feature = "http")]
 mod start;
 #[cfg(feature = "http")]
