@@ -13,13 +13,13 @@
 # against bare hyper in the same run; the table is printed and saved under
 # benches/results/. Traffic goes to 127.0.0.1 only.
 #
-# Knobs (environment): ROUNDS=3 DURATION=10s CONNS=256 IDLE_CONNS=10000
+# Knobs (environment): ROUNDS=8 DURATION=4s CONNS=256 IDLE_CONNS=10000
 #   SERVERS="hyper nucleon nucleon-log axum actix" ROUTES="/json /countries/gb/"
 #   SKIP_BUILD=1 (use the existing release build)
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-8}
+DURATION=${DURATION:-4s}
 CONNS=${CONNS:-256}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SERVERS=${SERVERS:-"hyper nucleon nucleon-log axum actix"}

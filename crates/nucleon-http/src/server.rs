@@ -6,8 +6,8 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, ready};
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
@@ -187,6 +187,7 @@ pub struct HttpServer {
 struct Running {
     shared: Rc<Shared>,
     accept: tokio::task::JoinHandle<()>,
+    watch: tokio::task::JoinHandle<()>,
     local_addr: SocketAddr,
 }
 
@@ -202,6 +203,7 @@ struct Shared {
     closed: Notify,
     connections: Cell<usize>,
     idle: Notify,
+    watcher: Watcher,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -251,13 +253,16 @@ impl Adapter for HttpServer {
             closed: Notify::new(),
             connections: Cell::new(0),
             idle: Notify::new(),
+            watcher: Watcher::default(),
         });
+        let watch = nucleon_runtime::spawn("http timeouts", watch_loop(Rc::clone(&shared)));
         let accept =
             nucleon_runtime::spawn("http accept", accept_loop(Rc::clone(&shared), listener));
         tracing::info!(target: "nucleon::http", worker = ?ctx.worker(), "listening on http://{local_addr}");
         self.running = Some(Running {
             shared,
             accept,
+            watch,
             local_addr,
         });
         Ok(())
@@ -287,6 +292,7 @@ impl Adapter for HttpServer {
         running.shared.service.set_closing();
         running.shared.shutdown.send_replace(true);
         running.shared.closed.notify_waiters();
+        running.shared.watcher.close_all();
         let _ = running.accept.await;
         let shared = &running.shared;
         let wait = async {
@@ -300,7 +306,9 @@ impl Adapter for HttpServer {
                 idle.await;
             }
         };
-        match tokio::time::timeout_at(deadline.into(), wait).await {
+        let waited = tokio::time::timeout_at(deadline.into(), wait).await;
+        running.watch.abort();
+        match waited {
             Ok(()) => Ok(()),
             Err(_) => Err(format!(
                 "{} connection(s) still open at the shutdown deadline",
@@ -514,6 +522,82 @@ async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
     drop(count);
 }
 
+/// Where an HTTP/1 connection is in the drain.
+#[derive(Clone, Copy)]
+enum Drain1 {
+    Serving,
+    /// The drain began before hyper read the request waiting in the socket.
+    AfterFirstRead,
+    /// To shut down now.
+    Now,
+    Done,
+}
+
+/// A connection flag: the watcher found the header read timeout passed.
+const EXPIRED: u8 = 1;
+/// A connection flag: the drain began.
+const CLOSING: u8 = 2;
+
+/// The worker's watch over its serving connections: the header read timeout and the
+/// drain. One task looks at every connection a few times per timeout and wakes the
+/// ones whose time is up; the drain flags them all at once. A connection's own task
+/// then has no timer and no `Notify` to poll on each of its wake-ups (a request on a
+/// keep-alive connection is one or two), only a flag to read.
+#[derive(Default)]
+struct Watcher {
+    connections: RefCell<Vec<Weak<ConnState>>>,
+    closing: Cell<bool>,
+}
+
+impl Watcher {
+    /// Watches `state` until its connection ends.
+    fn watch(&self, state: &Rc<ConnState>) {
+        self.connections.borrow_mut().push(Rc::downgrade(state));
+        if self.closing.get() {
+            state.raise(CLOSING);
+        }
+    }
+
+    /// Flags the connections past `timeout` (and forgets the ended ones).
+    fn sweep(&self, timeout: Duration) {
+        self.connections
+            .borrow_mut()
+            .retain(|weak| match weak.upgrade() {
+                Some(state) => {
+                    if state.expired(timeout).is_ok() {
+                        state.raise(EXPIRED);
+                    }
+                    true
+                }
+                None => false,
+            });
+    }
+
+    /// The drain began: flags every connection, now and from now on.
+    fn close_all(&self) {
+        self.closing.set(true);
+        for state in self.connections.borrow().iter().filter_map(Weak::upgrade) {
+            state.raise(CLOSING);
+        }
+    }
+}
+
+/// How often the watcher looks: a quarter of the header read timeout (so a timeout
+/// ends within 1.25 times its length), between 5 ms and 1 s.
+fn watch_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+async fn watch_loop(shared: Rc<Shared>) {
+    let timeout = shared.header_read_timeout;
+    let mut ticks = tokio::time::interval(watch_interval(timeout));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        shared.watcher.sweep(timeout);
+    }
+}
+
 /// How a connection's HTTP/1 serving ended.
 enum Ended {
     /// hyper finished (the client closed, an error, a drained connection).
@@ -530,50 +614,52 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
         service: shared.service.clone(),
         state: Rc::clone(&state),
     };
-    let ended = {
-        let connection = shared
-            .http1
-            .serve_connection(TokioIo::new(SharedIo(Rc::clone(&state))), service);
-        tokio::pin!(connection);
-        // One timer per connection for the header read timeout, moved on only when it
-        // fires (see `ConnState::expired`), rather than one armed by hyper per request.
-        let deadline = tokio::time::sleep_until((state.idle_since.get() + timeout).into());
-        tokio::pin!(deadline);
-        let mut draining = false;
+    let connection = shared
+        .http1
+        .serve_connection(TokioIo::new(SharedIo(Rc::clone(&state))), service);
+    tokio::pin!(connection);
+    shared.watcher.watch(&state);
+    // The header read timeout and the drain reach the connection as flags set by the
+    // worker's watcher (see `Watcher`), not as a timer and a `Notify` polled on every
+    // wake-up of the connection.
+    let mut drain = Drain1::Serving;
+    let ended = std::future::poll_fn(|cx| {
+        state.remember(cx.waker());
         loop {
-            tokio::select! {
-                biased;
-                result = connection.as_mut() => {
-                    log_end(result.map_err(Into::into), state.remote);
-                    break Ended::Done;
-                }
-                () = deadline.as_mut() => match state.expired(timeout) {
-                    Ok(ended) => break ended,
-                    Err(later) => deadline.as_mut().reset(later.into()),
-                },
-                () = closed(shared), if !draining => {
-                    draining = true;
-                    // `graceful_shutdown` closes a connection that has read nothing yet
-                    // at once. One accepted as the drain begins often has its request
-                    // waiting in the socket: let hyper read it first, so that it is
-                    // answered (with `Connection: close`).
-                    if !state.read_any.get() && has_pending_bytes(&state.stream) {
-                        let finished = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
-                            Poll::Ready(result) => Poll::Ready(Some(result)),
-                            Poll::Pending if state.read_any.get() => Poll::Ready(None),
-                            Poll::Pending => Poll::Pending,
-                        })
-                        .await;
-                        if let Some(result) = finished {
-                            log_end(result.map_err(Into::into), state.remote);
-                            break Ended::Done;
-                        }
-                    }
-                    connection.as_mut().graceful_shutdown();
-                }
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                log_end(result.map_err(Into::into), state.remote);
+                return Poll::Ready(Ended::Done);
             }
+            if state.take(EXPIRED)
+                && let Ok(ended) = state.expired(timeout)
+            {
+                return Poll::Ready(ended);
+            }
+            drain = match drain {
+                Drain1::Serving if state.is(CLOSING) => {
+                    // `graceful_shutdown` closes a connection that has read nothing
+                    // yet at once. One accepted as the drain begins often has its
+                    // request waiting in the socket: let hyper read it first, so that
+                    // it is answered (with `Connection: close`).
+                    if !state.read_any.get() && has_pending_bytes(&state.stream) {
+                        Drain1::AfterFirstRead
+                    } else {
+                        Drain1::Now
+                    }
+                }
+                Drain1::AfterFirstRead if state.read_any.get() => Drain1::Now,
+                other => other,
+            };
+            if let Drain1::Now = drain {
+                drain = Drain1::Done;
+                connection.as_mut().graceful_shutdown();
+                // Poll it again: the shutdown may have finished it.
+                continue;
+            }
+            return Poll::Pending;
         }
-    };
+    })
+    .await;
     match ended {
         Ended::Done => {
             if let Some(status) = state.rejected.get() {
@@ -619,32 +705,34 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     };
     let connection = builder.serve_connection(TokioIo::new(SharedIo(Rc::clone(&state))), service);
     tokio::pin!(connection);
-    // The idle limit: `http.header_read_timeout` with no request in service (the same
-    // one timer as HTTP/1's, see `ConnState::expired`) ends the connection with a
-    // `GOAWAY`; streams already open still finish. A slow header block is one such
+    // The idle limit: `http.header_read_timeout` with no request in service (the
+    // watcher's check, as HTTP/1's, see `ConnState::expired`) ends the connection with
+    // a `GOAWAY`; streams already open still finish. A slow header block is one such
     // case: its request is not in service until all its headers have arrived.
     let timeout = shared.header_read_timeout;
-    let deadline = tokio::time::sleep_until((state.idle_since.get() + timeout).into());
-    tokio::pin!(deadline);
+    shared.watcher.watch(&state);
     let mut closing = false;
-    let result = loop {
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => break result,
-            () = deadline.as_mut(), if !closing => match state.expired(timeout) {
-                Ok(_) => {
-                    tracing::debug!(target: "nucleon::http", remote = %state.remote, "HTTP/2 idle past the header read timeout: GOAWAY");
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                Err(later) => deadline.as_mut().reset(later.into()),
-            },
-            () = closed(shared), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
+    let result = std::future::poll_fn(|cx| {
+        state.remember(cx.waker());
+        loop {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(result);
             }
+            if closing {
+                return Poll::Pending;
+            }
+            let expired = state.take(EXPIRED) && state.expired(timeout).is_ok();
+            if expired {
+                tracing::debug!(target: "nucleon::http", remote = %state.remote, "HTTP/2 idle past the header read timeout: GOAWAY");
+            }
+            if !expired && !state.is(CLOSING) {
+                return Poll::Pending;
+            }
+            closing = true;
+            connection.as_mut().graceful_shutdown();
         }
-    };
+    })
+    .await;
     log_end(result.map_err(Into::into), state.remote);
 }
 
@@ -759,8 +847,9 @@ where
 /// The header read timeout (slowloris guard) is the connection's, not hyper's: hyper's
 /// arms a timer for every request head (a boxed sleep registered in tokio's timer
 /// wheel and dropped again: 3.3 % of the server's CPU against 2.1 % for bare hyper).
-/// Here one timer per connection fires at `idle_since + timeout`; if the connection
-/// was busy since, it moves on to the new deadline; a request costs one clock read.
+/// Here the worker's [`Watcher`] looks at every connection a few times per timeout
+/// and flags those idle (or stuck in a head) since `idle_since + timeout`; a request
+/// costs one clock read.
 struct ConnState {
     stream: RefCell<TcpStream>,
     /// The client's address.
@@ -783,6 +872,10 @@ struct ConnState {
     label: OnceCell<LabelHandle>,
     /// The client's address as text, for the access log (written once).
     remote_text: OnceCell<Rc<str>>,
+    /// What the watcher found: `EXPIRED`, `CLOSING`.
+    flags: Cell<u8>,
+    /// The connection task's waker, for the watcher.
+    waker: RefCell<Option<Waker>>,
 }
 
 impl ConnState {
@@ -800,11 +893,42 @@ impl ConnState {
             rejected: Cell::new(None),
             label: OnceCell::new(),
             remote_text: OnceCell::new(),
+            flags: Cell::new(0),
+            waker: RefCell::new(None),
         })
     }
 
-    /// The header read timeout's timer fired: how the connection ends, or when to
-    /// look again.
+    /// Keeps the connection task's waker for the watcher (a new one only when it
+    /// changed).
+    fn remember(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|kept| kept.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Sets `flag` and wakes the connection task.
+    fn raise(&self, flag: u8) {
+        self.flags.set(self.flags.get() | flag);
+        if let Some(waker) = self.waker.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Whether `flag` is set.
+    fn is(&self, flag: u8) -> bool {
+        self.flags.get() & flag != 0
+    }
+
+    /// Whether `flag` was set; clears it.
+    fn take(&self, flag: u8) -> bool {
+        let set = self.is(flag);
+        self.flags.set(self.flags.get() & !flag);
+        set
+    }
+
+    /// Whether the header read timeout has passed: how the connection ends, or when
+    /// it would at the earliest.
     fn expired(&self, timeout: Duration) -> Result<Ended, Instant> {
         let now = Instant::now();
         if self.in_service.get() > 0 || self.write_blocked.get() {
@@ -1077,6 +1201,7 @@ mod tests {
             closed: Notify::new(),
             connections: Cell::new(0),
             idle: Notify::new(),
+            watcher: Watcher::default(),
         })
     }
 

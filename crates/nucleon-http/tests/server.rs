@@ -318,6 +318,34 @@ async fn slowloris_is_cut_with_408_while_a_normal_client_is_served() {
     server.stop().await.expect("clean stop");
 }
 
+/// A keep-alive connection idle past the header read timeout is closed (no 408: no
+/// request was under way); one whose handler takes longer than the timeout is not cut
+/// while it runs.
+#[tokio::test]
+async fn idle_keep_alive_connections_close_and_slow_handlers_finish() {
+    let server = Server::start(router(), |c| {
+        c.header_read_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // `/slow` takes 300 ms, longer than the timeout.
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_reply(&mut stream, false).await;
+    assert_eq!(reply.status, 200);
+    // Idle from here on: the server closes the connection, sending nothing more.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "{read:?}: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    server.stop().await.expect("clean stop");
+}
+
 /// Waits until the watchdog has counted `n` ended slow polls (an ended poll is
 /// counted on its worker after the response may have left).
 async fn slow_polls_reach(server: &Server, n: u64) -> nucleon_runtime::WatchdogStats {
