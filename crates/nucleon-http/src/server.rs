@@ -55,7 +55,9 @@ pub struct HttpConfig {
     /// requests) stays open (default 10 s). A client cut mid-headers gets 408. An
     /// HTTP/2 connection with no request in service for as long gets a `GOAWAY` (its
     /// open streams finish), and is pinged at this interval: a peer that does not
-    /// answer within it is closed.
+    /// answer within it is closed. Connections in service are checked a few times per
+    /// timeout (every quarter of it, 5 ms to 1 s), so one ends between 1 and 1.25
+    /// times the timeout after it went quiet.
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// The largest request head (path, query and headers) in bytes (default 16 KiB):
