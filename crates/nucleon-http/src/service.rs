@@ -3,23 +3,23 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::LabelHandle;
 use nucleon_runtime::{Drain, InFlightGuard, TaskLabel};
-use tracing::Instrument;
 
 use crate::error::InternalCause;
 use crate::extract::{Params, RequestContext, limit_body};
-use crate::limits::Limits;
+use crate::limits::{Limited, Limits};
 use crate::request_ids::IdSource;
 use crate::response::{IntoResponse, Json, Response};
 use crate::router::{Compiled, Dispatch, Endpoint};
@@ -330,38 +330,63 @@ struct AccessStart {
 }
 
 impl Finish {
-    /// Runs the handler's future (its request id in scope, a panic made a 500) and
-    /// finishes the response: the request id header, `Connection: close` while
-    /// draining, the access log line.
-    pub(crate) async fn run<F: Future<Output = Response>>(self, future: F) -> Response {
+    /// The handler's future within the pipeline's work: its limits, its request id in
+    /// scope, a panic made a 500, then the response finished (the request id header,
+    /// `Connection: close` while draining, the access log line). One future, built
+    /// before it is boxed: the handler's future is moved into it once, not once per
+    /// wrapper.
+    pub(crate) fn run<F: Future<Output = Response>>(self, future: F) -> Finishing<F> {
         let Finish { started, limits } = self;
-        let response = {
-            {
-                let retry_after = started.service.inner.compiled.retry_after();
-                // Outbound calls made by the handler forward this id.
-                let scoped = nucleon_runtime::request_id::scope(
-                    started.request_id.clone(),
-                    limits.run(future, retry_after),
-                );
-                let outcome = std::panic::AssertUnwindSafe(scoped)
-                    .catch_unwind()
-                    .instrument(started.span.clone())
-                    .await;
-                match outcome {
-                    Ok(response) => response,
-                    Err(panic) => {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "<non-string panic payload>".into());
-                        HttpError::internal(format_args!("handler panicked: {message}"))
-                            .into_response()
-                    }
-                }
+        let retry_after = started.service.inner.compiled.retry_after();
+        Finishing {
+            inner: limits.run(future, retry_after),
+            started: Some(started),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future: see [`Finish::run`].
+    pub(crate) struct Finishing<F> {
+        #[pin]
+        inner: Limited<F>,
+        started: Option<Started>,
+    }
+}
+
+impl<F: Future<Output = Response>> Future for Finishing<F> {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = self.project();
+        let Some(started) = this.started.as_ref() else {
+            // Polled again after its response: nothing more to give.
+            return Poll::Pending;
+        };
+        let inner = this.inner;
+        let polled = {
+            let _entered = started.span.enter();
+            // Outbound calls made by the handler forward this id.
+            nucleon_runtime::request_id::sync_scope(&started.request_id, || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)))
+            })
+        };
+        let response = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(response)) => response,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "<non-string panic payload>".into());
+                HttpError::internal(format_args!("handler panicked: {message}")).into_response()
             }
         };
-        started.respond(response)
+        match this.started.take() {
+            Some(started) => Poll::Ready(started.respond(response)),
+            None => Poll::Pending,
+        }
     }
 }
 

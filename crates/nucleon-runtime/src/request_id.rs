@@ -142,6 +142,12 @@ pub fn scope<F: Future>(id: impl Into<Id>, future: F) -> impl Future<Output = F:
     REQUEST_ID.scope(id.into(), future)
 }
 
+/// Runs `f` with `id` as the current request id: [`scope`] for synchronous code, such
+/// as one `poll` of a future that keeps its id beside it.
+pub fn sync_scope<R>(id: &Id, f: impl FnOnce() -> R) -> R {
+    REQUEST_ID.sync_scope(id.clone(), f)
+}
+
 /// The current request id, inside [`scope`].
 pub fn current() -> Option<Id> {
     REQUEST_ID.try_with(Id::clone).ok()
