@@ -193,9 +193,14 @@ pub mod private {
 }
 
 impl<T: FromRequestParts> FromRequest<private::ViaParts> for T {
-    async fn from_request(request: Request, ctx: &RequestContext) -> Result<Self, HttpError> {
-        let (mut parts, _) = request.into_parts();
-        T::from_request_parts(&mut parts, ctx).await
+    fn from_request(
+        request: Request,
+        ctx: &RequestContext,
+    ) -> impl Future<Output = Result<Self, HttpError>> {
+        // Taken apart before the future is made: it holds the head only, not the
+        // request as well.
+        let (mut parts, _body) = request.into_parts();
+        async move { T::from_request_parts(&mut parts, ctx).await }
     }
 }
 

@@ -97,7 +97,33 @@ macro_rules! impl_handler {
     };
 }
 
-impl_handler!([], T1);
+// One argument, the most common case: the request goes to its extractor whole, not
+// taken apart and put back together (the handler's future is smaller by both).
+impl<F, Fut, R, M, T1> Handler<(M, T1)> for F
+where
+    F: Fn(T1) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: IntoResponse,
+    M: 'static,
+    T1: FromRequest<M> + 'static,
+{
+    fn call(
+        &self,
+        request: Request,
+        ctx: RequestContext,
+    ) -> impl Future<Output = Response> + 'static {
+        let handler = self.clone();
+        async move {
+            let argument = match T1::from_request(request, &ctx).await {
+                Ok(value) => value,
+                Err(error) => return error.into_response(),
+            };
+            drop(ctx);
+            handler(argument).await.into_response()
+        }
+    }
+}
+
 impl_handler!([T1], T2);
 impl_handler!([T1, T2], T3);
 impl_handler!([T1, T2, T3], T4);
