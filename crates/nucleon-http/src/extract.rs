@@ -76,17 +76,66 @@ impl RequestContext {
 }
 
 /// A route's path parameters, decoded: names shared with the compiled route, no
-/// allocation for a route without parameters, none but the value's for one with one.
+/// allocation for a route without parameters, none for one with one short value.
 #[derive(Clone, Default)]
 pub(crate) enum Params {
     #[default]
     None,
-    One([(Arc<str>, String); 1]),
-    Many(Vec<(Arc<str>, String)>),
+    One([(Arc<str>, ParamValue); 1]),
+    Many(Vec<(Arc<str>, ParamValue)>),
+}
+
+/// The longest parameter value kept without an allocation.
+const INLINE_PARAM: usize = 22;
+
+/// A parameter's value: in place up to 22 bytes (codes, ids, slugs: most values), on
+/// the heap past that. The same size as a `String`.
+#[derive(Clone)]
+pub(crate) enum ParamValue {
+    Inline { len: u8, bytes: [u8; INLINE_PARAM] },
+    Heap(String),
+}
+
+impl ParamValue {
+    pub(crate) fn new(text: std::borrow::Cow<'_, str>) -> Self {
+        match text {
+            std::borrow::Cow::Borrowed(text) if text.len() <= INLINE_PARAM => {
+                let mut bytes = [0; INLINE_PARAM];
+                bytes[..text.len()].copy_from_slice(text.as_bytes());
+                ParamValue::Inline {
+                    len: text.len() as u8,
+                    bytes,
+                }
+            }
+            text => ParamValue::Heap(text.into_owned()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Copied whole from a `&str`, so always UTF-8.
+            ParamValue::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            ParamValue::Heap(text) => text,
+        }
+    }
+}
+
+impl AsRef<str> for ParamValue {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl Params {
-    pub(crate) fn as_slice(&self) -> &[(Arc<str>, String)] {
+    pub(crate) fn as_slice(&self) -> &[(Arc<str>, ParamValue)] {
         match self {
             Params::None => &[],
             Params::One(one) => one,
@@ -94,7 +143,7 @@ impl Params {
         }
     }
 
-    pub(crate) fn push(&mut self, name: Arc<str>, value: String) {
+    pub(crate) fn push(&mut self, name: Arc<str>, value: ParamValue) {
         *self = match std::mem::take(self) {
             Params::None => Params::One([(name, value)]),
             Params::One([first]) => Params::Many(vec![first, (name, value)]),
@@ -663,6 +712,36 @@ mod tests {
     use http::header::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn param_values_are_kept_whole_in_place_or_on_the_heap() {
+        use std::borrow::Cow;
+        for text in [
+            "",
+            "gb",
+            "a-22-byte-long-value!!",
+            "a value that is longer than 22 bytes",
+        ] {
+            let value = ParamValue::new(Cow::Borrowed(text));
+            assert_eq!(value.as_str(), text);
+            assert_eq!(
+                matches!(value, ParamValue::Inline { .. }),
+                text.len() <= INLINE_PARAM,
+                "{text:?}"
+            );
+        }
+        let decoded = ParamValue::new(Cow::Owned("café au lait".to_owned()));
+        assert_eq!(decoded.as_str(), "café au lait");
+        let mut params = Params::None;
+        params.push(Arc::from("code"), ParamValue::new(Cow::Borrowed("gb")));
+        params.push(Arc::from("name"), decoded);
+        let pairs: Vec<(&str, &str)> = params
+            .as_slice()
+            .iter()
+            .map(|(k, v)| (&**k, v.as_str()))
+            .collect();
+        assert_eq!(pairs, [("code", "gb"), ("name", "café au lait")]);
+    }
 
     #[test]
     fn json_errors_name_line_column_and_fields() {

@@ -19,7 +19,7 @@ use nucleon_runtime::task::LabelHandle;
 use regex_lite::Regex;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::extract::{Params, RequestContext, StateMap, missing_context};
+use crate::extract::{ParamValue, Params, RequestContext, StateMap, missing_context};
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::limits::Limits;
 use crate::response::{IntoResponse, Response};
@@ -906,7 +906,7 @@ impl Compiled {
                 .find(|n| ***n == *name)
                 .cloned()
                 .unwrap_or_else(|| Arc::from(name));
-            params.push(name, decode(value).into_owned());
+            params.push(name, ParamValue::new(decode(value)));
         }
         Some((candidate, params))
     }
