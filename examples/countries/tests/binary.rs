@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 
 struct Reply {
@@ -92,9 +92,15 @@ async fn get(addr: SocketAddr, method: &str, path: &str) -> Reply {
         .expect("a response")
 }
 
-async fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
+/// A port for one server, held for the whole test: bound with `SO_REUSEPORT` and not
+/// listening, so the server (which binds with `SO_REUSEPORT` too) can take it, while no
+/// other test's `bind(0)` is handed the same port in the meantime (two servers of two
+/// concurrent tests sharing one port would answer each other's clients).
+fn reserve_port() -> (u16, TcpSocket) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseport(true).unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    (socket.local_addr().unwrap().port(), socket)
 }
 
 async fn start(port: u16, lame_duck: &str) -> (Child, SocketAddr) {
@@ -128,7 +134,8 @@ async fn sigterm(child: &Child) {
 
 #[tokio::test]
 async fn countries_binary_serves_the_quickstart_and_exits_0_on_sigterm() {
-    let (mut child, addr) = start(free_port().await, "0s").await;
+    let (port, _reserved) = reserve_port();
+    let (mut child, addr) = start(port, "0s").await;
 
     let reply = get(addr, "GET", "/countries/").await;
     assert_eq!(reply.status, 200);
@@ -163,7 +170,8 @@ async fn countries_binary_serves_the_quickstart_and_exits_0_on_sigterm() {
 
 #[tokio::test]
 async fn drain_under_concurrent_load_answers_every_request_and_exits_0() {
-    let (mut child, addr) = start(free_port().await, "1s").await;
+    let (port, _reserved) = reserve_port();
+    let (mut child, addr) = start(port, "1s").await;
     let out_of_rotation = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let answered_after_term = Arc::new(AtomicU64::new(0));
