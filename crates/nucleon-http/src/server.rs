@@ -200,8 +200,8 @@ struct Shared {
     http2: Option<http2::Builder<LocalExec>>,
     header_read_timeout: Duration,
     shutdown: watch::Sender<bool>,
-    /// Connections' side of `shutdown`: a `Notify` future is 64 bytes of every
-    /// connection task, a `watch` one 144.
+    /// `shutdown` for connections still waiting for their first bytes (serving ones
+    /// learn of the drain from the watcher).
     closed: Notify,
     connections: Cell<usize>,
     idle: Notify,
@@ -566,7 +566,7 @@ impl Watcher {
             .borrow_mut()
             .retain(|weak| match weak.upgrade() {
                 Some(state) => {
-                    if state.expired(timeout).is_ok() {
+                    if state.expired(timeout).is_some() {
                         state.raise(EXPIRED);
                     }
                     true
@@ -633,7 +633,7 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
                 return Poll::Ready(Ended::Done);
             }
             if state.take(EXPIRED)
-                && let Ok(ended) = state.expired(timeout)
+                && let Some(ended) = state.expired(timeout)
             {
                 return Poll::Ready(ended);
             }
@@ -723,7 +723,7 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
             if closing {
                 return Poll::Pending;
             }
-            let expired = state.take(EXPIRED) && state.expired(timeout).is_ok();
+            let expired = state.take(EXPIRED) && state.expired(timeout).is_some();
             if expired {
                 tracing::debug!(target: "nucleon::http", remote = %state.remote, "HTTP/2 idle past the header read timeout: GOAWAY");
             }
@@ -929,18 +929,16 @@ impl ConnState {
         set
     }
 
-    /// Whether the header read timeout has passed: how the connection ends, or when
-    /// it would at the earliest.
-    fn expired(&self, timeout: Duration) -> Result<Ended, Instant> {
-        let now = Instant::now();
-        if self.in_service.get() > 0 || self.write_blocked.get() {
-            return Err(now + timeout);
+    /// How the connection ends if the header read timeout has passed: nothing in
+    /// service, no blocked write, and quiet since `idle_since + timeout`.
+    fn expired(&self, timeout: Duration) -> Option<Ended> {
+        if self.in_service.get() > 0
+            || self.write_blocked.get()
+            || Instant::now() < self.idle_since.get() + timeout
+        {
+            return None;
         }
-        let deadline = self.idle_since.get() + timeout;
-        if now < deadline {
-            return Err(deadline);
-        }
-        Ok(if self.awaiting_response.get() {
+        Some(if self.awaiting_response.get() {
             Ended::SlowHead
         } else {
             Ended::Idle
