@@ -615,6 +615,7 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
     let service = ConnectionService {
         service: shared.service.clone(),
         state: Rc::clone(&state),
+        poll_at_once: true,
     };
     let connection = shared
         .http1
@@ -704,6 +705,8 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     let service = ConnectionService {
         service: shared.service.clone(),
         state: Rc::clone(&state),
+        // A stream's future runs in a task of its own, not the connection's.
+        poll_at_once: false,
     };
     let connection = builder.serve_connection(TokioIo::new(SharedIo(Rc::clone(&state))), service);
     tokio::pin!(connection);
@@ -749,6 +752,17 @@ struct ConnectionService {
     service: HttpService,
     /// The connection: the client's address, and what the header read timeout needs.
     state: Rc<ConnState>,
+    /// Poll a request's future once inside `call`, with the connection task's waker
+    /// (HTTP/1, where the request's future runs in the connection's task).
+    ///
+    /// Why: right after `call`, before it polls the future, hyper's HTTP/1 dispatcher
+    /// reads the socket again (to notice a client hanging up). The request's head
+    /// still holds the read buffer then (its URI and header values are slices of it),
+    /// so that read makes hyper allocate a new buffer (8 KiB) and the old one is freed
+    /// when the request is: an allocation and a free of a large block, per request. A
+    /// handler done on its first poll (most are) has dropped the request before that
+    /// read, and the buffer is used again.
+    poll_at_once: bool,
 }
 
 /// Marks a request in service until its response is ready (or it is dropped).
@@ -795,6 +809,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             .start(request.map(Body::from), state.remote, Some(in_service))
         {
             Outcome::Ready(response) => ResponseFuture::Ready(Some(response)),
+            Outcome::Pending(future) if self.poll_at_once => state.poll_at_once(future),
             Outcome::Pending(future) => ResponseFuture::Pending(future),
         }
     }
@@ -906,6 +921,22 @@ impl ConnState {
         let mut slot = self.waker.borrow_mut();
         if !slot.as_ref().is_some_and(|kept| kept.will_wake(waker)) {
             *slot = Some(waker.clone());
+        }
+    }
+
+    /// Polls a request's future once with the connection task's waker (see
+    /// `ConnectionService::poll_at_once`): its response, or the future to poll again.
+    /// Without a waker kept (the connection not polled yet), hyper polls it.
+    fn poll_at_once(&self, mut future: LocalBoxFuture<'static, Response>) -> ResponseFuture {
+        let Ok(waker) = self.waker.try_borrow() else {
+            return ResponseFuture::Pending(future);
+        };
+        let Some(waker) = waker.as_ref() else {
+            return ResponseFuture::Pending(future);
+        };
+        match future.as_mut().poll(&mut Context::from_waker(waker)) {
+            Poll::Ready(response) => ResponseFuture::Ready(Some(response)),
+            Poll::Pending => ResponseFuture::Pending(future),
         }
     }
 

@@ -346,6 +346,39 @@ async fn idle_keep_alive_connections_close_and_slow_handlers_finish() {
     server.stop().await.expect("clean stop");
 }
 
+/// One keep-alive connection, its handlers in turn done on their first poll, waiting
+/// for a wake-up (`yield_now`), and on a timer: a handler's future is first polled as
+/// its request is dispatched (HTTP/1), and one not done then is polled again, so each
+/// gets its own answer, in order, on the same connection.
+#[tokio::test]
+async fn handlers_done_at_once_or_later_on_one_connection() {
+    let server = server().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let expected = [
+        ("/countries/gb/", "United Kingdom"),
+        ("/rc/ada", "hello, ada (rc count 1)"),
+        ("/items/7/x?page=2", "7/x page 2 size None"),
+        ("/slow", "slow but fine"),
+        ("/rc/bob", "hello, bob (rc count 1)"),
+        ("/countries/", "\"gb\""),
+    ];
+    for _ in 0..3 {
+        for (path, body) in expected {
+            let request = format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            // A lost wake-up would leave the answer unsent: fail, do not hang.
+            let reply =
+                tokio::time::timeout(Duration::from_secs(10), read_reply(&mut stream, false))
+                    .await
+                    .unwrap_or_else(|_| panic!("no answer to {path}"));
+            assert_eq!(reply.status, 200, "{path}");
+            let text = String::from_utf8_lossy(&reply.body);
+            assert!(text.contains(body), "{path}: {text}");
+        }
+    }
+    server.stop().await.expect("clean stop");
+}
+
 /// Waits until the watchdog has counted `n` ended slow polls (an ended poll is
 /// counted on its worker after the response may have left).
 async fn slow_polls_reach(server: &Server, n: u64) -> nucleon_runtime::WatchdogStats {
