@@ -525,30 +525,33 @@ impl Router {
         let entries = self
             .entries
             .iter()
-            .map(|entry| CEntry {
-                candidates: entry
-                    .candidates
-                    .iter()
-                    .map(|c| CCandidate {
-                        names: param_names(&entry.pattern),
-                        constraints: c
-                            .constraints
-                            .iter()
-                            .map(|(name, regex)| Constraint::new(name, regex))
-                            .collect(),
-                        target: match &c.target {
-                            Target::Methods(m) => compile_methods(m, &entry.pattern),
-                            Target::Mount { prefix, factory } => CTarget::Mount {
-                                prefix_len: prefix.len(),
-                                label: format!("MOUNT {prefix}/*").into(),
-                                endpoint: mounts
-                                    .entry(prefix.clone())
-                                    .or_insert_with(|| factory())
-                                    .clone(),
+            .map(|entry| {
+                let names = param_names(&entry.pattern);
+                CEntry {
+                    candidates: entry
+                        .candidates
+                        .iter()
+                        .map(|c| CCandidate {
+                            constraints: c
+                                .constraints
+                                .iter()
+                                .map(|(name, regex)| Constraint::new(&names, name, regex))
+                                .collect(),
+                            target: match &c.target {
+                                Target::Methods(m) => compile_methods(m, &entry.pattern),
+                                Target::Mount { prefix, factory } => CTarget::Mount {
+                                    prefix_len: prefix.len(),
+                                    label: format!("MOUNT {prefix}/*").into(),
+                                    endpoint: mounts
+                                        .entry(prefix.clone())
+                                        .or_insert_with(|| factory())
+                                        .clone(),
+                                },
                             },
-                        },
-                    })
-                    .collect(),
+                        })
+                        .collect(),
+                    names,
+                }
             })
             .collect();
         Compiled {
@@ -586,7 +589,8 @@ fn param_names(pattern: &str) -> Vec<Arc<str>> {
 /// A compiled parameter constraint. Simple ones (`[a-z]{2}`, `[0-9]+`, `\d{1,4}`: one
 /// ASCII character class, repeated) are checked byte by byte; the rest by the regex.
 struct Constraint {
-    name: Arc<str>,
+    /// The parameter's position in the pattern.
+    index: usize,
     regex: Regex,
     simple: Option<SimpleClass>,
 }
@@ -599,7 +603,7 @@ struct SimpleClass {
 }
 
 impl Constraint {
-    fn new(name: &str, regex: &Regex) -> Self {
+    fn new(names: &[Arc<str>], name: &str, regex: &Regex) -> Self {
         // The pattern as compiled: `^(?:…)$`.
         let source = regex.as_str();
         let inner = source
@@ -607,7 +611,11 @@ impl Constraint {
             .and_then(|s| s.strip_suffix(")$"))
             .unwrap_or_default();
         Self {
-            name: Arc::from(name),
+            // Every constraint names one of the pattern's parameters (`parse_pattern`).
+            index: names
+                .iter()
+                .position(|n| **n == *name)
+                .unwrap_or(usize::MAX),
             regex: regex.clone(),
             simple: SimpleClass::parse(inner),
         }
@@ -799,14 +807,16 @@ enum CTarget {
 }
 
 struct CCandidate {
-    /// The pattern's parameter names, shared by every request's [`Params`].
-    names: Vec<Arc<str>>,
     constraints: Vec<Constraint>,
     target: CTarget,
 }
 
+/// A matchit pattern's routes: one per set of constraints, tried in order.
 struct CEntry {
     candidates: Vec<CCandidate>,
+    /// The pattern's parameter names in order (its candidates differ only in their
+    /// constraints), shared by every request's [`Params`].
+    names: Vec<Arc<str>>,
 }
 
 /// A worker's compiled router.
@@ -887,27 +897,21 @@ impl Compiled {
     fn lookup(&self, path: &str) -> Option<(&CCandidate, Params)> {
         let matched = self.table.at(path).ok()?;
         let entry = &self.entries[*matched.value];
+        // matchit gives the parameters in the pattern's order: the names by position,
+        // and the mount's rest (always last) past them, left out.
+        let mut params = Params::None;
+        for ((name, value), known) in matched.params.iter().zip(&entry.names) {
+            debug_assert_eq!(name, &**known);
+            params.push(Arc::clone(known), ParamValue::new(decode(value)));
+        }
+        let values = params.as_slice();
         let candidate = entry.candidates.iter().find(|c| {
             c.constraints.iter().all(|constraint| {
-                matched
-                    .params
-                    .get(&*constraint.name)
-                    .is_some_and(|v| constraint.is_match(&decode(v)))
+                values
+                    .get(constraint.index)
+                    .is_some_and(|(_, value)| constraint.is_match(value.as_str()))
             })
         })?;
-        let mut params = Params::None;
-        for (name, value) in matched.params.iter() {
-            if name == "nucleon_mount_rest" {
-                continue;
-            }
-            let name = candidate
-                .names
-                .iter()
-                .find(|n| ***n == *name)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(name));
-            params.push(name, ParamValue::new(decode(value)));
-        }
         Some((candidate, params))
     }
 
@@ -1064,7 +1068,7 @@ mod tests {
         ];
         for case in cases {
             let (_, constraints) = parse_pattern(&format!("/x/{{p:{case}}}")).unwrap();
-            let constraint = Constraint::new("p", &constraints[0].1);
+            let constraint = Constraint::new(&[Arc::from("p")], "p", &constraints[0].1);
             let simple = !matches!(case, "(gb|fr)" | "[^a-z]+" | "[a-z]{2}x");
             assert_eq!(constraint.simple.is_some(), simple, "{case}");
             for value in values {

@@ -495,3 +495,52 @@ async fn the_request_context_reaches_extractors_layers_and_mounted_services() {
         assert_eq!(reply.text(), "MOUNT /mounted/*  127.0.0.1:4000");
     }
 }
+
+/// Routes of one shape told apart by their constraints, on any of their parameters:
+/// each request reaches the route whose constraints all hold, with every parameter
+/// (percent-decoded before it is checked); none holding is a 404. (matchit takes one
+/// name per position: the routes name their parameters alike.)
+#[tokio::test]
+async fn routes_of_one_shape_are_told_apart_by_their_constraints() {
+    async fn by_number(Path((kind, id)): Path<(String, u64)>) -> String {
+        format!("{kind} number {id}")
+    }
+    async fn by_name(Path((kind, name)): Path<(String, String)>) -> String {
+        format!("{kind} named {name}")
+    }
+    let router = Router::new()
+        .route("/{kind}/{id:[0-9]+}", get(by_number))
+        .route("/{kind}/{id:[a-z ]+}", get(by_name))
+        .route("/only/{code:[a-z]{2}}/{n:[0-9]}", get(|| async { "only" }));
+    let service = service(&router, |_| {});
+    let ok = |reply: Reply| {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.text()
+    };
+    assert_eq!(
+        ok(send(&service, "GET", "/users/42", Body::empty()).await),
+        "users number 42"
+    );
+    assert_eq!(
+        ok(send(&service, "GET", "/users/ada", Body::empty()).await),
+        "users named ada"
+    );
+    assert_eq!(
+        ok(send(&service, "GET", "/users/ada%20l", Body::empty()).await),
+        "users named ada l"
+    );
+    assert_eq!(
+        ok(send(&service, "GET", "/only/gb/7", Body::empty()).await),
+        "only"
+    );
+    for path in ["/users/Ada", "/users/4a", "/only/gbr/7", "/only/gb/77"] {
+        let reply = send(&service, "GET", path, Body::empty()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.json()["error"], "NOT_FOUND", "{path}");
+    }
+}
