@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -27,18 +27,26 @@ pub(crate) const ACCESS_TARGET: &str = "nucleon::access";
 /// The subscriber of an app: `filter` (an `EnvFilter` directive such as `info` or
 /// `info,nucleon::access=off`) over the `fmt` layer and the access log layer, both
 /// writing to `writer`.
+///
+/// The filter is each layer's own (with the access log's target kept to its layer),
+/// not one global layer: per-layer filters that all know their most verbose level
+/// give the subscriber a level hint (`info` for `info`), so a disabled `debug!` or
+/// `debug_span!` (one per request in the HTTP server) is skipped by a comparison,
+/// without asking the subscriber each time.
 pub(crate) fn subscriber<W>(filter: &str, writer: W, ansi: bool) -> impl Subscriber + Send + Sync
 where
     W: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
 {
+    let not_access = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target(ACCESS_TARGET, LevelFilter::OFF);
+    let only_access = Targets::new().with_target(ACCESS_TARGET, LevelFilter::TRACE);
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(writer.clone())
         .with_ansi(ansi)
-        .with_filter(filter_fn(|meta| meta.target() != ACCESS_TARGET));
-    tracing_subscriber::registry()
-        .with(EnvFilter::new(filter))
-        .with(lines)
-        .with(AccessLog { writer })
+        .with_filter(EnvFilter::new(filter).and(not_access));
+    let access = AccessLog { writer }.with_filter(EnvFilter::new(filter).and(only_access));
+    tracing_subscriber::registry().with(lines).with(access)
 }
 
 /// Writes `nucleon::access` events, one line each, in one write.
@@ -56,11 +64,9 @@ where
     S: Subscriber,
     W: for<'a> MakeWriter<'a> + 'static,
 {
+    /// Only `nucleon::access` events get here (the layer's filter, see `subscriber`).
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if meta.target() != ACCESS_TARGET {
-            return;
-        }
         LINE.with(|cell| {
             let Ok(mut cell) = cell.try_borrow_mut() else {
                 return;
@@ -297,6 +303,17 @@ mod tests {
             "{}",
             lines[1]
         );
+    }
+
+    /// The subscriber's level hint is the filter's most verbose level, so that
+    /// disabled events and spans cost a comparison at their call site.
+    #[test]
+    fn the_level_hint_is_the_filters() {
+        use tracing::Subscriber as _;
+        let hint = |filter| subscriber(filter, Memory::default(), false).max_level_hint();
+        assert_eq!(hint("info"), Some(LevelFilter::INFO));
+        assert_eq!(hint("warn,nucleon::http=debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(hint("info,nucleon::access=off"), Some(LevelFilter::INFO));
     }
 
     /// The filter applies to the access log as to the rest.
