@@ -157,6 +157,30 @@ pub fn current() -> Option<Id> {
 mod tests {
     use super::*;
 
+    use super::*;
+
+    /// Made ids read as `{prefix:08x}-{n:x}`, every digit, at every length of `n`.
+    #[test]
+    fn made_ids_are_prefix_dash_hex() {
+        for bits in 0..=64 {
+            let top = if bits == 64 {
+                u64::MAX
+            } else {
+                (1_u64 << bits) - 1
+            };
+            for n in [
+                top,
+                top & 0x0123_4567_89ab_cdef,
+                top & 0xfedc_ba98_7654_3210,
+            ] {
+                for prefix in [0, 9, 0xa, 0xdead_beef, 0x0123_4567, 0x89ab_cdef, u32::MAX] {
+                    let expected = format!("{prefix:08x}-{n:x}");
+                    Id::made(prefix, n).with_str(|text| assert_eq!(text, expected));
+                }
+            }
+        }
+    }
+
     #[test]
     fn made_ids_are_prefix_dash_counter_in_hex() {
         assert_eq!(Id::made(0xdead_beef, 1).to_string(), "deadbeef-1");
