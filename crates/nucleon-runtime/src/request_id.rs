@@ -157,8 +157,6 @@ pub fn current() -> Option<Id> {
 mod tests {
     use super::*;
 
-    use super::*;
-
     /// Made ids read as `{prefix:08x}-{n:x}`, every digit, at every length of `n`.
     #[test]
     fn made_ids_are_prefix_dash_hex() {
