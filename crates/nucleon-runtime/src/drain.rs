@@ -15,6 +15,10 @@ use tokio::sync::{Notify, watch};
 ///
 /// `Drain` is cheap to clone and can be used from any thread or worker.
 ///
+/// The in-flight count is kept per worker (in shards on cache lines of their own) and
+/// summed when read: a request's guard touches memory no other worker writes, so
+/// workers serving requests side by side do not contend for one counter.
+///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// use nucleon_runtime::Drain;
@@ -35,19 +39,60 @@ pub struct Drain {
 
 struct Inner {
     draining: watch::Sender<bool>,
+    /// One per worker (worker `i` counts in shard `i % (SHARDS - 1)`), and the last
+    /// for threads that are not workers.
+    shards: Box<[Arc<Shard>]>,
+    idle: Arc<Idle>,
+}
+
+/// How many shards the in-flight count has.
+const SHARDS: usize = 64;
+
+/// A worker's share of the in-flight count, alone on its cache lines (two: a CPU may
+/// fetch lines in pairs).
+#[repr(align(128))]
+struct Shard {
     in_flight: AtomicUsize,
-    idle: Notify,
+    idle: Arc<Idle>,
+}
+
+/// Who waits for the count to reach zero.
+struct Idle {
+    /// Callers of `wait_idle` under way: a guard notifies only when some wait.
+    waiting: AtomicUsize,
+    notify: Notify,
+}
+
+/// Counts a caller of `wait_idle` until it returns or is dropped.
+struct Waiting<'a>(&'a Idle);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drain {
     /// A drain state that has not started.
     pub fn new() -> Self {
         let (draining, _) = watch::channel(false);
+        let idle = Arc::new(Idle {
+            waiting: AtomicUsize::new(0),
+            notify: Notify::new(),
+        });
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Arc::new(Shard {
+                    in_flight: AtomicUsize::new(0),
+                    idle: Arc::clone(&idle),
+                })
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 draining,
-                in_flight: AtomicUsize::new(0),
-                idle: Notify::new(),
+                shards,
+                idle,
             }),
         }
     }
@@ -76,15 +121,19 @@ impl Drain {
 
     /// Counts one unit of accepted work (a request, a delivery) until the guard drops.
     pub fn guard(&self) -> InFlightGuard {
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard {
-            inner: Arc::clone(&self.inner),
-        }
+        let index = crate::current_worker().map_or(SHARDS - 1, |worker| worker % (SHARDS - 1));
+        let shard = Arc::clone(&self.inner.shards[index]);
+        shard.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard { shard }
     }
 
     /// How much accepted work is still in flight.
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::Acquire)
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.in_flight.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Waits until no work is in flight, or until `deadline`.
@@ -92,9 +141,14 @@ impl Drain {
     /// # Errors
     /// [`DrainTimeout`] with the count still in flight when the deadline passes.
     pub async fn wait_idle(&self, deadline: Instant) -> Result<(), DrainTimeout> {
+        let idle = &*self.inner.idle;
+        // Before the count is read: a guard that brings its shard to zero after this
+        // sees the waiter and notifies; one that did before, the read below sees.
+        idle.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(idle);
         let wait = async {
             loop {
-                let notified = self.inner.idle.notified();
+                let notified = idle.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 if self.in_flight() == 0 {
@@ -130,7 +184,7 @@ impl fmt::Debug for Drain {
 /// One unit of in-flight work, counted by its [`Drain`] until dropped.
 #[must_use = "the work is counted only while the guard lives"]
 pub struct InFlightGuard {
-    inner: Arc<Inner>,
+    shard: Arc<Shard>,
 }
 
 impl fmt::Debug for InFlightGuard {
@@ -141,8 +195,11 @@ impl fmt::Debug for InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.idle.notify_waiters();
+        let shard = &*self.shard;
+        if shard.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && shard.idle.waiting.load(Ordering::SeqCst) > 0
+        {
+            shard.idle.notify.notify_waiters();
         }
     }
 }
@@ -182,6 +239,48 @@ mod tests {
         });
         tokio::task::yield_now().await;
         drop(b);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(drain.in_flight(), 0);
+    }
+
+    /// Work counted on several threads at once (each worker in its own shard, others
+    /// in a shared one) sums up, and `wait_idle` returns once the last guard is gone,
+    /// wherever it was dropped.
+    #[tokio::test]
+    async fn guards_from_many_threads_are_summed_and_waited_for() {
+        let drain = Drain::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let drain = drain.clone();
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let guards: Vec<_> = (0..1000).map(|_| drain.guard()).collect();
+                    tx.send(guards).unwrap();
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let mut held: Vec<Vec<InFlightGuard>> = rx.try_iter().collect();
+        assert_eq!(drain.in_flight(), 8000);
+        drain.start();
+        let waiter = tokio::spawn({
+            let drain = drain.clone();
+            async move {
+                drain
+                    .wait_idle(Instant::now() + Duration::from_secs(10))
+                    .await
+            }
+        });
+        let last = held.pop().unwrap();
+        // Dropped on other threads than they were taken on.
+        std::thread::spawn(move || drop(held)).join().unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "1000 still in flight");
+        assert_eq!(drain.in_flight(), 1000);
+        std::thread::spawn(move || drop(last)).join().unwrap();
         waiter.await.unwrap().unwrap();
         assert_eq!(drain.in_flight(), 0);
     }
