@@ -557,7 +557,13 @@ impl Router {
         Compiled {
             table: self.table.clone(),
             entries,
-            state: self.state.clone(),
+            // A map of the worker's own (its values shared): every request clones the
+            // map's `Arc` into its context, and one `Arc` shared by all workers would
+            // have its count bounce between their cores on every request.
+            state: self
+                .state
+                .as_ref()
+                .map(|shared| Arc::new(StateMap(shared.0.clone()))),
             default_timeout,
             retry_after,
             layers: self.layers.clone(),
