@@ -97,6 +97,7 @@ cleanup() {
 trap cleanup EXIT
 
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime+stime
+sys_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $13}'; }       # stime
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 busy() { pgrep -c rustc 2>/dev/null || true; }
@@ -142,17 +143,17 @@ for round in $(seq "$ROUNDS"); do
     for route in $ROUTES; do
         for s in $SERVERS; do
             pid=${PID[$s]}
-            t0=$(cpu_ticks "$pid")
+            t0=$(cpu_ticks "$pid"); k0=$(sys_ticks "$pid")
             text=$(taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$s]}$route")
-            t1=$(cpu_ticks "$pid")
+            t1=$(cpu_ticks "$pid"); k1=$(sys_ticks "$pid")
             echo "$text" >"$out/wrk-$s-$(echo "$route" | tr -c 'a-z0-9' _)-$round.txt"
             requests=$(echo "$text" | awk '/requests in/ {print $1}')
             rps=$(echo "$text" | awk '/^Requests\/sec:/ {print $2}')
             p50=$(to_us "$(echo "$text" | awk '$1 == "50%" {print $2}')")
             p99=$(to_us "$(echo "$text" | awk '$1 == "99%" {print $2}')")
             errors=$(echo "$text" | grep -E 'Socket errors|Non-2xx' | tr -s ' ' | tr '\n' ';' || true)
-            printf 'load\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-                "$s" "$route" "$round" "$requests" "$rps" "$p50" "$p99" "$((t1 - t0))" "$hz" "$errors" >>"$raw"
+            printf 'load\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+                "$s" "$route" "$round" "$requests" "$rps" "$p50" "$p99" "$((t1 - t0))" "$hz" "$errors" "$((k1 - k0))" >>"$raw"
             say "round $round $route $s: $rps req/s, p50 ${p50}us, p99 ${p99}us, $((t1 - t0)) ticks for $requests requests ${errors:+($errors)} [rustc: $(busy)]"
         done
     done

@@ -11,10 +11,12 @@ order, routes = [], []
 for line in open(raw):
     f = line.rstrip("\n").split("\t")
     if f[0] == "load":
-        _, server, route, _round, req, rps, p50, p99, ticks, hz, errors = f
+        _, server, route, _round, req, rps, p50, p99, ticks, hz, errors = f[:11]
+        # The system-time share was added later: older raw files have no such field.
+        sys_ticks = int(f[11]) if len(f) > 11 else None
         load[(server, route)].append(
             dict(req=int(req), rps=float(rps), p50=float(p50), p99=float(p99),
-                 ticks=int(ticks), hz=int(hz), errors=errors))
+                 ticks=int(ticks), hz=int(hz), errors=errors, sys_ticks=sys_ticks))
         if server not in order:
             order.append(server)
         if route not in routes:
@@ -34,6 +36,8 @@ def agg(rows):
         p50=statistics.median(r["p50"] for r in rows),
         p99=statistics.median(r["p99"] for r in rows),
         cpu=ticks * 1e6 / rows[0]["hz"] / requests,
+        sys=(sum(r["sys_ticks"] for r in rows) / ticks
+             if ticks and all(r["sys_ticks"] is not None for r in rows) else None),
         rounds=len(rows),
         errors=";".join(sorted({r["errors"] for r in rows if r["errors"]})),
     )
@@ -49,12 +53,13 @@ print(open(machine).read().rstrip())
 print("```\n")
 print("Ratios are against bare hyper in the same run (lower is better for CPU and latency,")
 print("higher for requests/s). CPU µs/req = server utime+stime ÷ requests completed,")
-print("summed over the rounds; req/s is the mean of the rounds; p50/p99 are medians.\n")
+print("summed over the rounds; req/s is the mean of the rounds; p50/p99 are medians.")
+print("sys = the kernel's share of that CPU time (stime, sampled per clock tick).\n")
 stats = {}
 for route in routes:
     print(f"## GET {route}\n")
-    print("| server | req/s | ×hyper | p50 | ×hyper | p99 | ×hyper | CPU µs/req | ×hyper |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | req/s | ×hyper | p50 | ×hyper | p99 | ×hyper | CPU µs/req | ×hyper | sys |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = agg(load[("hyper", route)]) if ("hyper", route) in load else None
     for server in order:
         if (server, route) not in load:
@@ -62,10 +67,11 @@ for route in routes:
         a = agg(load[(server, route)])
         stats[(server, route)] = a
         r = (lambda k: f"{a[k] / base[k]:.2f}×") if base else (lambda k: "–")
+        share = "–" if a["sys"] is None else f"{a['sys']:.0%}"
         print(f"| {server} | {a['rps']:,.0f} | {r('rps')} | {ms(a['p50'])} | {r('p50')} "
-              f"| {ms(a['p99'])} | {r('p99')} | {a['cpu']:.2f} | **{r('cpu')}** |")
+              f"| {ms(a['p99'])} | {r('p99')} | {a['cpu']:.2f} | **{r('cpu')}** | {share} |")
         if a["errors"]:
-            print(f"| ↳ {server} wrk reported | {a['errors']} | | | | | | | |")
+            print(f"| ↳ {server} wrk reported | {a['errors']} | | | | | | | | |")
     print()
 
 if mem:
