@@ -66,6 +66,19 @@ async fn a_full_pool_refuses_at_once_and_recovers() {
     assert_eq!((stats.completed, stats.threads), (3, 1));
 }
 
+/// A job's slot is free by the time its caller has the result: one caller after
+/// another on a pool with room for exactly one job is never refused, and the figures
+/// already count every job it got back.
+#[tokio::test]
+async fn a_caller_with_its_result_finds_the_slot_free() {
+    let pool = pool(1, 0);
+    for n in 0..2000_u64 {
+        assert_eq!(pool.run(move || n).await, Ok(n), "job {n}");
+        assert_eq!(pool.stats().completed, n + 1);
+    }
+    assert_eq!(pool.stats().rejected, 0);
+}
+
 #[tokio::test]
 async fn a_pool_grows_to_its_limit_on_demand() {
     let pool = pool(3, 0);

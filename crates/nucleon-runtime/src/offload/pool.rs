@@ -12,7 +12,10 @@ use super::OffloadError;
 use crate::task::panic_message;
 use crate::watchdog::lock;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A queued job: runs the work, calls `finished` (the pool counts the job done and
+/// frees its slot), then hands the result to its caller, so that a caller holding the
+/// result sees the pool's figures and room as they are after the job.
+type Job = Box<dyn FnOnce(&mut dyn FnMut()) + Send>;
 
 /// Limits of an [`OffloadPool`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +119,10 @@ impl OffloadPool {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.submit(Box::new(move || {
-            let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+        self.submit(Box::new(move |finished: &mut dyn FnMut()| {
+            let result = catch_unwind(AssertUnwindSafe(f));
+            finished();
+            let _ = tx.send(result);
         }))?;
         match rx.await {
             Ok(Ok(value)) => Ok(value),
@@ -196,10 +201,11 @@ impl Shared {
             if let Some(job) = state.jobs.pop_front() {
                 state.running += 1;
                 drop(state);
-                job();
-                self.completed.fetch_add(1, Ordering::Relaxed);
+                job(&mut || {
+                    self.completed.fetch_add(1, Ordering::Relaxed);
+                    lock(&self.state).running -= 1;
+                });
                 state = lock(&self.state);
-                state.running -= 1;
                 continue;
             }
             state.idle += 1;
