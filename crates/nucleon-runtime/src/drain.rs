@@ -217,6 +217,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `drain.wait_idle` on a task of its own, with `limit` from now as its deadline.
+    fn spawn_wait_idle(
+        drain: &Drain,
+        limit: Duration,
+    ) -> tokio::task::JoinHandle<Result<(), DrainTimeout>> {
+        let drain = drain.clone();
+        tokio::spawn(async move { drain.wait_idle(Instant::now() + limit).await })
+    }
+
     #[tokio::test]
     async fn wait_idle_waits_for_guards_and_honours_deadline() {
         let drain = Drain::new();
@@ -229,14 +238,7 @@ mod tests {
         let err = drain.wait_idle(deadline).await.unwrap_err();
         assert_eq!(err.in_flight, 2);
         drop(a);
-        let waiter = tokio::spawn({
-            let drain = drain.clone();
-            async move {
-                drain
-                    .wait_idle(Instant::now() + Duration::from_secs(5))
-                    .await
-            }
-        });
+        let waiter = spawn_wait_idle(&drain, Duration::from_secs(5));
         tokio::task::yield_now().await;
         drop(b);
         waiter.await.unwrap().unwrap();
@@ -266,14 +268,7 @@ mod tests {
         let mut held: Vec<Vec<InFlightGuard>> = rx.try_iter().collect();
         assert_eq!(drain.in_flight(), 8000);
         drain.start();
-        let waiter = tokio::spawn({
-            let drain = drain.clone();
-            async move {
-                drain
-                    .wait_idle(Instant::now() + Duration::from_secs(10))
-                    .await
-            }
-        });
+        let waiter = spawn_wait_idle(&drain, Duration::from_secs(10));
         let last = held.pop().unwrap();
         // Dropped on other threads than they were taken on.
         std::thread::spawn(move || drop(held)).join().unwrap();
