@@ -43,7 +43,7 @@ use crate::{Body, Request};
 pub struct RequestContext {
     pub(crate) request_id: request_id::Id,
     pub(crate) remote: SocketAddr,
-    pub(crate) route: Option<Arc<str>>,
+    pub(crate) route: Option<&'static str>,
     pub(crate) params: Params,
     pub(crate) state: Option<Arc<StateMap>>,
     pub(crate) body_limit: usize,
@@ -63,7 +63,7 @@ impl RequestContext {
 
     /// The matched route (`GET /countries/{code}`), once routed.
     pub fn route(&self) -> Option<&str> {
-        self.route.as_deref()
+        self.route
     }
 
     /// The path parameters, by name, in pattern order.

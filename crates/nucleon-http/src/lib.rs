@@ -100,6 +100,7 @@ mod response;
 mod router;
 mod server;
 mod service;
+mod static_routes;
 
 pub use body::Body;
 pub use bytes::Bytes;

@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 use http::header::{ALLOW, HeaderValue, LOCATION};
 use http::{Method, StatusCode, Uri};
-use nucleon_runtime::task::LabelHandle;
+use nucleon_runtime::task::{LabelHandle, StaticLabel};
 use regex_lite::Regex;
 use tower::{Layer, Service, ServiceExt};
 
@@ -24,6 +24,7 @@ use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::limits::Limits;
 use crate::response::{IntoResponse, Response};
 use crate::service::name_task;
+use crate::static_routes::StaticRoutes;
 use crate::{Body, BoxError, HttpError, Request};
 
 /// A per-worker, type-erased HTTP service: what route and app [`Layer`]s wrap.
@@ -541,7 +542,7 @@ impl Router {
                                 Target::Methods(m) => compile_methods(m, &entry.pattern),
                                 Target::Mount { prefix, factory } => CTarget::Mount {
                                     prefix_len: prefix.len(),
-                                    label: format!("MOUNT {prefix}/*").into(),
+                                    label: StaticLabel::intern(&format!("MOUNT {prefix}/*")),
                                     endpoint: mounts
                                         .entry(prefix.clone())
                                         .or_insert_with(|| factory())
@@ -556,6 +557,7 @@ impl Router {
             .collect();
         Compiled {
             table: self.table.clone(),
+            statics: StaticRoutes::new(self.entries.iter().map(|entry| entry.pattern.as_str())),
             entries,
             // A map of the worker's own (its values shared): every request clones the
             // map's `Arc` into its context, and one `Arc` shared by all workers would
@@ -719,7 +721,7 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
             };
             CCall {
                 method: entry.method.clone(),
-                label: format!("{} {pattern}", entry.method).into(),
+                label: StaticLabel::intern(&format!("{} {pattern}", entry.method)),
                 call,
                 timeout: entry.timeout,
             }
@@ -795,7 +797,7 @@ enum Callee {
 struct CCall {
     method: Method,
     /// The watchdog's label: `GET /countries/{code}`.
-    label: Arc<str>,
+    label: StaticLabel,
     call: Callee,
     timeout: Option<Duration>,
 }
@@ -807,7 +809,7 @@ enum CTarget {
     },
     Mount {
         prefix_len: usize,
-        label: Arc<str>,
+        label: StaticLabel,
         endpoint: Endpoint,
     },
 }
@@ -828,6 +830,8 @@ struct CEntry {
 /// A worker's compiled router.
 pub(crate) struct Compiled {
     table: matchit::Router<usize>,
+    /// The routes without parameters, by path: found without walking `table`.
+    statics: StaticRoutes,
     entries: Vec<CEntry>,
     state: Option<Arc<StateMap>>,
     default_timeout: Option<Duration>,
@@ -901,6 +905,11 @@ impl Compiled {
     }
 
     fn lookup(&self, path: &str) -> Option<(&CCandidate, Params)> {
+        if let Some(index) = self.statics.get(path) {
+            // No parameters, so no constraints: its first candidate is the route.
+            let candidate = self.entries[index].candidates.first()?;
+            return Some((candidate, Params::None));
+        }
         let matched = self.table.at(path).ok()?;
         let entry = &self.entries[*matched.value];
         // matchit gives the parameters in the pattern's order: the names by position,
@@ -962,8 +971,8 @@ impl Compiled {
                     return Dispatch::Ready(error.into_response());
                 };
                 ctx.params = params;
-                ctx.route = Some(Arc::clone(label));
-                name_task(task_label, Arc::clone(label));
+                ctx.route = Some(label.as_str());
+                name_task(task_label, *label);
                 let limits = Limits {
                     timeout: timeout.or(self.default_timeout),
                     head,
@@ -994,8 +1003,8 @@ impl Compiled {
                     *request.uri_mut() = new;
                 }
                 ctx.params = params;
-                ctx.route = Some(Arc::clone(label));
-                name_task(task_label, Arc::clone(label));
+                ctx.route = Some(label.as_str());
+                name_task(task_label, *label);
                 // Its body is capped already (the pipeline caps every request's).
                 Dispatch::Service {
                     endpoint,

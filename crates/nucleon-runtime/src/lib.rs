@@ -34,6 +34,7 @@ pub mod adapter;
 pub mod config;
 pub mod drain;
 mod error;
+mod label;
 pub mod lifecycle;
 mod local_state;
 pub mod offload;

@@ -1,6 +1,5 @@
 //! Spawning tasks on the current worker, tracked by the watchdog under a label.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -9,72 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
+pub use crate::label::{StaticLabel, TaskLabel};
 use crate::watchdog::slot::TaskMeta;
 use crate::watchdog::{self, ReportKind, WatchdogReport, WorkerSlot};
 use crate::worker;
-
-/// A task's name in watchdog reports and logs (e.g. `GET /countries/{code}`).
-///
-/// Made from a `&'static str` without allocating, or from a `String`/`Arc<str>`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TaskLabel(Repr);
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Repr {
-    Static(&'static str),
-    Shared(Arc<str>),
-}
-
-impl TaskLabel {
-    /// The label's text.
-    pub fn as_str(&self) -> &str {
-        match &self.0 {
-            Repr::Static(s) => s,
-            Repr::Shared(s) => s,
-        }
-    }
-}
-
-impl From<&'static str> for TaskLabel {
-    fn from(s: &'static str) -> Self {
-        Self(Repr::Static(s))
-    }
-}
-
-impl From<String> for TaskLabel {
-    fn from(s: String) -> Self {
-        Self(Repr::Shared(s.into()))
-    }
-}
-
-impl From<Arc<str>> for TaskLabel {
-    fn from(s: Arc<str>) -> Self {
-        Self(Repr::Shared(s))
-    }
-}
-
-impl From<Cow<'static, str>> for TaskLabel {
-    fn from(s: Cow<'static, str>) -> Self {
-        match s {
-            Cow::Borrowed(s) => s.into(),
-            Cow::Owned(s) => s.into(),
-        }
-    }
-}
-
-impl fmt::Display for TaskLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for TaskLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
 
 /// Spawns a (possibly `!Send`) future on the current worker, tracked by the watchdog.
 ///
@@ -128,7 +66,8 @@ where
     })
     .flatten();
     tokio::task::spawn_local(Tracked {
-        inner: future.instrument(span),
+        inner: future,
+        span: (!span.is_none()).then_some(span),
         label,
         tracking,
     })
@@ -139,7 +78,7 @@ where
 pub fn set_label(label: impl Into<TaskLabel>) {
     worker::with_context(|ctx| {
         if let Some(task) = ctx.slot.current_task() {
-            *watchdog::lock(&task.label) = label.into();
+            task.label.set(label.into());
         }
     });
 }
@@ -162,21 +101,22 @@ pub fn set_label(label: impl Into<TaskLabel>) {
 pub struct LabelHandle(Arc<TaskMeta>);
 
 impl LabelHandle {
-    /// Renames the task.
+    /// Renames the task. A [`StaticLabel`] is set with one store; any other label
+    /// takes the task's lock.
     pub fn set(&self, label: impl Into<TaskLabel>) {
-        *watchdog::lock(&self.0.label) = label.into();
+        self.0.label.set(label.into());
     }
 
     /// The task's label now.
     pub fn get(&self) -> TaskLabel {
-        watchdog::lock(&self.0.label).clone()
+        self.0.label.get()
     }
 }
 
 impl fmt::Debug for LabelHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("LabelHandle")
-            .field(&*watchdog::lock(&self.0.label))
+            .field(&self.0.label.get())
             .finish()
     }
 }
@@ -189,12 +129,7 @@ pub fn label_handle() -> Option<LabelHandle> {
 
 /// The current task's label, inside a tracked task.
 pub fn current_label() -> Option<TaskLabel> {
-    worker::with_context(|ctx| {
-        ctx.slot
-            .current_task()
-            .map(|task| watchdog::lock(&task.label).clone())
-    })
-    .flatten()
+    worker::with_context(|ctx| ctx.slot.current_task().map(|task| task.label.get())).flatten()
 }
 
 struct Tracking {
@@ -214,6 +149,9 @@ pin_project_lite::pin_project! {
     struct Tracked<F> {
         #[pin]
         inner: F,
+        // The span current when it was spawned, entered for each poll (`None` when
+        // there was none: nothing to enter).
+        span: Option<tracing::Span>,
         label: TaskLabel,
         tracking: Option<Tracking>,
     }
@@ -225,6 +163,7 @@ impl<F: Future> Future for Tracked<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let inner = this.inner;
+        let _entered = this.span.as_ref().map(tracing::Span::enter);
         let Some(tracking) = this.tracking.as_ref() else {
             return poll_logging_panics(inner, cx, this.label);
         };
@@ -236,10 +175,10 @@ impl<F: Future> Future for Tracked<F> {
             tracking.watchdog.publish(WatchdogReport {
                 kind: ReportKind::SlowPollEnded,
                 worker: tracking.slot.worker,
-                task: Some(meta.as_ref().map_or_else(
-                    || this.label.to_string(),
-                    |m| watchdog::lock(&m.label).to_string(),
-                )),
+                task: Some(
+                    meta.as_ref()
+                        .map_or_else(|| this.label.to_string(), |m| m.label.get().to_string()),
+                ),
                 span: meta.and_then(|m| m.span.map(str::to_owned)),
                 elapsed,
                 backtrace: None,

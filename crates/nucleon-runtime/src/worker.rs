@@ -94,7 +94,8 @@ pub(crate) fn with_context<R>(f: impl FnOnce(&WorkerContext) -> R) -> Option<R> 
 
 /// The index of the worker running the caller, or `None` off the workers.
 pub fn current_worker() -> Option<usize> {
-    with_context(|ctx| ctx.slot.worker)
+    // Read in place: no clone of the context (taken for every HTTP request's guard).
+    CONTEXT.with(|c| c.borrow().as_ref().map(|ctx| ctx.slot.worker))
 }
 
 /// Everything a worker thread needs to (re)build itself.

@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::Inner;
 use super::report::{ReportKind, WatchdogReport};
-use super::{Inner, lock};
 
 /// What the monitor already reported for one worker, so each episode is reported once.
 #[derive(Default, Clone, Copy)]
@@ -41,7 +41,7 @@ pub(super) fn run(inner: &Inner) {
                     inner.publish(WatchdogReport {
                         kind: ReportKind::Blocking,
                         worker: slot.worker,
-                        task: meta.as_ref().map(|m| lock(&m.label).to_string()),
+                        task: meta.as_ref().map(|m| m.label.get().to_string()),
                         span: meta.as_ref().and_then(|m| m.span.map(str::to_owned)),
                         elapsed,
                         backtrace,

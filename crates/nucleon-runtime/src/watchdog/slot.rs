@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use super::clock;
 use super::lock;
+use crate::label::LabelCell;
 use crate::task::TaskLabel;
 
 /// What the watchdog knows of one tracked task.
 #[derive(Debug)]
 pub(crate) struct TaskMeta {
-    pub(crate) label: Mutex<TaskLabel>,
+    pub(crate) label: LabelCell,
     pub(crate) span: Option<&'static str>,
 }
 
@@ -62,7 +63,7 @@ impl WorkerSlot {
     pub(crate) fn register(&self, label: TaskLabel, span: Option<&'static str>) -> u64 {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let meta = Arc::new(TaskMeta {
-            label: Mutex::new(label),
+            label: LabelCell::new(label),
             span,
         });
         lock(&self.tasks).insert(id, meta);
