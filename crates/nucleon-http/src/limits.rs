@@ -65,21 +65,22 @@ impl<F: Future<Output = Response>> Future for Limited<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = self.project();
-        let mut response = match this.future.poll(cx) {
-            Poll::Ready(response) => response,
-            Poll::Pending => {
-                let Some(deadline) = this.deadline else {
-                    return Poll::Pending;
-                };
-                ready!(deadline.as_mut().poll(cx));
-                let limit = this.limits.timeout.unwrap_or_default();
-                handler_timeout(limit, *this.retry_after).into_response()
-            }
-        };
-        if this.limits.head {
-            strip_body(&mut response);
+        // The response is left where the future put it (a move copies 152 bytes).
+        let mut polled = this.future.poll(cx);
+        if polled.is_pending() {
+            let Some(deadline) = this.deadline else {
+                return Poll::Pending;
+            };
+            ready!(deadline.as_mut().poll(cx));
+            let limit = this.limits.timeout.unwrap_or_default();
+            polled = Poll::Ready(handler_timeout(limit, *this.retry_after).into_response());
         }
-        Poll::Ready(response)
+        if this.limits.head
+            && let Poll::Ready(response) = &mut polled
+        {
+            strip_body(response);
+        }
+        polled
     }
 }
 

@@ -42,9 +42,15 @@ pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(error) => HttpError::internal(format_args!("cannot serialize the response: {error}"))
-            .into_response(),
+        Err(error) => unserializable(&error),
     }
+}
+
+/// The 500 for a response body serde could not serialize.
+#[cold]
+#[inline(never)]
+fn unserializable(error: &serde_json::Error) -> Response {
+    HttpError::internal(format_args!("cannot serialize the response: {error}")).into_response()
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {

@@ -840,6 +840,40 @@ pub(crate) struct Compiled {
     layers: Vec<LayerFn>,
 }
 
+/// 405 with `Allow`, for a method the route has no handler for.
+#[cold]
+#[inline(never)]
+fn method_not_allowed(request: &Request, allow: &HeaderValue) -> Response {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!(
+            "{} is not allowed on {}; allowed: {}",
+            request.method(),
+            request.uri().path(),
+            allow.to_str().unwrap_or_default()
+        ),
+    )
+    .with_header(ALLOW, allow.clone())
+    .into_response()
+}
+
+/// A mounted service's request: the mount's prefix (`prefix_len` bytes) taken off its
+/// path, `/` when nothing is left.
+#[inline(never)]
+fn strip_prefix(request: &mut Request, prefix_len: usize) {
+    let uri = request.uri();
+    let rest = &uri.path()[prefix_len..];
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let new = match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    if let Ok(new) = Uri::builder().path_and_query(new).build() {
+        *request.uri_mut() = new;
+    }
+}
+
 /// A parameter, percent-decoded: borrowed when nothing is encoded.
 fn decode(value: &str) -> std::borrow::Cow<'_, str> {
     if value.contains('%') {
@@ -958,17 +992,7 @@ impl Compiled {
                     ..
                 }) = found
                 else {
-                    let error = HttpError::new(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "METHOD_NOT_ALLOWED",
-                        format!(
-                            "{method} is not allowed on {}; allowed: {}",
-                            request.uri().path(),
-                            allow.to_str().unwrap_or_default()
-                        ),
-                    )
-                    .with_header(ALLOW, allow.clone());
-                    return Dispatch::Ready(error.into_response());
+                    return Dispatch::Ready(method_not_allowed(request, allow));
                 };
                 ctx.params = params;
                 ctx.route = Some(label.as_str());
@@ -992,16 +1016,7 @@ impl Compiled {
                 label,
                 endpoint,
             } => {
-                let uri = request.uri();
-                let rest = &uri.path()[*prefix_len..];
-                let rest = if rest.is_empty() { "/" } else { rest };
-                let new = match uri.query() {
-                    Some(query) => format!("{rest}?{query}"),
-                    None => rest.to_owned(),
-                };
-                if let Ok(new) = Uri::builder().path_and_query(new).build() {
-                    *request.uri_mut() = new;
-                }
+                strip_prefix(request, *prefix_len);
                 ctx.params = params;
                 ctx.route = Some(label.as_str());
                 name_task(task_label, *label);
@@ -1014,6 +1029,8 @@ impl Compiled {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn not_found(&self, request: &Request) -> Response {
         let path = request.uri().path();
         if matches!(*request.method(), Method::GET | Method::HEAD) {

@@ -93,15 +93,9 @@ impl HttpService {
     /// bytes, shared with the request's header), or a new one (two numbers, written out
     /// only where it is shown).
     fn request_id(&self, request: &Request) -> Id {
-        if let Some(given) = find_header(request.headers(), &X_REQUEST_ID) {
-            let ok = given.len() <= 128
-                && !given.is_empty()
-                && given.as_bytes().iter().all(|b| b.is_ascii_graphic());
-            if ok {
-                return Id::given(Bytes::copy_from_slice(given.as_bytes()));
-            }
-        }
-        self.new_request_id()
+        find_header(request.headers(), &X_REQUEST_ID)
+            .and_then(given_request_id)
+            .unwrap_or_else(|| self.new_request_id())
     }
 
     /// A new request id (also for a request hyper rejected before the pipeline).
@@ -150,56 +144,53 @@ impl HttpService {
 
     /// What the pipeline answers itself, before routing: the readiness route, 503
     /// past the lame duck, headers past the limit, a declared body past the limit.
+    /// The checks only; the answers are made out of line (the checks run for every
+    /// request, and the code of answers that are seldom made would spread the hot
+    /// path over more of the instruction cache).
+    #[inline]
     fn early_answer(&self, request: &Request) -> Option<Response> {
         let config = &*self.inner.config;
-        let path = request.uri().path();
-        if config.readiness_path.as_deref() == Some(path) {
-            let method = request.method();
-            return Some(if method != Method::GET && method != Method::HEAD {
-                HttpError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "METHOD_NOT_ALLOWED",
-                    format!("{method} is not allowed on {path}; allowed: GET, HEAD"),
-                )
-                .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"))
-                .into_response()
-            } else if self.draining() {
-                HttpError::unavailable(
-                    "draining: this instance is shutting down",
-                    config.retry_after,
-                )
-                .into_response()
-            } else {
-                Json(serde_json::json!({"status": "ready"})).into_response()
-            });
+        if config.readiness_path.as_deref() == Some(request.uri().path()) {
+            return Some(self.readiness_answer(request));
         }
         if self.inner.closing.get() {
-            return Some(
-                HttpError::unavailable(
-                    "draining: this instance is shutting down; retry on another connection",
-                    config.retry_after,
-                )
-                .into_response(),
-            );
+            return Some(closing_answer(config.retry_after));
         }
         if header_size(request) > config.max_header_size {
-            return Some(
-                HttpError::new(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "HEADERS_TOO_LARGE",
-                    format!(
-                        "the request's headers are larger than the limit of {} bytes (http.max_header_size)",
-                        config.max_header_size
-                    ),
-                )
-                .into_response(),
-            );
+            return Some(headers_too_large(config.max_header_size));
         }
         if http_body::Body::size_hint(request.body()).lower() > config.body_limit as u64 {
             // A declared length past the limit: 413 whether or not the route reads it.
-            return Some(HttpError::payload_too_large(config.body_limit).into_response());
+            return Some(payload_too_large(config.body_limit));
         }
         None
+    }
+
+    /// The readiness route's answer: 200 until the drain starts, then 503.
+    #[cold]
+    #[inline(never)]
+    fn readiness_answer(&self, request: &Request) -> Response {
+        let method = request.method();
+        if method != Method::GET && method != Method::HEAD {
+            HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                format!(
+                    "{method} is not allowed on {}; allowed: GET, HEAD",
+                    request.uri().path()
+                ),
+            )
+            .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"))
+            .into_response()
+        } else if self.draining() {
+            HttpError::unavailable(
+                "draining: this instance is shutting down",
+                self.inner.config.retry_after,
+            )
+            .into_response()
+        } else {
+            Json(serde_json::json!({"status": "ready"})).into_response()
+        }
     }
 
     /// The synchronous part of [`HttpService::call`]: checks, routing; then either the
@@ -215,23 +206,14 @@ impl HttpService {
         let pipeline = &*self.inner;
         let config = &*pipeline.config;
         let request_id = self.request_id(&request);
-        let span = tracing::debug_span!(
-            target: "nucleon::http",
-            "request",
-            id = %request_id,
-            method = %request.method(),
-            path = %request.uri().path(),
-        );
-        let access = config.access_log.then(|| {
-            Box::new(AccessStart {
-                // Cheap: the path and query are shared bytes, not copied.
-                uri: request.uri().clone(),
-                remote: conn
-                    .as_ref()
-                    .map_or_else(|| Rc::from(remote.to_string()), InService::remote_text),
-                start: Instant::now(),
-            })
-        });
+        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            request_span(&request_id, &request)
+        } else {
+            tracing::Span::none()
+        };
+        let access = config
+            .access_log
+            .then(|| AccessStart::new(&request, remote, conn.as_ref()));
         let mut started = Started {
             service: self.clone(),
             span,
@@ -266,29 +248,48 @@ impl HttpService {
             body_limit: config.body_limit,
         };
         if let Some(app) = &pipeline.app {
-            request.extensions_mut().insert(ctx);
-            let finish = Finish {
-                started,
-                limits: Limits::NONE,
-            };
-            return Outcome::Pending(Box::pin(finish.run(app.call(request))));
+            return call_service(app, request, ctx, Finish::new(started, Limits::NONE));
         }
         let label = started._conn.as_ref().and_then(InService::label);
         match pipeline.compiled.dispatch(&mut request, &mut ctx, label) {
+            Dispatch::Handler { handler, limits } => {
+                Outcome::Pending(handler.call_finished(request, ctx, Finish::new(started, limits)))
+            }
             Dispatch::Ready(mut response) => {
                 started.respond(&mut response);
                 Outcome::Ready(response)
             }
-            Dispatch::Handler { handler, limits } => {
-                Outcome::Pending(handler.call_finished(request, ctx, Finish { started, limits }))
-            }
             Dispatch::Service { endpoint, limits } => {
-                request.extensions_mut().insert(ctx);
-                let finish = Finish { started, limits };
-                Outcome::Pending(Box::pin(finish.run(endpoint.call(request))))
+                call_service(endpoint, request, ctx, Finish::new(started, limits))
             }
         }
     }
+}
+
+/// The request's tracing span (at DEBUG: made only when that level is on).
+#[cold]
+#[inline(never)]
+fn request_span(request_id: &Id, request: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        target: "nucleon::http",
+        "request",
+        id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
+
+/// A request for a service (the app's layers, a route's layers, a mounted service):
+/// its context goes in its extensions, where layers and services find it.
+#[inline(never)]
+fn call_service(
+    endpoint: &Endpoint,
+    mut request: Request,
+    ctx: RequestContext,
+    finish: Finish,
+) -> Outcome {
+    request.extensions_mut().insert(ctx);
+    Outcome::Pending(Box::pin(finish.run(endpoint.call(request))))
 }
 
 /// Names the current task for the watchdog: through the connection's handle to its
@@ -339,7 +340,45 @@ struct AccessStart {
     start: Instant,
 }
 
+impl AccessStart {
+    #[inline(never)]
+    fn new(request: &Request, remote: SocketAddr, conn: Option<&InService>) -> Box<Self> {
+        Box::new(AccessStart {
+            // Cheap: the path and query are shared bytes, not copied.
+            uri: request.uri().clone(),
+            remote: conn.map_or_else(|| Rc::from(remote.to_string()), InService::remote_text),
+            start: Instant::now(),
+        })
+    }
+
+    /// The request's line in the access log, under the target `nucleon::access`.
+    #[inline(never)]
+    fn log(&self, method: &Method, response: &Response, request_id: &Id) {
+        // The body's exact size when it is known before it is sent (a buffer, a
+        // known length); a streamed body's is not known yet, and the field is
+        // left out rather than logged as 0. Text fields as `&str`, numbers as
+        // numbers: a subscriber records them without formatting.
+        let bytes = http_body::Body::size_hint(response.body()).exact();
+        request_id.with_str(|id| {
+            tracing::info!(
+                target: "nucleon::access",
+                remote = &*self.remote,
+                method = method.as_str(),
+                path = self.uri.path(),
+                status = response.status().as_u16(),
+                bytes,
+                duration_us = self.start.elapsed().as_micros() as u64,
+                request_id = id,
+            );
+        });
+    }
+}
+
 impl Finish {
+    fn new(started: Started, limits: Limits) -> Self {
+        Finish { started, limits }
+    }
+
     /// The handler's future within the pipeline's work: its limits, its request id in
     /// scope, a panic made a 500, then the response finished (the request id header,
     /// `Connection: close` while draining, the access log line). One future, built
@@ -374,34 +413,37 @@ impl<F: Future<Output = Response>> Future for Finishing<F> {
             return Poll::Pending;
         };
         let inner = this.inner;
-        let polled = {
+        // The response is finished where it lies, in the `Poll` returned: a response
+        // (152 bytes) is copied each time it moves.
+        let mut polled = {
             let _entered = started.span.enter();
             // Outbound calls made by the handler forward this id.
             nucleon_runtime::request_id::sync_scope(&started.request_id, || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)))
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+                    Ok(polled) => polled,
+                    Err(panic) => Poll::Ready(panic_response(&*panic)),
+                }
             })
         };
-        let mut response = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(response)) => response,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "<non-string panic payload>".into());
-                HttpError::internal(format_args!("handler panicked: {message}")).into_response()
-            }
-        };
-        match this.started.take() {
-            Some(started) => {
-                // Finished in place: a response is moved as little as it can be.
-                started.respond(&mut response);
-                Poll::Ready(response)
-            }
-            None => Poll::Pending,
+        if let Poll::Ready(response) = &mut polled
+            && let Some(started) = this.started.take()
+        {
+            started.respond(response);
         }
+        polled
     }
+}
+
+/// The 500 for a handler that panicked (the panic's message goes to the log only).
+#[cold]
+#[inline(never)]
+fn panic_response(panic: &(dyn std::any::Any + Send)) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic payload>".into());
+    HttpError::internal(format_args!("handler panicked: {message}")).into_response()
 }
 
 impl Started {
@@ -421,22 +463,14 @@ impl Started {
         } = self;
         let task_label = conn.as_ref().and_then(InService::label);
         if let Some(cause) = response.extensions_mut().remove::<InternalCause>() {
-            // The path when the access log keeps it, else the route (still the task's
-            // label at this point).
-            let target = match &access {
-                Some(access) => access.uri.path().to_owned(),
-                None => task_label
-                    .map(LabelHandle::get)
-                    .or_else(nucleon_runtime::task::current_label)
-                    .map_or_else(String::new, |label| label.to_string()),
-            };
-            span.in_scope(|| {
-                tracing::error!(
-                    target: "nucleon::http",
-                    request_id = %request_id,
-                    "{method} {target} failed: {}", cause.0
-                );
-            });
+            log_failure(
+                &cause,
+                &span,
+                &request_id,
+                &method,
+                access.as_deref(),
+                task_label,
+            );
         }
         let close = (service.inner.closing.get()
             || response.status() == StatusCode::SERVICE_UNAVAILABLE && service.draining())
@@ -448,26 +482,80 @@ impl Started {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(access) = access {
-            // The body's exact size when it is known before it is sent (a buffer, a
-            // known length); a streamed body's is not known yet, and the field is
-            // left out rather than logged as 0. Text fields as `&str`, numbers as
-            // numbers: a subscriber records them without formatting.
-            let bytes = http_body::Body::size_hint(response.body()).exact();
-            request_id.with_str(|id| {
-                tracing::info!(
-                    target: "nucleon::access",
-                    remote = &*access.remote,
-                    method = method.as_str(),
-                    path = access.uri.path(),
-                    status = response.status().as_u16(),
-                    bytes,
-                    duration_us = access.start.elapsed().as_micros() as u64,
-                    request_id = id,
-                );
-            });
+            access.log(&method, response, &request_id);
         }
         name_task(task_label, service.inner.connection_label);
     }
+}
+
+/// The error line of a request that failed (a handler's error or panic, answered
+/// with a 500): its method, its path when the access log keeps it (else its route,
+/// still the task's label at this point), its request id and the cause.
+#[cold]
+#[inline(never)]
+fn log_failure(
+    cause: &InternalCause,
+    span: &tracing::Span,
+    request_id: &Id,
+    method: &Method,
+    access: Option<&AccessStart>,
+    task_label: Option<&LabelHandle>,
+) {
+    let target = match access {
+        Some(access) => access.uri.path().to_owned(),
+        None => task_label
+            .map(LabelHandle::get)
+            .or_else(nucleon_runtime::task::current_label)
+            .map_or_else(String::new, |label| label.to_string()),
+    };
+    span.in_scope(|| {
+        tracing::error!(
+            target: "nucleon::http",
+            request_id = %request_id,
+            "{method} {target} failed: {}", cause.0
+        );
+    });
+}
+
+/// A client's `x-request-id`, when it is a sensible one: 1 to 128 visible ASCII
+/// characters (anything else is replaced by a made id, not echoed back).
+#[inline(never)]
+fn given_request_id(value: &HeaderValue) -> Option<Id> {
+    let bytes = value.as_bytes();
+    let ok = !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic);
+    ok.then(|| Id::given(Bytes::copy_from_slice(bytes)))
+}
+
+/// 503 past the lame-duck delay.
+#[cold]
+#[inline(never)]
+fn closing_answer(retry_after: u64) -> Response {
+    HttpError::unavailable(
+        "draining: this instance is shutting down; retry on another connection",
+        retry_after,
+    )
+    .into_response()
+}
+
+/// 431 for headers past `http.max_header_size`.
+#[cold]
+#[inline(never)]
+fn headers_too_large(limit: usize) -> Response {
+    HttpError::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "HEADERS_TOO_LARGE",
+        format!(
+            "the request's headers are larger than the limit of {limit} bytes (http.max_header_size)"
+        ),
+    )
+    .into_response()
+}
+
+/// 413 for a declared body length past `http.body_limit`.
+#[cold]
+#[inline(never)]
+fn payload_too_large(limit: usize) -> Response {
+    HttpError::payload_too_large(limit).into_response()
 }
 
 /// The first value of `name` in `headers`. A request usually has a handful of headers:
