@@ -75,14 +75,15 @@ impl RequestContext {
     }
 }
 
-/// A route's path parameters, decoded: names shared with the compiled route, no
-/// allocation for a route without parameters, none for one with one short value.
+/// A route's path parameters, decoded: names interned with the compiled route (no
+/// reference count per request), no allocation for a route without parameters, none
+/// for one with one short value.
 #[derive(Clone, Default)]
 pub(crate) enum Params {
     #[default]
     None,
-    One([(Arc<str>, ParamValue); 1]),
-    Many(Vec<(Arc<str>, ParamValue)>),
+    One([(&'static str, ParamValue); 1]),
+    Many(Vec<(&'static str, ParamValue)>),
 }
 
 /// The longest parameter value kept without an allocation.
@@ -135,7 +136,7 @@ impl fmt::Debug for ParamValue {
 }
 
 impl Params {
-    pub(crate) fn as_slice(&self) -> &[(Arc<str>, ParamValue)] {
+    pub(crate) fn as_slice(&self) -> &[(&'static str, ParamValue)] {
         match self {
             Params::None => &[],
             Params::One(one) => one,
@@ -143,7 +144,7 @@ impl Params {
         }
     }
 
-    pub(crate) fn push(&mut self, name: Arc<str>, value: ParamValue) {
+    pub(crate) fn push(&mut self, name: &'static str, value: ParamValue) {
         *self = match std::mem::take(self) {
             Params::None => Params::One([(name, value)]),
             Params::One([first]) => Params::Many(vec![first, (name, value)]),
@@ -733,8 +734,8 @@ mod tests {
         let decoded = ParamValue::new(Cow::Owned("café au lait".to_owned()));
         assert_eq!(decoded.as_str(), "café au lait");
         let mut params = Params::None;
-        params.push(Arc::from("code"), ParamValue::new(Cow::Borrowed("gb")));
-        params.push(Arc::from("name"), decoded);
+        params.push("code", ParamValue::new(Cow::Borrowed("gb")));
+        params.push("name", decoded);
         let pairs: Vec<(&str, &str)> = params
             .as_slice()
             .iter()

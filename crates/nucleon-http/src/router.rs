@@ -574,7 +574,7 @@ impl Router {
 }
 
 /// The parameter names of a matchit pattern, in order (the mount's rest left out).
-fn param_names(pattern: &str) -> Vec<Arc<str>> {
+fn param_names(pattern: &str) -> Vec<&'static str> {
     let mut names = Vec::new();
     let mut rest = pattern;
     while let Some(start) = rest.find('{') {
@@ -587,7 +587,9 @@ fn param_names(pattern: &str) -> Vec<Arc<str>> {
         };
         let name = rest[start + 1..start + end].trim_start_matches('*');
         if name != "nucleon_mount_rest" {
-            names.push(Arc::from(name));
+            // Interned (kept for the process's life, once per distinct name): a
+            // request's parameters then name themselves without a reference count.
+            names.push(StaticLabel::intern(name).as_str());
         }
         rest = &rest[start + end + 1..];
     }
@@ -611,7 +613,7 @@ struct SimpleClass {
 }
 
 impl Constraint {
-    fn new(names: &[Arc<str>], name: &str, regex: &Regex) -> Self {
+    fn new(names: &[&'static str], name: &str, regex: &Regex) -> Self {
         // The pattern as compiled: `^(?:…)$`.
         let source = regex.as_str();
         let inner = source
@@ -824,7 +826,7 @@ struct CEntry {
     candidates: Vec<CCandidate>,
     /// The pattern's parameter names in order (its candidates differ only in their
     /// constraints), shared by every request's [`Params`].
-    names: Vec<Arc<str>>,
+    names: Vec<&'static str>,
 }
 
 /// A worker's compiled router.
@@ -951,7 +953,7 @@ impl Compiled {
         let mut params = Params::None;
         for ((name, value), known) in matched.params.iter().zip(&entry.names) {
             debug_assert_eq!(name, &**known);
-            params.push(Arc::clone(known), ParamValue::new(decode(value)));
+            params.push(known, ParamValue::new(decode(value)));
         }
         let values = params.as_slice();
         let candidate = entry.candidates.iter().find(|c| {
@@ -1100,7 +1102,7 @@ mod tests {
         ];
         for case in cases {
             let (_, constraints) = parse_pattern(&format!("/x/{{p:{case}}}")).unwrap();
-            let constraint = Constraint::new(&[Arc::from("p")], "p", &constraints[0].1);
+            let constraint = Constraint::new(&["p"], "p", &constraints[0].1);
             let simple = !matches!(case, "(gb|fr)" | "[^a-z]+" | "[a-z]{2}x");
             assert_eq!(constraint.simple.is_some(), simple, "{case}");
             for value in values {
