@@ -98,6 +98,7 @@ mod limits;
 mod request_ids;
 mod response;
 mod router;
+mod segment_routes;
 mod server;
 mod service;
 mod static_routes;
