@@ -109,7 +109,8 @@ impl Node {
     /// The route under this node for `rest` (the path past this node's segment and
     /// its `/`), static children first, then the parameter.
     fn find<'p>(&self, rest: &'p str, values: &mut Values<'p>) -> Result<Option<usize>, Unsure> {
-        let (segment, next) = match rest.find('/') {
+        // Segments are short: a byte loop beats `str::find`'s searcher here.
+        let (segment, next) = match rest.bytes().position(|b| b == b'/') {
             Some(end) => (&rest[..end], Some(&rest[end + 1..])),
             None => (rest, None),
         };
