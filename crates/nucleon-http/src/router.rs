@@ -23,7 +23,6 @@ use crate::extract::{ParamValue, Params, RequestContext, StateMap, missing_conte
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::limits::Limits;
 use crate::response::{IntoResponse, Response};
-use crate::segment_routes::{Lookup, SegmentRoutes};
 use crate::service::name_task;
 use crate::static_routes::StaticRoutes;
 use crate::{Body, BoxError, HttpError, Request};
@@ -559,7 +558,6 @@ impl Router {
         Compiled {
             table: self.table.clone(),
             statics: StaticRoutes::new(self.entries.iter().map(|entry| entry.pattern.as_str())),
-            segments: SegmentRoutes::new(self.entries.iter().map(|entry| entry.pattern.as_str())),
             entries,
             // A map of the worker's own (its values shared): every request clones the
             // map's `Arc` into its context, and one `Arc` shared by all workers would
@@ -836,9 +834,6 @@ pub(crate) struct Compiled {
     table: matchit::Router<usize>,
     /// The routes without parameters, by path: found without walking `table`.
     statics: StaticRoutes,
-    /// The routes as a tree of segments, when all their parameters are whole
-    /// segments: found without walking `table` either.
-    segments: Option<SegmentRoutes>,
     entries: Vec<CEntry>,
     state: Option<Arc<StateMap>>,
     default_timeout: Option<Duration>,
@@ -951,34 +946,14 @@ impl Compiled {
             let candidate = self.entries[index].candidates.first()?;
             return Some((candidate, Params::None));
         }
-        if let Some(segments) = &self.segments {
-            match segments.at(path) {
-                Lookup::Route(index, values) => {
-                    return self.candidate(index, values.as_slice().iter().copied());
-                }
-                Lookup::NoRoute => return None,
-                Lookup::Unsure => {}
-            }
-        }
         let matched = self.table.at(path).ok()?;
-        self.candidate(
-            *matched.value,
-            matched.params.iter().map(|(_, value)| value),
-        )
-    }
-
-    /// The candidate of entry `index` whose constraints its parameter `values` meet
-    /// (given in the pattern's order; a mount's rest, last, is left out), with the
-    /// parameters decoded.
-    fn candidate<'v>(
-        &self,
-        index: usize,
-        values: impl Iterator<Item = &'v str>,
-    ) -> Option<(&CCandidate, Params)> {
-        let entry = &self.entries[index];
+        let entry = &self.entries[*matched.value];
+        // matchit gives the parameters in the pattern's order: the names by position,
+        // and the mount's rest (always last) past them, left out.
         let mut params = Params::None;
-        for (value, name) in values.zip(&entry.names) {
-            params.push(name, ParamValue::new(decode(value)));
+        for ((name, value), known) in matched.params.iter().zip(&entry.names) {
+            debug_assert_eq!(name, &**known);
+            params.push(known, ParamValue::new(decode(value)));
         }
         let values = params.as_slice();
         let candidate = entry.candidates.iter().find(|c| {

@@ -7,12 +7,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Version};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::{LabelHandle, StaticLabel};
 use nucleon_runtime::{Drain, InFlightGuard, TaskLabel};
@@ -21,6 +20,7 @@ use crate::error::InternalCause;
 use crate::extract::{Params, RequestContext, limit_body};
 use crate::limits::{Limited, Limits};
 use crate::request_ids::IdSource;
+use crate::request_log::{AccessStart, log_failure};
 use crate::response::{IntoResponse, Json, Response};
 use crate::router::{Compiled, Dispatch, Endpoint};
 use crate::server::{HttpConfig, InService};
@@ -332,48 +332,6 @@ pub(crate) struct Started {
     _conn: Option<InService>,
 }
 
-/// The access log's fields known when a request starts.
-struct AccessStart {
-    uri: Uri,
-    /// The client's address as text (written once per connection).
-    remote: Rc<str>,
-    start: Instant,
-}
-
-impl AccessStart {
-    #[inline(never)]
-    fn new(request: &Request, remote: SocketAddr, conn: Option<&InService>) -> Box<Self> {
-        Box::new(AccessStart {
-            // Cheap: the path and query are shared bytes, not copied.
-            uri: request.uri().clone(),
-            remote: conn.map_or_else(|| Rc::from(remote.to_string()), InService::remote_text),
-            start: Instant::now(),
-        })
-    }
-
-    /// The request's line in the access log, under the target `nucleon::access`.
-    #[inline(never)]
-    fn log(&self, method: &Method, response: &Response, request_id: &Id) {
-        // The body's exact size when it is known before it is sent (a buffer, a
-        // known length); a streamed body's is not known yet, and the field is
-        // left out rather than logged as 0. Text fields as `&str`, numbers as
-        // numbers: a subscriber records them without formatting.
-        let bytes = http_body::Body::size_hint(response.body()).exact();
-        request_id.with_str(|id| {
-            tracing::info!(
-                target: "nucleon::access",
-                remote = &*self.remote,
-                method = method.as_str(),
-                path = self.uri.path(),
-                status = response.status().as_u16(),
-                bytes,
-                duration_us = self.start.elapsed().as_micros() as u64,
-                request_id = id,
-            );
-        });
-    }
-}
-
 impl Finish {
     fn new(started: Started, limits: Limits) -> Self {
         Finish { started, limits }
@@ -486,35 +444,6 @@ impl Started {
         }
         name_task(task_label, service.inner.connection_label);
     }
-}
-
-/// The error line of a request that failed (a handler's error or panic, answered
-/// with a 500): its method, its path when the access log keeps it (else its route,
-/// still the task's label at this point), its request id and the cause.
-#[cold]
-#[inline(never)]
-fn log_failure(
-    cause: &InternalCause,
-    span: &tracing::Span,
-    request_id: &Id,
-    method: &Method,
-    access: Option<&AccessStart>,
-    task_label: Option<&LabelHandle>,
-) {
-    let target = match access {
-        Some(access) => access.uri.path().to_owned(),
-        None => task_label
-            .map(LabelHandle::get)
-            .or_else(nucleon_runtime::task::current_label)
-            .map_or_else(String::new, |label| label.to_string()),
-    };
-    span.in_scope(|| {
-        tracing::error!(
-            target: "nucleon::http",
-            request_id = %request_id,
-            "{method} {target} failed: {}", cause.0
-        );
-    });
 }
 
 /// A client's `x-request-id`, when it is a sensible one: 1 to 128 visible ASCII
