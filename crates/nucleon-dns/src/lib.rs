@@ -77,6 +77,6 @@ pub mod hickory {
     pub use hickory_resolver::*;
 }
 
-/// The reqwest crate the [`HttpClient`](crate::HttpClient) wraps, for its request and
+/// The reqwest crate the [`HttpClient`] wraps, for its request and
 /// response types.
 pub use reqwest;

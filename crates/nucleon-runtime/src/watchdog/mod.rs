@@ -1,7 +1,7 @@
 //! The watchdog: finds polls that block a worker loop, names them while they block.
 //!
 //! Every task spawned through [`crate::spawn`] is wrapped so that each poll records, in
-//! its worker's [`slot`], which task runs and since when (two relaxed atomic stores and a
+//! its worker's `slot`, which task runs and since when (two relaxed atomic stores and a
 //! clock read at the start, one store and a clock read at the end). A monitor thread
 //! scans the slots; a poll running past the threshold is reported **while it is still
 //! running**, naming the worker, the task's label and span, and the time so far. When the
