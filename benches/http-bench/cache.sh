@@ -24,41 +24,18 @@ ROUTES=${ROUTES:-"/json /countries/gb/"}
 DURATION=${DURATION:-8s}
 CONNS=${CONNS:-256}
 
-here=$(cd "$(dirname "$0")" && pwd)
-benches=$(dirname "$here")
-bin=$benches/target/release
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-
-command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
-if ! command -v wrk >/dev/null; then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >/dev/null
-fi
-if [ -z "${SKIP_BUILD:-}" ]; then
-    (cd "$benches" && cargo build --release -p http-bench --quiet)
-fi
-ulimit -n 65536 2>/dev/null || true
+# shellcheck source=valgrind-common.sh
+source "$(dirname "$0")/valgrind-common.sh"
 
 EVENTS="Ir I1mr D1mr D1mw Bcm"
 port=18400
-# Every event's total over one server run; the load is "$@" (run with the port as $1).
-measure() { # server route load... -> "requests Ir I1mr ..."
-    local name=$1 route=$2; shift 2
+# Every event's total over one server run, after the requests its load completed.
+measure() { # server route load -> "requests Ir I1mr ..."
+    local name=$1 route=$2 load=$3
     port=$((port + 1))
-    local file=$out/$name-$port.cg
-    NUCLEON_HTTP__ACCESS_LOG=false valgrind --tool=cachegrind --cache-sim=yes \
-        --branch-sim=yes --cachegrind-out-file="$file" \
-        "$bin/$name-server" --port $port -j 1 >/dev/null 2>"$out/err" &
-    local pid=$!
-    for _ in $(seq 150); do
-        curl -sf -o /dev/null "http://127.0.0.1:$port$route" && break
-        sleep 0.2
-    done
-    local requests
-    requests=$("$@" "$port" "$route")
-    kill -INT $pid; sleep 1; kill -TERM $pid 2>/dev/null || true
-    wait $pid 2>/dev/null || true
+    local file=$out/$name-$port.cg requests
+    requests=$(under_valgrind "$name" $port "$route" "$load" \
+        --tool=cachegrind --cache-sim=yes --branch-sim=yes --cachegrind-out-file="$file")
     # "events: Ir I1mr ..." then "summary: n n ...": pick EVENTS by name.
     awk -v want="$EVENTS" -v requests="$requests" '
         /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
@@ -66,8 +43,6 @@ measure() { # server route load... -> "requests Ir I1mr ..."
                       for (i = 1; i <= n; i++) line = line " " $(col[w[i]])
                       print line }' "$file"
 }
-load() { wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$1$2" | awk '/requests in/ {print $1}'; }
-idle() { sleep "${DURATION%s}"; echo 1; }
 
 printf '| server | route | requests |'; for e in $EVENTS; do printf ' %s/request |' "$e"; done; echo
 printf '|---|---|---:|'; for _ in $EVENTS; do printf -- '---:|'; done; echo
