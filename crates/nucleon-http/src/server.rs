@@ -445,6 +445,12 @@ async fn sniff(stream: &RefCell<TcpStream>, http2: bool) -> Speaks {
         if n == H2_PREFACE.len() {
             return Speaks::Http2;
         }
+        // A peer that half-closed after part of the preface: tokio keeps a read-closed
+        // socket ready, so waiting for more would spin. hyper reads the bytes and the
+        // end of the stream, and ends the connection as any cut-off request head.
+        if read_closed(&stream.borrow()) {
+            return Speaks::Http1;
+        }
         // The socket stays readable while those bytes wait in it: clear its readiness
         // unless more have come, so the next peek waits for them (tokio's readiness
         // tick keeps an arrival between the two from being lost).
@@ -457,6 +463,16 @@ async fn sniff(stream: &RefCell<TcpStream>, http2: bool) -> Speaks {
             }
         });
     }
+}
+
+/// The peer has closed its writing side (as far as the loop knows): a look at the
+/// socket's readiness, without waiting.
+fn read_closed(stream: &TcpStream) -> bool {
+    let ready = std::pin::pin!(stream.ready(tokio::io::Interest::READABLE));
+    matches!(
+        ready.poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Ok(ready)) if ready.is_read_closed()
+    )
 }
 
 /// Bytes wait in the socket (the kernel's answer, not the loop's readiness).
@@ -528,8 +544,8 @@ async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
 #[derive(Clone, Copy)]
 enum Drain1 {
     Serving,
-    /// The drain began before hyper read the request waiting in the socket.
-    AfterFirstRead,
+    /// The drain began with a request under way: see `ConnState::request_under_way`.
+    AfterRequest,
     /// To shut down now.
     Now,
     Done,
@@ -639,18 +655,20 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
                 return Poll::Ready(ended);
             }
             drain = match drain {
+                // `graceful_shutdown` closes at once a connection that has read
+                // nothing yet, or a keep-alive one whose next request head is only
+                // partly read: that request would get no answer. While a request is
+                // under way, hyper is left to finish it: its response says
+                // `Connection: close` (503 for a request that arrives in the drain),
+                // and hyper closes the connection after it.
                 Drain1::Serving if state.is(CLOSING) => {
-                    // `graceful_shutdown` closes a connection that has read nothing
-                    // yet at once. One accepted as the drain begins often has its
-                    // request waiting in the socket: let hyper read it first, so that
-                    // it is answered (with `Connection: close`).
-                    if !state.read_any.get() && has_pending_bytes(&state.stream) {
-                        Drain1::AfterFirstRead
+                    if state.request_under_way() {
+                        Drain1::AfterRequest
                     } else {
                         Drain1::Now
                     }
                 }
-                Drain1::AfterFirstRead if state.read_any.get() => Drain1::Now,
+                Drain1::AfterRequest if !state.request_under_way() => Drain1::Now,
                 other => other,
             };
             if let Drain1::Now = drain {
@@ -873,8 +891,6 @@ struct ConnState {
     remote: SocketAddr,
     /// Bytes arrived since the last response was written: a request is under way.
     awaiting_response: Cell<bool>,
-    /// A byte has been read on this connection.
-    read_any: Cell<bool>,
     /// Requests whose response is not ready yet (handlers running).
     in_service: Cell<u32>,
     /// The last write did not go through: the client is slow to read, not to send.
@@ -903,7 +919,6 @@ impl ConnState {
             stream: RefCell::new(stream),
             remote,
             awaiting_response: Cell::new(false),
-            read_any: Cell::new(false),
             in_service: Cell::new(0),
             write_blocked: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
@@ -946,6 +961,13 @@ impl ConnState {
         if let Some(waker) = self.waker.borrow().as_ref() {
             waker.wake_by_ref();
         }
+    }
+
+    /// A request is under way: bytes read since the last response was written, a
+    /// handler running, or bytes waiting in the socket (asks the kernel: only for the
+    /// drain).
+    fn request_under_way(&self) -> bool {
+        self.awaiting_response.get() || self.in_service.get() > 0 || has_pending_bytes(&self.stream)
     }
 
     /// Whether `flag` is set.
@@ -1062,7 +1084,6 @@ impl AsyncRead for SharedIo {
         ready!(Pin::new(&mut *state.stream.borrow_mut()).poll_read(cx, buf))?;
         if buf.filled().len() > before {
             state.awaiting_response.set(true);
-            state.read_any.set(true);
         }
         Poll::Ready(Ok(()))
     }

@@ -521,6 +521,19 @@ async fn drain_readiness_lame_duck_in_flight_and_503_on_open_connections() {
         .await
         .unwrap();
 
+    // The same on a keep-alive connection that has served a request already (hyper
+    // alone would close it: its next head is only partly read).
+    let mut reused = TcpStream::connect(addr).await.unwrap();
+    reused
+        .write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut reused, false).await.status, 200);
+    reused
+        .write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n")
+        .await
+        .unwrap();
+
     // After the lame duck the listener closes, and the idle keep-alive connection is
     // closed without a word (it had no request under way).
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -535,6 +548,14 @@ async fn drain_readiness_lame_duck_in_flight_and_503_on_open_connections() {
     let reply = read_reply(&mut half, false).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json()["error"], "SERVICE_UNAVAILABLE");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("connection"), Some("close"));
+    reused.write_all(b"\r\n").await.unwrap();
+    let reply = read_reply(&mut reused, false).await;
+    assert_eq!(
+        reply.status, 503,
+        "the reused connection's request was answered"
+    );
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(reply.header("connection"), Some("close"));
     assert!(
@@ -837,6 +858,25 @@ async fn heads_hyper_rejects_get_json_errors() {
     .await;
     assert_eq!(reply.status, 414);
     assert_eq!(reply.json()["error"], "URI_TOO_LONG");
+    assert_eq!(get(server.addr, "/countries/").await.status, 200);
+    server.stop().await.expect("clean stop");
+}
+
+/// A client that sends part of the HTTP/2 preface and then closes its writing side is
+/// let go at once (hyper sees the end of its stream): not kept, with the worker
+/// polling it over and over, until the header read timeout.
+#[tokio::test]
+async fn a_half_closed_partial_h2_preface_ends_the_connection() {
+    let server = Server::start(router(), |c| {
+        c.header_read_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut buf)).await;
+    assert!(ended.is_ok(), "the half-closed connection is still open");
     assert_eq!(get(server.addr, "/countries/").await.status, 200);
     server.stop().await.expect("clean stop");
 }
