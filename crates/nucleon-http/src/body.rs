@@ -31,6 +31,12 @@ enum Kind {
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
     /// A request body capped at the body limit.
     Limited(Box<Limited<Body>>),
+    /// A streaming response body on its way out, counted by its connection while it
+    /// lasts (the idle limit waits for it).
+    Sending {
+        body: Box<Body>,
+        _counted: crate::server::SendingBody,
+    },
 }
 
 impl Body {
@@ -99,6 +105,24 @@ impl Body {
             return Ok(self);
         }
         Ok(Self(Kind::Limited(Box::new(Limited::new(self, limit)))))
+    }
+}
+
+impl Body {
+    /// A body that comes as a stream (its frames are not all at hand).
+    pub(crate) fn is_streaming(&self) -> bool {
+        matches!(
+            self.0,
+            Kind::Incoming(_) | Kind::Boxed(_) | Kind::Limited(_)
+        )
+    }
+
+    /// This body, counted by `guard` until it is dropped.
+    pub(crate) fn sending(self, guard: crate::server::SendingBody) -> Self {
+        Self(Kind::Sending {
+            body: Box::new(self),
+            _counted: guard,
+        })
     }
 }
 
@@ -174,6 +198,7 @@ impl http_body::Body for Body {
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
             Kind::Limited(body) => Pin::new(&mut **body).poll_frame(cx),
+            Kind::Sending { body, .. } => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -184,6 +209,7 @@ impl http_body::Body for Body {
             Kind::Incoming(body) => body.is_end_stream(),
             Kind::Boxed(body) => body.is_end_stream(),
             Kind::Limited(body) => body.is_end_stream(),
+            Kind::Sending { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -194,6 +220,7 @@ impl http_body::Body for Body {
             Kind::Incoming(body) => body.size_hint(),
             Kind::Boxed(body) => body.size_hint(),
             Kind::Limited(body) => body.size_hint(),
+            Kind::Sending { body, .. } => body.size_hint(),
         }
     }
 }

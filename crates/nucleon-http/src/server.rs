@@ -7,6 +7,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
@@ -52,8 +54,9 @@ pub struct HttpConfig {
     pub backlog: u32,
     /// How long a client may take to send a request's headers, and how long an idle
     /// connection (a new one before its first byte, or a keep-alive one between
-    /// requests) stays open (default 10 s). A client cut mid-headers gets 408. An
-    /// HTTP/2 connection with no request in service for as long gets a `GOAWAY` (its
+    /// requests) stays open (default 10 s). A client cut mid-headers gets 408. A
+    /// connection is not idle while a handler runs or a response is being sent, a
+    /// streaming body however slow included. An HTTP/2 connection with no request in service for as long gets a `GOAWAY` (its
     /// open streams finish), and is pinged at this interval: a peer that does not
     /// answer within it is closed. Connections in service are checked a few times per
     /// timeout (every quarter of it, 5 ms to 1 s), so one ends between 1 and 1.25
@@ -803,6 +806,26 @@ impl InService {
     }
 }
 
+impl InService {
+    /// Counts a streaming response body of this connection until it is dropped.
+    pub(crate) fn sending_body(&self) -> SendingBody {
+        let count = self.0.sending.get_or_init(Arc::default);
+        count.fetch_add(1, Ordering::Relaxed);
+        SendingBody(Arc::clone(count))
+    }
+}
+
+/// A streaming response body being sent: counted (see `ConnState::sending`) until
+/// hyper drops it, at its end or the connection's. `Send`, as a [`Body`] must be.
+#[derive(Debug)]
+pub(crate) struct SendingBody(Arc<AtomicU32>);
+
+impl Drop for SendingBody {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Drop for InService {
     fn drop(&mut self) {
         let state = &self.0;
@@ -895,6 +918,10 @@ struct ConnState {
     in_service: Cell<u32>,
     /// The last write did not go through: the client is slow to read, not to send.
     write_blocked: Cell<bool>,
+    /// Streaming response bodies being sent (made on the first one).
+    sending: OnceCell<Arc<AtomicU32>>,
+    /// The watcher saw a streaming body being sent, and has not seen it end yet.
+    was_sending: Cell<bool>,
     /// Since when hyper has been waiting for a request head: the connection's start,
     /// the last response's, or the end of a blocked write.
     idle_since: Cell<Instant>,
@@ -921,6 +948,8 @@ impl ConnState {
             awaiting_response: Cell::new(false),
             in_service: Cell::new(0),
             write_blocked: Cell::new(false),
+            sending: OnceCell::new(),
+            was_sending: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             rejected: Cell::new(None),
             label: OnceCell::new(),
@@ -983,12 +1012,26 @@ impl ConnState {
     }
 
     /// How the connection ends if the header read timeout has passed: nothing in
-    /// service, no blocked write, and quiet since `idle_since + timeout`.
+    /// service, no blocked write, no streaming body being sent, and quiet since
+    /// `idle_since + timeout` (the end of a streaming body counts as its time: when
+    /// the watcher first finds it ended).
     fn expired(&self, timeout: Duration) -> Option<Ended> {
-        if self.in_service.get() > 0
-            || self.write_blocked.get()
-            || Instant::now() < self.idle_since.get() + timeout
+        if self.in_service.get() > 0 || self.write_blocked.get() {
+            return None;
+        }
+        if self
+            .sending
+            .get()
+            .is_some_and(|count| count.load(Ordering::Relaxed) > 0)
         {
+            self.was_sending.set(true);
+            return None;
+        }
+        if self.was_sending.replace(false) {
+            self.idle_since.set(Instant::now());
+            return None;
+        }
+        if Instant::now() < self.idle_since.get() + timeout {
             return None;
         }
         Some(if self.awaiting_response.get() {

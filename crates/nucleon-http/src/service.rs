@@ -442,8 +442,23 @@ impl Started {
         if let Some(access) = access {
             access.log(&method, response, &request_id);
         }
+        if let Some(conn) = &conn
+            && response.body().is_streaming()
+        {
+            count_sending(conn, response);
+        }
         name_task(task_label, service.inner.connection_label);
     }
+}
+
+/// A streaming response body is counted by its connection until hyper has sent it
+/// all (or dropped it): the connection is not idle meanwhile, however long the body
+/// takes between frames.
+#[cold]
+#[inline(never)]
+fn count_sending(conn: &InService, response: &mut Response) {
+    let body = std::mem::take(response.body_mut());
+    *response.body_mut() = body.sending(conn.sending_body());
 }
 
 /// A client's `x-request-id`, when it is a sensible one: 1 to 128 visible ASCII

@@ -862,6 +862,57 @@ async fn heads_hyper_rejects_get_json_errors() {
     server.stop().await.expect("clean stop");
 }
 
+/// A response body that streams for longer than the header read timeout is sent to its
+/// end: the connection is not idle while it lasts, and serves the next request after.
+#[tokio::test]
+async fn a_streaming_body_outlasts_the_header_read_timeout() {
+    use http_body_util::StreamBody;
+    async fn ticks() -> nucleon_http::Response {
+        let frames = futures_util::stream::unfold(0_u32, |n| async move {
+            if n == 8 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let frame = http_body::Frame::data(nucleon_http::Bytes::from(format!("tick {n}\n")));
+            Some((Ok::<_, Infallible>(frame), n + 1))
+        });
+        nucleon_http::Response::new(Body::new(StreamBody::new(frames)))
+    }
+    let server = Server::start(router().route("/ticks", route_get(ticks)), |c| {
+        c.header_read_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"GET /ticks HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    while !received.ends_with(b"0\r\n\r\n") {
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "the body was cut: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("tick 0\n") && text.contains("tick 7\n"),
+        "{text}"
+    );
+
+    client
+        .write_all(b"GET /countries/ HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut client, false).await.status, 200);
+    server.stop().await.expect("clean stop");
+}
+
 /// A client that sends part of the HTTP/2 preface and then closes its writing side is
 /// let go at once (hyper sees the end of its stream): not kept, with the worker
 /// polling it over and over, until the header read timeout.
