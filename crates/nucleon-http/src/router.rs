@@ -829,6 +829,21 @@ struct CEntry {
     names: Vec<&'static str>,
 }
 
+impl CEntry {
+    /// The first candidate from index `from` on whose constraints `params` meet.
+    fn candidate_from(&self, from: usize, params: &Params) -> Option<usize> {
+        let values = params.as_slice();
+        let found = self.candidates.get(from..)?.iter().position(|c| {
+            c.constraints.iter().all(|constraint| {
+                values
+                    .get(constraint.index)
+                    .is_some_and(|(_, value)| constraint.is_match(value.as_str()))
+            })
+        })?;
+        Some(from + found)
+    }
+}
+
 /// A worker's compiled router.
 pub(crate) struct Compiled {
     table: matchit::Router<usize>,
@@ -940,11 +955,13 @@ impl Compiled {
         self.retry_after
     }
 
-    fn lookup(&self, path: &str) -> Option<(&CCandidate, Params)> {
+    /// The route table's entry for `path`, the first of its candidates whose
+    /// constraints the path meets, and the path's parameters.
+    fn lookup(&self, path: &str) -> Option<(&CEntry, usize, Params)> {
         if let Some(index) = self.statics.get(path) {
             // No parameters, so no constraints: its first candidate is the route.
-            let candidate = self.entries[index].candidates.first()?;
-            return Some((candidate, Params::None));
+            let entry = &self.entries[index];
+            return (!entry.candidates.is_empty()).then_some((entry, 0, Params::None));
         }
         let matched = self.table.at(path).ok()?;
         let entry = &self.entries[*matched.value];
@@ -955,15 +972,8 @@ impl Compiled {
             debug_assert_eq!(name, &**known);
             params.push(known, ParamValue::new(decode(value)));
         }
-        let values = params.as_slice();
-        let candidate = entry.candidates.iter().find(|c| {
-            c.constraints.iter().all(|constraint| {
-                values
-                    .get(constraint.index)
-                    .is_some_and(|(_, value)| constraint.is_match(value.as_str()))
-            })
-        })?;
-        Some((candidate, params))
+        let at = entry.candidate_from(0, &params)?;
+        Some((entry, at, params))
     }
 
     /// Routes one request: fills in its context (params, route) and, for a mounted
@@ -975,11 +985,45 @@ impl Compiled {
         ctx: &mut RequestContext,
         task_label: Option<&LabelHandle>,
     ) -> Dispatch<'_> {
-        let Some((candidate, params)) = self.lookup(request.uri().path()) else {
-            return Dispatch::Ready(self.not_found(request));
+        let Some((entry, at, params)) = self.lookup(request.uri().path()) else {
+            return self.unrouted(request, ctx, task_label);
         };
-        match &candidate.target {
-            CTarget::Methods { calls, allow } => {
+        self.dispatch_to(entry, at, params, request, ctx, task_label)
+    }
+
+    /// No route's pattern matches: `prefix/` goes to the service mounted at `prefix`
+    /// (matchit's catch-all takes one character at least), anything else is 404 (or
+    /// 308 to the same path with or without its trailing slash, when that one exists).
+    #[cold]
+    #[inline(never)]
+    fn unrouted<'a>(
+        &'a self,
+        request: &mut Request,
+        ctx: &mut RequestContext,
+        task_label: Option<&LabelHandle>,
+    ) -> Dispatch<'a> {
+        if let Some(prefix) = request.uri().path().strip_suffix('/')
+            && !prefix.is_empty()
+            && let Some((entry, at, params)) = self.lookup(prefix)
+            && matches!(entry.candidates[at].target, CTarget::Mount { .. })
+        {
+            return self.dispatch_to(entry, at, params, request, ctx, task_label);
+        }
+        Dispatch::Ready(self.not_found(request))
+    }
+
+    /// Routes a request to candidate `at` of `entry`.
+    fn dispatch_to<'a>(
+        &'a self,
+        entry: &'a CEntry,
+        at: usize,
+        params: Params,
+        request: &mut Request,
+        ctx: &mut RequestContext,
+        task_label: Option<&LabelHandle>,
+    ) -> Dispatch<'a> {
+        match &entry.candidates[at].target {
+            CTarget::Methods { calls, .. } => {
                 let method = request.method();
                 let mut head = false;
                 let mut found = calls.iter().find(|c| c.method == method);
@@ -994,7 +1038,7 @@ impl Compiled {
                     ..
                 }) = found
                 else {
-                    return Dispatch::Ready(method_not_allowed(request, allow));
+                    return self.method_elsewhere(entry, at, params, request, ctx, task_label);
                 };
                 ctx.params = params;
                 ctx.route = Some(label.as_str());
@@ -1029,6 +1073,51 @@ impl Compiled {
                 }
             }
         }
+    }
+
+    /// Candidate `at` has no handler for the request's method: a later candidate the
+    /// path also meets may have one (`/items/{id:[0-9]+}` for GET, `/items/{id}` for
+    /// POST); else 405, allowing what every candidate the path meets allows.
+    #[cold]
+    #[inline(never)]
+    fn method_elsewhere<'a>(
+        &'a self,
+        entry: &'a CEntry,
+        at: usize,
+        params: Params,
+        request: &mut Request,
+        ctx: &mut RequestContext,
+        task_label: Option<&LabelHandle>,
+    ) -> Dispatch<'a> {
+        let method = request.method();
+        let serves = |candidate: &CCandidate| match &candidate.target {
+            CTarget::Methods { calls, .. } => calls
+                .iter()
+                .any(|c| c.method == method || method == Method::HEAD && c.method == Method::GET),
+            CTarget::Mount { .. } => true,
+        };
+        let mut next = at + 1;
+        while let Some(other) = entry.candidate_from(next, &params) {
+            if serves(&entry.candidates[other]) {
+                return self.dispatch_to(entry, other, params, request, ctx, task_label);
+            }
+            next = other + 1;
+        }
+        let mut allowed: Vec<&str> = Vec::new();
+        let mut from = at;
+        while let Some(index) = entry.candidate_from(from, &params) {
+            if let CTarget::Methods { allow, .. } = &entry.candidates[index].target {
+                for name in allow.to_str().unwrap_or_default().split(", ") {
+                    if !name.is_empty() && !allowed.contains(&name) {
+                        allowed.push(name);
+                    }
+                }
+            }
+            from = index + 1;
+        }
+        let allow =
+            HeaderValue::from_str(&allowed.join(", ")).unwrap_or(HeaderValue::from_static(""));
+        Dispatch::Ready(method_not_allowed(request, &allow))
     }
 
     #[cold]

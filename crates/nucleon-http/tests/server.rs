@@ -124,6 +124,15 @@ fn router() -> Router {
         .route("/hits", route_get(hits))
         .route("/greet", route_get(greet))
         .route("/echo", post(|body: String| async move { body }))
+        // One pattern, two routes: GET for numbers only, POST for any id.
+        .route(
+            "/things/{id:[0-9]+}",
+            route_get(|Path(id): Path<u32>| async move { format!("thing {id}") }),
+        )
+        .route(
+            "/things/{id}",
+            post(|Path(id): Path<String>| async move { format!("made {id}") }),
+        )
         .mount("/legacy", mounted())
 }
 
@@ -209,6 +218,25 @@ async fn routing_params_constraints_methods_head_and_mount() {
     );
     let reply = get(addr, "/legacy").await;
     assert_eq!(String::from_utf8_lossy(&reply.body), "legacy saw /");
+    let reply = get(addr, "/legacy/").await;
+    assert_eq!(String::from_utf8_lossy(&reply.body), "legacy saw /");
+    let reply = request(addr, "POST", "/legacy/", &[], b"").await;
+    assert_eq!(String::from_utf8_lossy(&reply.body), "legacy saw /");
+
+    // Routes that share a pattern with different constraints: the method picks
+    // among those whose constraints the path meets, and 405's Allow names them all.
+    let reply = get(addr, "/things/42").await;
+    assert_eq!(String::from_utf8_lossy(&reply.body), "thing 42");
+    let reply = request(addr, "POST", "/things/42", &[], b"").await;
+    assert_eq!(String::from_utf8_lossy(&reply.body), "made 42");
+    let reply = request(addr, "POST", "/things/abc", &[], b"").await;
+    assert_eq!(String::from_utf8_lossy(&reply.body), "made abc");
+    let reply = get(addr, "/things/abc").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+    let reply = request(addr, "DELETE", "/things/42", &[], b"").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, POST"));
 
     // Shared state and the client's request id.
     let reply = request(addr, "GET", "/greet", &[("x-request-id", "abc-123")], b"").await;
