@@ -31,12 +31,6 @@ enum Kind {
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
     /// A request body capped at the body limit.
     Limited(Box<Limited<Body>>),
-    /// A streaming response body on its way out, counted by its connection while it
-    /// lasts (the idle limit waits for it).
-    Sending {
-        body: Box<Body>,
-        _counted: crate::server::SendingBody,
-    },
 }
 
 impl Body {
@@ -117,12 +111,43 @@ impl Body {
         )
     }
 
-    /// This body, counted by `guard` until it is dropped.
+    /// This body, counted by `guard` until it is dropped (boxed: the streaming case
+    /// pays for it, not every body's `match`).
     pub(crate) fn sending(self, guard: crate::server::SendingBody) -> Self {
-        Self(Kind::Sending {
-            body: Box::new(self),
-            _counted: guard,
-        })
+        Self(Kind::Boxed(
+            Sending {
+                body: self,
+                _guard: guard,
+            }
+            .boxed_unsync(),
+        ))
+    }
+}
+
+/// A streaming response body on its way out, counted by its connection while it lasts
+/// (the connection's idle limit waits for it).
+struct Sending {
+    body: Body,
+    _guard: crate::server::SendingBody,
+}
+
+impl http_body::Body for Sending {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -198,7 +223,6 @@ impl http_body::Body for Body {
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
             Kind::Limited(body) => Pin::new(&mut **body).poll_frame(cx),
-            Kind::Sending { body, .. } => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -209,7 +233,6 @@ impl http_body::Body for Body {
             Kind::Incoming(body) => body.is_end_stream(),
             Kind::Boxed(body) => body.is_end_stream(),
             Kind::Limited(body) => body.is_end_stream(),
-            Kind::Sending { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -220,7 +243,6 @@ impl http_body::Body for Body {
             Kind::Incoming(body) => body.size_hint(),
             Kind::Boxed(body) => body.size_hint(),
             Kind::Limited(body) => body.size_hint(),
-            Kind::Sending { body, .. } => body.size_hint(),
         }
     }
 }

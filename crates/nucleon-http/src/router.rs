@@ -1012,7 +1012,9 @@ impl Compiled {
         Dispatch::Ready(self.not_found(request))
     }
 
-    /// Routes a request to candidate `at` of `entry`.
+    /// Routes a request to candidate `at` of `entry` (inlined into `dispatch`, where
+    /// it is hot; its other callers are cold).
+    #[inline(always)]
     fn dispatch_to<'a>(
         &'a self,
         entry: &'a CEntry,
