@@ -1,14 +1,16 @@
 //! The one body type of requests and responses.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::{BoxError, HttpError};
+use crate::{BoxError, HttpError, StatusCode};
 
 /// A request or response body: empty, a buffer, a request's incoming stream, or any
 /// other [`http_body::Body`] (boxed).
@@ -151,12 +153,91 @@ impl http_body::Body for Sending {
     }
 }
 
+impl Body {
+    /// A request's body as the server receives it: reading it fails with
+    /// [`BodyReadTimeout`] when no byte of it arrives for `idle_limit` while it is
+    /// awaited (`http.body_read_timeout`). A request without a body (most `GET`s) is
+    /// left as it is; one with a body is boxed with its timer's state.
+    pub(crate) fn request(body: hyper::body::Incoming, idle_limit: Duration) -> Self {
+        if http_body::Body::is_end_stream(&body) {
+            return Self(Kind::Incoming(body));
+        }
+        Self(Kind::Boxed(
+            TimedIncoming {
+                body,
+                idle_limit,
+                timer: None,
+            }
+            .boxed_unsync(),
+        ))
+    }
+}
+
+/// A request's body from hyper, and how long it may keep its reader waiting for the
+/// next frame.
+struct TimedIncoming {
+    body: hyper::body::Incoming,
+    idle_limit: Duration,
+    /// Armed while a read waits (so only a body that makes its reader wait has a
+    /// timer); dropped when a frame arrives.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for TimedIncoming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.timer = None;
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        let limit = this.idle_limit;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.timer = None;
+        Poll::Ready(Some(Err(Box::new(BodyReadTimeout { after: limit }))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request's body stopped arriving: nothing for `after` (`http.body_read_timeout`)
+/// while it was read. The extractors answer it with 408 `REQUEST_TIMEOUT`.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the request body stopped arriving: no byte for {after:?} (http.body_read_timeout)")]
+pub struct BodyReadTimeout {
+    /// How long the reader waited.
+    pub after: Duration,
+}
+
 /// The answer for a body that could not be read within `limit`.
 pub(crate) fn read_error(error: &BoxError, limit: usize) -> HttpError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
     while let Some(error) = source {
         if error.is::<LengthLimitError>() {
             return HttpError::payload_too_large(limit);
+        }
+        if let Some(timeout) = error.downcast_ref::<BodyReadTimeout>() {
+            return HttpError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                timeout.to_string(),
+            );
         }
         source = error.source();
     }

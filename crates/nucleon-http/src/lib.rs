@@ -42,7 +42,7 @@
 //! | 400 | `BAD_REQUEST` | the body cannot be read, or is not UTF-8 for a `String`; or (HTTP/1.1) the request line or a header line does not parse |
 //! | 404 | `NOT_FOUND` | no route (a failed constraint included), or a handler's own 404 |
 //! | 405 | `METHOD_NOT_ALLOWED` | the path exists, the method does not; `Allow` lists those that do |
-//! | 408 | `REQUEST_TIMEOUT` | the client did not send its headers within `http.header_read_timeout` |
+//! | 408 | `REQUEST_TIMEOUT` | the client did not send its headers within `http.header_read_timeout`, or its body stopped arriving for `http.body_read_timeout` while read |
 //! | 413 | `PAYLOAD_TOO_LARGE` | the body is past `http.body_limit`, wherever it is read |
 //! | 414 | `URI_TOO_LONG` | (HTTP/1.1) a request target past hyper's limit of 65534 bytes (reached first only when `http.max_header_size` is above 32 KiB) |
 //! | 415 | `UNSUPPORTED_MEDIA_TYPE` | a JSON body without `content-type: application/json` |
@@ -103,7 +103,7 @@ mod server;
 mod service;
 mod static_routes;
 
-pub use body::Body;
+pub use body::{Body, BodyReadTimeout};
 pub use bytes::Bytes;
 pub use error::{HttpError, ServerError};
 pub use extract::{

@@ -41,6 +41,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// port = 8888
 /// body_limit = 1048576
 /// header_read_timeout = "10s"
+/// body_read_timeout = "30s"
 /// lame_duck = "5s"
 /// ```
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -56,11 +57,11 @@ pub struct HttpConfig {
     /// connection (a new one before its first byte, or a keep-alive one between
     /// requests) stays open (default 10 s). A client cut mid-headers gets 408. A
     /// connection is not idle while a handler runs or a response is being sent, a
-    /// streaming body however slow included. An HTTP/2 connection with no request in service for as long gets a `GOAWAY` (its
-    /// open streams finish), and is pinged at this interval: a peer that does not
-    /// answer within it is closed. Connections in service are checked a few times per
-    /// timeout (every quarter of it, 5 ms to 1 s), so one ends between 1 and 1.25
-    /// times the timeout after it went quiet.
+    /// streaming body however slow included. An HTTP/2 connection with no request in
+    /// service for as long gets a `GOAWAY` (its open streams finish), and is pinged at
+    /// this interval: a peer that does not answer within it is closed. Connections in
+    /// service are checked a few times per timeout (every quarter of it, 5 ms to 1 s),
+    /// so one ends between 1 and 1.25 times the timeout after it went quiet.
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// The largest request head (path, query and headers) in bytes (default 16 KiB):
@@ -68,6 +69,12 @@ pub struct HttpConfig {
     pub max_header_size: usize,
     /// The largest request body in bytes (default 1 MiB): past it, 413.
     pub body_limit: usize,
+    /// How long a request's body may go without a byte arriving while it is read
+    /// (default 30 s): past it, reading fails, the extractors answer 408
+    /// `REQUEST_TIMEOUT`, and the connection closes. An upload that stalls does not
+    /// hold its connection and its handler for ever.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
     /// A time limit for every handler (default none; routes may set their own).
     #[serde(with = "duration::option")]
     pub request_timeout: Option<Duration>,
@@ -96,6 +103,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 16 * 1024,
             body_limit: DEFAULT_BODY_LIMIT,
+            body_read_timeout: Duration::from_secs(30),
             request_timeout: None,
             readiness_path: Some("/readyz".into()),
             lame_duck: Duration::ZERO,
@@ -202,6 +210,7 @@ struct Shared {
     /// `None` when `http.http2` is off.
     http2: Option<http2::Builder<LocalExec>>,
     header_read_timeout: Duration,
+    body_read_timeout: Duration,
     shutdown: watch::Sender<bool>,
     /// `shutdown` for connections still waiting for their first bytes (serving ones
     /// learn of the drain from the watcher).
@@ -254,6 +263,7 @@ impl Adapter for HttpServer {
             http1,
             http2,
             header_read_timeout: self.config.header_read_timeout,
+            body_read_timeout: self.config.body_read_timeout,
             shutdown,
             closed: Notify::new(),
             connections: Cell::new(0),
@@ -633,6 +643,7 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
     let timeout = shared.header_read_timeout;
     let service = ConnectionService {
         service: shared.service.clone(),
+        body_read_timeout: shared.body_read_timeout,
         state: Rc::clone(&state),
         poll_at_once: true,
     };
@@ -725,6 +736,7 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     };
     let service = ConnectionService {
         service: shared.service.clone(),
+        body_read_timeout: shared.body_read_timeout,
         state: Rc::clone(&state),
         // A stream's future runs in a task of its own, not the connection's.
         poll_at_once: false,
@@ -771,6 +783,8 @@ fn log_end(result: Result<(), BoxError>, remote: SocketAddr) {
 /// hyper's side of a connection: every request goes through the worker's pipeline.
 struct ConnectionService {
     service: HttpService,
+    /// `http.body_read_timeout`, for every request's body.
+    body_read_timeout: Duration,
     /// The connection: the client's address, and what the header read timeout needs.
     state: Rc<ConnState>,
     /// Poll a request's future once inside `call`, with the connection task's waker
@@ -845,10 +859,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         let in_service = InService(Rc::clone(state));
         // The synchronous part here; one box (the handler's future inside the
         // pipeline's), none for an answer made at once.
-        match self
-            .service
-            .start(request.map(Body::from), state.remote, Some(in_service))
-        {
+        match self.service.start(
+            request.map(|body| Body::request(body, self.body_read_timeout)),
+            state.remote,
+            Some(in_service),
+        ) {
             Outcome::Ready(response) => ResponseFuture::Ready(Some(response)),
             Outcome::Pending(future) if self.poll_at_once => state.poll_at_once(future),
             Outcome::Pending(future) => ResponseFuture::Pending(future),
@@ -1292,6 +1307,7 @@ mod tests {
             http1,
             http2,
             header_read_timeout: config.header_read_timeout,
+            body_read_timeout: config.body_read_timeout,
             shutdown,
             closed: Notify::new(),
             connections: Cell::new(0),

@@ -890,6 +890,47 @@ async fn heads_hyper_rejects_get_json_errors() {
     server.stop().await.expect("clean stop");
 }
 
+/// A request body that stops arriving is answered 408 once `http.body_read_timeout`
+/// passes without a byte of it; one that arrives slowly but steadily is read to its
+/// end, however long that takes in all.
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_a_slow_one_is_read() {
+    let server = Server::start(router(), |c| {
+        c.body_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let head = b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n";
+
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(head).await.unwrap();
+    stalled.write_all(&[b'a'; 10]).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_reply(&mut stalled, false))
+        .await
+        .expect("the stalled upload was not answered");
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.json()["error"], "REQUEST_TIMEOUT");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("http.body_read_timeout"),
+        "{:?}",
+        reply.json()
+    );
+
+    // 100 bytes, 10 every 100 ms: a second in all, never 300 ms without a byte.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(head).await.unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slow.write_all(&[b'b'; 10]).await.unwrap();
+    }
+    let reply = read_reply(&mut slow, false).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, vec![b'b'; 100]);
+    server.stop().await.expect("clean stop");
+}
+
 /// A response body that streams for longer than the header read timeout is sent to its
 /// end: the connection is not idle while it lasts, and serves the next request after.
 #[tokio::test]
