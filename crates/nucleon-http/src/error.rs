@@ -222,6 +222,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// Another socket is bound to the address: most likely another process listens
+    /// on it (another instance of this service?).
+    #[error(
+        "{addr} is in use: another process listens on it (another instance of this service?); stop it, or change http.port or pass --port"
+    )]
+    AddrInUse {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
     /// `http.host` is not an IP address.
     #[error("http.host `{host}` is not an IP address (e.g. \"127.0.0.1\" or \"0.0.0.0\")")]
     InvalidHost {

@@ -117,7 +117,7 @@ pub use router::{
     Endpoint, EndpointLayer, IntoEndpoint, MethodRouter, RouteInfo, Router, delete, get, head, on,
     options, patch, post, put,
 };
-pub use server::{DEFAULT_BODY_LIMIT, HttpConfig, HttpServer};
+pub use server::{DEFAULT_BODY_LIMIT, HttpConfig, HttpServer, PortClaim};
 pub use service::{HttpService, X_REQUEST_ID};
 
 /// Any error, boxed (as the runtime's adapters use).

@@ -126,29 +126,81 @@ impl HttpConfig {
         Ok(SocketAddr::new(ip, self.port))
     }
 
-    /// Picks a free port when `port` is 0, so that every worker binds the same one.
+    /// Picks a free port when `port` is 0, so that every worker binds the same one
+    /// (and checks that nothing listens on the address): [`HttpConfig::claim_port`],
+    /// with the claim let go at once.
     ///
     /// # Errors
-    /// An invalid host, or no port to be had.
+    /// As [`HttpConfig::claim_port`].
     pub fn resolve_port(&mut self) -> Result<SocketAddr, ServerError> {
+        self.claim_port().map(|claim| claim.addr())
+    }
+
+    /// Claims the address for this process's workers: checks that nothing listens on
+    /// it (the workers bind with `SO_REUSEPORT`, which the kernel would let a second
+    /// instance of the service share with a running one, splitting the traffic between
+    /// them without a word), picks a free port when `port` is 0, and holds the address
+    /// until the claim is dropped, so that a port 0 picked here is not given to another
+    /// socket before the workers have bound it. A socket bound to the address but not
+    /// listening, with `SO_REUSEADDR` and `SO_REUSEPORT` (a reservation such as this
+    /// claim), does not count.
+    ///
+    /// ```
+    /// use nucleon_http::{HttpConfig, ServerError};
+    ///
+    /// let mut config = HttpConfig { port: 0, ..HttpConfig::default() };
+    /// let claim = config.claim_port().unwrap();
+    /// assert_eq!(claim.addr().port(), config.port);
+    ///
+    /// // A port something listens on is refused.
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let port = listener.local_addr().unwrap().port();
+    /// let mut taken = HttpConfig { port, ..HttpConfig::default() };
+    /// assert!(matches!(taken.claim_port(), Err(ServerError::AddrInUse { .. })));
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServerError::InvalidHost`]; [`ServerError::AddrInUse`] when a socket listens
+    /// on the address (another process's, or this one's); [`ServerError::Bind`] for
+    /// any other failure (no free port, no such local address…).
+    pub fn claim_port(&mut self) -> Result<PortClaim, ServerError> {
         let addr = self.addr()?;
+        let bind_error = |source: io::Error| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                ServerError::AddrInUse { addr }
+            } else {
+                ServerError::Bind { addr, source }
+            }
+        };
+        let socket = |reuse_port: bool| -> io::Result<Socket> {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(reuse_port)?;
+            Ok(socket)
+        };
         if addr.port() != 0 {
-            return Ok(addr);
+            // Without `SO_REUSEPORT` (with `SO_REUSEADDR`, so that connections of an
+            // earlier run left in `TIME_WAIT` do not count), binding fails while any
+            // socket listens on the address, one of this service's kind included.
+            socket(false)
+                .and_then(|probe| probe.bind(&addr.into()))
+                .map_err(bind_error)?;
         }
-        let bind_error = |source| ServerError::Bind { addr, source };
-        // Bound but never listening: no connection can queue on it.
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .map_err(bind_error)?;
-        socket.set_reuse_port(true).map_err(bind_error)?;
-        socket.bind(&addr.into()).map_err(bind_error)?;
-        let port = socket
+        // Bound but never listening: no connection can queue on it; the workers'
+        // sockets (`SO_REUSEPORT` too, same user) bind beside it.
+        let claim = socket(true).map_err(bind_error)?;
+        claim.bind(&addr.into()).map_err(bind_error)?;
+        let port = claim
             .local_addr()
             .ok()
             .and_then(|a| a.as_socket())
             .map(|a| a.port())
             .ok_or_else(|| bind_error(io::Error::other("no local address")))?;
         self.port = port;
-        Ok(SocketAddr::new(addr.ip(), port))
+        Ok(PortClaim {
+            addr: SocketAddr::new(addr.ip(), port),
+            _socket: claim,
+        })
     }
 
     fn normalised(mut self) -> Self {
@@ -156,6 +208,22 @@ impl HttpConfig {
             self.readiness_path = None;
         }
         self
+    }
+}
+
+/// The address a service is to listen on, held for its workers: see
+/// [`HttpConfig::claim_port`]. Drop it once they listen (or keep it while they run: it
+/// never accepts a connection).
+#[derive(Debug)]
+pub struct PortClaim {
+    addr: SocketAddr,
+    _socket: Socket,
+}
+
+impl PortClaim {
+    /// The address claimed (with the port chosen, when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 

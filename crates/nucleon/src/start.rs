@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use nucleon_http::{HttpConfig, HttpServer};
+use nucleon_http::{HttpConfig, HttpServer, PortClaim};
 use nucleon_runtime::{Runtime, RuntimeError, RuntimeHandle};
 
 use crate::App;
@@ -139,7 +139,8 @@ impl App {
     pub fn into_runtime(mut self, options: StartOptions) -> Result<AppRuntime, AppError> {
         let (config, mut http) = crate::cli::load(&self, &options)?;
         let plan = self.worker_plan(&config)?;
-        let addr = http.resolve_port()?;
+        let claim = http.claim_port()?;
+        let addr = claim.addr();
         let App {
             name,
             router,
@@ -174,6 +175,7 @@ impl App {
             addr,
             http,
             runtime: builder.build()?,
+            claim,
         })
     }
 }
@@ -185,6 +187,9 @@ pub struct AppRuntime {
     addr: SocketAddr,
     http: HttpConfig,
     runtime: Runtime,
+    /// The address, held from the build until the runtime ends (see
+    /// [`HttpConfig::claim_port`]).
+    claim: PortClaim,
 }
 
 impl AppRuntime {
@@ -228,10 +233,13 @@ impl AppRuntime {
             name,
             addr,
             runtime,
+            claim,
             ..
         } = self;
         tracing::info!(target: "nucleon", app = %name, "{name} starting on http://{addr} with {} worker(s)", runtime.handle().workers());
-        runtime.run()
+        let result = runtime.run();
+        drop(claim);
+        result
     }
 }
 

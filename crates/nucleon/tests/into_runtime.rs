@@ -153,6 +153,25 @@ async fn into_runtime_serves_on_a_free_port_and_stops_with_its_handle() {
 
     let (status, body) = get_json(addr, "/seen").await;
     assert_eq!(status, 200, "{body}");
+
+    // A second instance on the same port is refused, not let in to share it.
+    let second = app().into_runtime(
+        StartOptions::new()
+            .port(addr.port())
+            .environment("default")
+            .handle_signals(false),
+    );
+    match second {
+        Err(AppError::Http(error)) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&addr.to_string()) && message.contains("in use"),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a second instance was let in on {addr}"),
+    }
     #[cfg(feature = "dns")]
     {
         // The DNS adapters run before the per_worker setup's adapters, so those can use

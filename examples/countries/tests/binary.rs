@@ -95,9 +95,12 @@ async fn get(addr: SocketAddr, method: &str, path: &str) -> Reply {
 /// A port for one server, held for the whole test: bound with `SO_REUSEPORT` and not
 /// listening, so the server (which binds with `SO_REUSEPORT` too) can take it, while no
 /// other test's `bind(0)` is handed the same port in the meantime (two servers of two
-/// concurrent tests sharing one port would answer each other's clients).
+/// concurrent tests sharing one port would answer each other's clients). With
+/// `SO_REUSEADDR` as well, as the server's own claim has it: the server's check that
+/// nothing listens on its port lets such a reservation be.
 fn reserve_port() -> (u16, TcpSocket) {
     let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
     socket.set_reuseport(true).unwrap();
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     (socket.local_addr().unwrap().port(), socket)
