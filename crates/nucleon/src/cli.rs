@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use nucleon_http::{HttpConfig, ServerError};
+use nucleon_runtime::config::choose_environment;
 use nucleon_runtime::{Config, ConfigError, ConfigOptions, RuntimeError};
 
 use crate::App;
@@ -56,7 +57,8 @@ struct StartArgs {
 
 #[derive(Debug, Args, Default, Clone)]
 struct ConfigArgs {
-    /// The environment: a table of app.toml (default: `NUCLEON_ENV`, else `default`).
+    /// The environment: a table of app.toml (default: `NUCLEON_ENV`, else
+    /// `NUCLEON_CONFIGURATION`, else `default`).
     #[arg(long = "env")]
     environment: Option<String>,
     /// The configuration file (default: ./app.toml, else the app's embedded defaults).
@@ -212,11 +214,7 @@ fn load_config(
     let local = PathBuf::from("app.toml");
     match (file, app.default_config) {
         (None, Some(text)) if !local.exists() => {
-            let environment = environment
-                .or_else(|| std::env::var("NUCLEON_ENV").ok())
-                .filter(|e| !e.is_empty())
-                .unwrap_or_else(|| "default".to_owned());
-            Config::from_toml(text, &environment)
+            Config::from_toml(text, &choose_environment(environment))
         }
         (file, _) => Config::load(ConfigOptions { file, environment }),
     }

@@ -74,7 +74,7 @@ impl StartOptions {
     }
 
     /// The environment, a table of the configuration (`--env`; default `NUCLEON_ENV`,
-    /// else `default`).
+    /// else `NUCLEON_CONFIGURATION`, else `default`).
     pub fn environment(mut self, environment: impl Into<String>) -> Self {
         self.environment = Some(environment.into());
         self

@@ -40,6 +40,29 @@ use crate::watchdog::WatchdogConfig;
 /// Environment variables that choose how configuration is loaded, not what it says.
 const RESERVED: [&str; 4] = ["env", "configuration", "config", "log"];
 
+/// The framework's own sections. A top-level table of one of these names is a section
+/// written outside any environment (`[http]` for `[default.http]`): the file's top-level
+/// tables are environments, so it would be read as an environment named `http`, and
+/// silently never used.
+const SECTIONS: [&str; 6] = ["runtime", "http", "http_client", "dns", "db", "amqp"];
+
+/// The environment to run in: `explicit` (`--env`) when given and not empty, else
+/// `NUCLEON_ENV`, else `NUCLEON_CONFIGURATION`, else `default`.
+///
+/// ```
+/// use nucleon_runtime::config::choose_environment;
+///
+/// assert_eq!(choose_environment(Some("production".into())), "production");
+/// ```
+pub fn choose_environment(explicit: Option<String>) -> String {
+    let from_env = |name| std::env::var(name).ok().filter(|e: &String| !e.is_empty());
+    explicit
+        .filter(|e| !e.is_empty())
+        .or_else(|| from_env("NUCLEON_ENV"))
+        .or_else(|| from_env("NUCLEON_CONFIGURATION"))
+        .unwrap_or_else(|| "default".to_owned())
+}
+
 /// Where to load configuration from; see [`Config::load`].
 #[derive(Debug, Clone, Default)]
 pub struct ConfigOptions {
@@ -70,13 +93,7 @@ impl Config {
     /// A missing file that was asked for by name, a file that is not valid TOML, or an
     /// environment the file does not define.
     pub fn load(options: ConfigOptions) -> Result<Self, ConfigError> {
-        let from_env = |name| std::env::var(name).ok().filter(|e: &String| !e.is_empty());
-        let environment = options
-            .environment
-            .filter(|e| !e.is_empty())
-            .or_else(|| from_env("NUCLEON_ENV"))
-            .or_else(|| from_env("NUCLEON_CONFIGURATION"))
-            .unwrap_or_else(|| "default".to_owned());
+        let environment = choose_environment(options.environment);
         let (file, explicit) = match options.file {
             Some(file) => (Some(file), true),
             None => (Some(PathBuf::from("app.toml")), false),
@@ -117,6 +134,12 @@ impl Config {
         file: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
         let defined: Vec<String> = base.profiles().map(|p| p.as_str().to_string()).collect();
+        if let Some(section) = defined.iter().find(|p| SECTIONS.contains(&p.as_str())) {
+            return Err(ConfigError::SectionOutsideEnvironment {
+                file: display_file(file.as_deref()),
+                section: section.clone(),
+            });
+        }
         let env = Env::prefixed("NUCLEON_")
             .split("__")
             .filter(|key| {
@@ -281,6 +304,17 @@ pub enum ConfigError {
         environment: String,
         /// The environments the file defines.
         defined: Vec<String>,
+    },
+    /// A section of the framework's (`http`, `runtime`…) is a top-level table, outside
+    /// any environment.
+    #[error(
+        "`{file}` has a top-level `[{section}]` table: its top-level tables are environments; write `[default.{section}]` (or `[<environment>.{section}]`)"
+    )]
+    SectionOutsideEnvironment {
+        /// The file read.
+        file: String,
+        /// The section's name.
+        section: String,
     },
     /// A value is missing, malformed, or of the wrong type.
     #[error(
