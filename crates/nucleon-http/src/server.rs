@@ -420,7 +420,12 @@ fn builders(config: &HttpConfig) -> (http1::Builder, Option<http2::Builder<Local
             .timer(TokioTimer::new())
             .keep_alive_interval(config.header_read_timeout)
             .keep_alive_timeout(config.header_read_timeout)
-            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
+            // A bound on memory only, looser than `http.max_header_size` (h2 counts 32
+            // bytes more per header, and answers a bare 431 itself): the pipeline
+            // checks the limit as for HTTP/1, and answers 431 in JSON.
+            .max_header_list_size(
+                u32::try_from(config.max_header_size * 2 + 32 * 100).unwrap_or(u32::MAX),
+            );
         http2
     });
     (http1, http2)
@@ -578,9 +583,6 @@ async fn closed(shared: &Shared) {
 }
 
 async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
-    if let Some(label) = nucleon_runtime::task::label_handle() {
-        let _ = state.label.set(label);
-    }
     let count = ConnectionCount(Rc::clone(&shared));
     let stream = &state.stream;
     // The first bytes, within the header read timeout: an idle new connection is
@@ -708,6 +710,11 @@ enum Ended {
 }
 
 async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
+    // A request runs in this task: its label becomes the request's route meanwhile.
+    // (HTTP/2's requests each run in a task of their own, named so.)
+    if let Some(label) = nucleon_runtime::task::label_handle() {
+        let _ = state.label.set(label);
+    }
     let timeout = shared.header_read_timeout;
     let service = ConnectionService {
         service: shared.service.clone(),
@@ -865,6 +872,9 @@ struct ConnectionService {
     /// when the request is: an allocation and a free of a large block, per request. A
     /// handler done on its first poll (most are) has dropped the request before that
     /// read, and the buffer is used again.
+    ///
+    /// `false` (HTTP/2): the whole pipeline runs in the stream's task instead (see
+    /// `ConnectionService::in_stream_task`).
     poll_at_once: bool,
 }
 
@@ -925,6 +935,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         let state = &self.state;
         state.in_service.set(state.in_service.get() + 1);
         let in_service = InService(Rc::clone(state));
+        if !self.poll_at_once {
+            return self.in_stream_task(request, in_service);
+        }
         // The synchronous part here; one box (the handler's future inside the
         // pipeline's), none for an answer made at once.
         match self.service.start(
@@ -933,9 +946,32 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             Some(in_service),
         ) {
             Outcome::Ready(response) => ResponseFuture::Ready(Some(response)),
-            Outcome::Pending(future) if self.poll_at_once => state.poll_at_once(future),
-            Outcome::Pending(future) => ResponseFuture::Pending(future),
+            Outcome::Pending(future) => state.poll_at_once(future),
         }
+    }
+}
+
+impl ConnectionService {
+    /// An HTTP/2 request: the whole pipeline runs in the stream's own task, routing
+    /// included, so that the watchdog knows that task by the request's route (hyper
+    /// calls the service in the connection's task, then spawns its future).
+    #[cold]
+    #[inline(never)]
+    fn in_stream_task(
+        &self,
+        request: http::Request<Incoming>,
+        in_service: InService,
+    ) -> ResponseFuture {
+        let service = self.service.clone();
+        let remote = self.state.remote;
+        let body_read_timeout = self.body_read_timeout;
+        ResponseFuture::Pending(Box::pin(async move {
+            let request = request.map(|body| Body::request(body, body_read_timeout));
+            match service.start(request, remote, Some(in_service)) {
+                Outcome::Ready(response) => response,
+                Outcome::Pending(future) => future.await,
+            }
+        }))
     }
 }
 

@@ -468,6 +468,70 @@ async fn the_watchdog_names_a_blocking_handler_by_its_route() {
     server.stop().await.expect("clean stop");
 }
 
+/// Headers past `http.max_header_size` get the same JSON 431 over HTTP/2 as over
+/// HTTP/1 (with a request id), not h2's bare one.
+#[tokio::test]
+async fn http2_headers_too_large_get_the_json_431() {
+    use http_body_util::{BodyExt, Empty};
+    let server = server().await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    tokio::spawn(connection);
+    // 4096 is the test server's limit.
+    let request = http::Request::get(format!("http://{}/countries/", server.addr))
+        .header("x-big", "v".repeat(5000))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("a JSON body");
+    assert_eq!(json["error"], "HEADERS_TOO_LARGE");
+    drop(sender);
+    server.stop().await.expect("clean stop");
+}
+
+/// Over HTTP/2 each request runs in a task of its own: the watchdog names that task by
+/// the request's route too, and the connection's task keeps its own name.
+#[tokio::test]
+async fn the_watchdog_names_a_blocking_http2_handler_by_its_route() {
+    use http_body_util::{BodyExt, Empty};
+    let server = server().await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/block", server.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    slow_polls_reach(&server, 1).await;
+    let reports = server.handle.watchdog().recent_reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.task.as_deref() == Some("GET /block")),
+        "reports: {reports:?}"
+    );
+    drop(sender);
+    server.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn not_send_handlers_and_local_state() {
     let router = router();
