@@ -53,4 +53,4 @@ pub use local_state::LocalState;
 pub use runtime::{AdapterHealth, Phase, Runtime, RuntimeBuilder, RuntimeHandle};
 pub use task::{TaskLabel, spawn};
 pub use watchdog::{Watchdog, WatchdogConfig, WatchdogReport, WatchdogStats};
-pub use worker::{LocalWorker, WorkerSetup, current_worker};
+pub use worker::{EnteredWorker, LocalWorker, WorkerSetup, current_worker};

@@ -112,7 +112,7 @@ impl<T: 'static> LocalState<T> {
     /// Registers this state as the current thread's state of type `T`, replacing any
     /// earlier one, so [`LocalState::current`] finds it.
     pub fn register(&self) {
-        let any: Box<dyn Any> = Box::new(self.clone());
+        let any: Rc<dyn Any> = Rc::new(self.clone());
         LOCALS.with(|locals| locals.borrow_mut().insert(TypeId::of::<T>(), any));
     }
 }
@@ -141,7 +141,32 @@ impl<T: fmt::Debug> fmt::Debug for LocalState<T> {
 }
 
 thread_local! {
-    static LOCALS: RefCell<HashMap<TypeId, Box<dyn Any>>> = RefCell::new(HashMap::new());
+    static LOCALS: RefCell<Registered> = RefCell::new(HashMap::new());
+}
+
+/// A thread's registered states, by type.
+pub(crate) type Registered = HashMap<TypeId, Rc<dyn Any>>;
+
+/// The current thread's registered states (shared with the thread, not taken).
+pub(crate) fn registered() -> Registered {
+    LOCALS.with(|locals| locals.borrow().clone())
+}
+
+/// Makes `states` the current thread's registered states; returns those it replaces.
+pub(crate) fn replace_registered(states: Registered) -> Registered {
+    LOCALS.with(|locals| std::mem::replace(&mut *locals.borrow_mut(), states))
+}
+
+/// Drops those of the current thread's registered states that are in `states` (the
+/// same ones, not others of the same types).
+pub(crate) fn unregister(states: &Registered) {
+    LOCALS.with(|locals| {
+        locals.borrow_mut().retain(|type_id, state| {
+            !states
+                .get(type_id)
+                .is_some_and(|mine| Rc::ptr_eq(mine, state))
+        });
+    });
 }
 
 /// Drops every registered local state of the current thread (a worker being rebuilt).

@@ -348,6 +348,11 @@ async fn heartbeat(slot: Arc<WorkerSlot>, watchdog: Watchdog) {
 pub struct LocalWorker {
     adapters: AdapterSet,
     drain: Drain,
+    /// The states its setup registered, and its context (worker 0): made the
+    /// thread's while [`LocalWorker::enter`]'s guard lives, so that two such workers
+    /// on one thread keep their own.
+    states: RefCell<local_state::Registered>,
+    context: Rc<WorkerContext>,
 }
 
 impl LocalWorker {
@@ -373,7 +378,17 @@ impl LocalWorker {
             adapters: AdapterSet::default(),
             tasks: Vec::new(),
         };
-        setup(&mut worker).map_err(|source| RuntimeError::WorkerSetup { worker: 0, source })?;
+        let context = Rc::new(WorkerContext {
+            slot: Arc::new(WorkerSlot::new(0, settings.watchdog.threshold)),
+            watchdog: None,
+        });
+        // The setup registers its states on a clean slate: this worker's only.
+        local_state::replace_registered(local_state::Registered::new());
+        let previous = CONTEXT.with(|c| c.borrow_mut().replace(Rc::clone(&context)));
+        let set_up = setup(&mut worker);
+        let states = RefCell::new(local_state::registered());
+        CONTEXT.with(|c| *c.borrow_mut() = previous);
+        set_up.map_err(|source| RuntimeError::WorkerSetup { worker: 0, source })?;
         let WorkerSetup {
             mut adapters,
             tasks,
@@ -384,13 +399,33 @@ impl LocalWorker {
             config,
             drain: drain.clone(),
         };
-        adapters
+        let entered = enter(&states, &context);
+        let started = adapters
             .start_all(&ctx, settings.start_timeout, settings.shutdown_timeout)
-            .await?;
+            .await;
+        drop(entered);
+        started?;
+        // Registered on the thread too (with what the adapters registered), as a
+        // worker thread's are.
+        local_state::replace_registered(states.borrow().clone());
         for (label, future) in tasks {
             task::spawn(label, future);
         }
-        Ok(Self { adapters, drain })
+        Ok(Self {
+            adapters,
+            drain,
+            states,
+            context,
+        })
+    }
+
+    /// Makes this worker the thread's own until the guard drops: its registered
+    /// [`LocalState`]s are the ones [`LocalState::current`] finds, and
+    /// [`current_worker`] is `Some(0)`. Call it around whatever runs this worker's
+    /// handlers (one request of a test client, say). After [`LocalWorker::start`] its
+    /// states stay registered on the thread too, until another worker's replace them.
+    pub fn enter(&self) -> EnteredWorker<'_> {
+        enter(&self.states, &self.context)
     }
 
     /// This worker's drain state (start it to simulate a shutdown).
@@ -407,8 +442,51 @@ impl LocalWorker {
     /// this thread's registered [`LocalState`]s, as the end of a worker thread does.
     pub async fn stop(mut self, timeout: Duration) {
         self.drain.start();
+        let entered = enter(&self.states, &self.context);
         self.adapters.stop_all(Instant::now() + timeout).await;
-        local_state::clear_registered();
+        drop(entered);
+        local_state::unregister(&self.states.borrow());
+    }
+}
+
+/// A [`LocalWorker`] made the thread's own (see [`LocalWorker::enter`]); what was the
+/// thread's before comes back when it drops.
+#[must_use = "the worker is the thread's only while the guard lives"]
+pub struct EnteredWorker<'a> {
+    /// The worker's states: what the thread registered meanwhile goes back there.
+    states: &'a RefCell<local_state::Registered>,
+    /// The thread's own, to give back.
+    previous: Option<local_state::Registered>,
+    context: Option<Rc<WorkerContext>>,
+}
+
+/// Makes `states` and `context` the thread's until the guard drops.
+fn enter<'a>(
+    states: &'a RefCell<local_state::Registered>,
+    context: &Rc<WorkerContext>,
+) -> EnteredWorker<'a> {
+    let previous = local_state::replace_registered(states.borrow().clone());
+    let context = CONTEXT.with(|c| c.borrow_mut().replace(Rc::clone(context)));
+    EnteredWorker {
+        states,
+        previous: Some(previous),
+        context,
+    }
+}
+
+impl Drop for EnteredWorker<'_> {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            *self.states.borrow_mut() = local_state::replace_registered(previous);
+        }
+        let context = self.context.take();
+        CONTEXT.with(|c| *c.borrow_mut() = context);
+    }
+}
+
+impl std::fmt::Debug for EnteredWorker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnteredWorker").finish_non_exhaustive()
     }
 }
 

@@ -4,11 +4,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use nucleon_http::{Body, HttpConfig, HttpService, Request};
-use nucleon_runtime::LocalWorker;
+use nucleon_runtime::{BoxError, LocalWorker};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,9 +21,14 @@ use crate::app::{App as AppInner, Hook};
 /// with the `dns` feature the resolver and outbound HTTP client, every
 /// [`App::per_worker`] setup) and those adapters start, in order; then its `on_start`
 /// hooks. All of it in the `test` environment of its configuration, when there is one.
-/// When the client drops, the adapters stop in reverse and the `on_stop` hooks run.
-/// Requests go through the same pipeline as on the server (request id, limits, routing,
-/// JSON errors); only the HTTP server adapter (the socket) is left out.
+/// When the client drops (or [`TestClient::stop`] is called), the adapters stop in
+/// reverse and the `on_stop` hooks run. Requests go through the same pipeline as on the
+/// server (request id, limits, routing, JSON errors); only the HTTP server adapter (the
+/// socket) is left out, and with it hyper's own headers: a response gets the
+/// `content-length` hyper would write, not its `date`. While a request runs, the
+/// client's worker is the thread's: [`nucleon_runtime::current_worker`] is `Some(0)`
+/// and [`LocalState`](crate::LocalState)s are its own, even with several clients on one
+/// thread.
 ///
 /// The client blocks: use it from plain `#[test]` functions (not inside an async
 /// runtime). Tasks that the setup or the handlers spawn run while the client is
@@ -108,9 +113,22 @@ impl TestClient {
     /// Sends any request.
     pub fn request(&self, request: Request) -> TestResponse {
         let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let _entered = self.worker.as_ref().map(LocalWorker::enter);
         self.local.block_on(&self.runtime, async {
             let response = self.service.call(request, remote).await;
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
+            // hyper writes the length of a body whose size is known (a HEAD response
+            // has it already).
+            if let Some(length) = http_body::Body::size_hint(&body).exact()
+                && !parts.headers.contains_key(CONTENT_LENGTH)
+                && !parts.headers.contains_key(TRANSFER_ENCODING)
+                && parts.status != StatusCode::NO_CONTENT
+                && parts.status != StatusCode::NOT_MODIFIED
+            {
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
+            }
             let body = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => panic!("TestClient: cannot read the response body: {e}"),
@@ -120,6 +138,36 @@ impl TestClient {
                 headers: parts.headers,
                 body,
             }
+        })
+    }
+
+    /// Stops the app as dropping the client does (its adapters in reverse, then its
+    /// `on_stop` hooks), and returns the first hook's error, as the real server's exit
+    /// status would show it (dropping the client only logs it).
+    ///
+    /// # Errors
+    /// The first `on_stop` hook that failed, with its index.
+    pub fn stop(mut self) -> Result<(), BoxError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), BoxError> {
+        let hooks = std::mem::take(&mut self.stop);
+        let worker = self.worker.take();
+        let timeout = self.shutdown_timeout;
+        self.local.block_on(&self.runtime, async {
+            if let Some(worker) = worker {
+                worker.stop(timeout).await;
+            }
+            let mut first = None;
+            for (index, hook) in hooks.into_iter().enumerate() {
+                if let Err(e) = hook().await {
+                    tracing::error!(target: "nucleon::test", "on_stop hook #{index} failed: {e}");
+                    first
+                        .get_or_insert_with(|| format!("on_stop hook #{index} failed: {e}").into());
+                }
+            }
+            first.map_or(Ok(()), Err)
         })
     }
 
@@ -187,19 +235,8 @@ async fn run_hooks(stage: &str, hooks: Vec<Hook>) {
 
 impl Drop for TestClient {
     fn drop(&mut self) {
-        let hooks = std::mem::take(&mut self.stop);
-        let worker = self.worker.take();
-        let timeout = self.shutdown_timeout;
-        self.local.block_on(&self.runtime, async {
-            if let Some(worker) = worker {
-                worker.stop(timeout).await;
-            }
-            for hook in hooks {
-                if let Err(e) = hook().await {
-                    tracing::error!(target: "nucleon::test", "on_stop hook failed: {e}");
-                }
-            }
-        });
+        // Logged in `shut_down`; `stop` returns it.
+        let _ = self.shut_down();
     }
 }
 

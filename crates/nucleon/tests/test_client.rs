@@ -252,3 +252,51 @@ fn test_client_fails_loudly_when_a_per_worker_setup_fails() {
     let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("no database today"), "{message}");
 }
+
+/// The worker's index and a count of this worker's requests (its `LocalState`).
+async fn count(Local(count): Local<u32>) -> Json<serde_json::Value> {
+    let n = count.with_mut(|n| {
+        *n += 1;
+        *n
+    });
+    Json(serde_json::json!({"worker": nucleon::runtime::current_worker(), "count": n}))
+}
+
+fn counting_app() -> App {
+    App::new("counting")
+        .default_config(PER_WORKER_CONFIG)
+        .per_worker(|worker| {
+            worker.local_state(0_u32);
+            Ok(())
+        })
+        .route("/count", get(count))
+}
+
+#[test]
+fn clients_on_one_thread_keep_their_own_worker_state() {
+    let a = TestClient::new(counting_app());
+    assert_eq!(a.get("/count").json::<serde_json::Value>()["count"], 1);
+    let b = TestClient::new(counting_app());
+    let first_of_b = b.get("/count");
+    assert_eq!(first_of_b.json::<serde_json::Value>()["count"], 1);
+    // As on a worker: worker 0, and the length hyper would write.
+    assert_eq!(first_of_b.json::<serde_json::Value>()["worker"], 0);
+    assert_eq!(
+        first_of_b.header("content-length"),
+        Some(first_of_b.bytes().len().to_string().as_str())
+    );
+    assert_eq!(a.get("/count").json::<serde_json::Value>()["count"], 2);
+    drop(b);
+    let after = a.get("/count");
+    assert_eq!(after.status(), StatusCode::OK, "{}", after.text());
+    assert_eq!(after.json::<serde_json::Value>()["count"], 3);
+}
+
+#[test]
+fn stop_returns_an_on_stop_hook_s_error() {
+    let client = TestClient::new(
+        counting_app().on_stop(|| async { Err::<(), BoxError>("the flush failed".into()) }),
+    );
+    let error = client.stop().expect_err("the hook's error");
+    assert!(error.to_string().contains("the flush failed"), "{error}");
+}
