@@ -62,7 +62,7 @@ pub struct HttpConfig {
     /// this interval: a peer that does not answer within it is closed. Connections in
     /// service are checked a few times per timeout (every quarter of it, 5 ms to 1 s),
     /// so one ends between 1 and 1.25 times the timeout after it went quiet.
-    #[serde(with = "duration")]
+    #[serde(with = "duration::nonzero")]
     pub header_read_timeout: Duration,
     /// The largest request head (path, query and headers) in bytes (default 16 KiB):
     /// past it, 431.
@@ -73,7 +73,7 @@ pub struct HttpConfig {
     /// (default 30 s): past it, reading fails, the extractors answer 408
     /// `REQUEST_TIMEOUT`, and the connection closes. An upload that stalls does not
     /// hold its connection and its handler for ever.
-    #[serde(with = "duration")]
+    #[serde(with = "duration::nonzero")]
     pub body_read_timeout: Duration,
     /// A time limit for every handler (default none; routes may set their own).
     #[serde(with = "duration::option")]

@@ -723,7 +723,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64 << attempt.min(6).saturating_sub(1)).min(Duration::from_secs(5))
 }
 
-/// SIGTERM, SIGINT, SIGHUP, SIGUSR1: the first starts a drain, the second forces exit.
+/// SIGTERM, SIGINT, SIGHUP, SIGUSR1: the first starts a drain (or joins one already
+/// under way: `RuntimeHandle::shutdown`, a failed start), the second forces exit.
 struct SignalListener {
     drain: Drain,
     signals: Vec<(&'static str, tokio::signal::unix::Signal)>,
@@ -742,6 +743,7 @@ impl SignalListener {
     }
 
     async fn run(mut self) {
+        let mut received_before = false;
         loop {
             let received =
                 futures_util::future::select_all(self.signals.iter_mut().map(|(name, signal)| {
@@ -750,10 +752,16 @@ impl SignalListener {
                 .await
                 .0;
             let Some(name) = received else { return };
-            if self.drain.start() {
-                tracing::info!(target: "nucleon::runtime", signal = name, "{name} received: draining (send another signal to force exit)");
+            if !received_before {
+                received_before = true;
+                let how = if self.drain.start() {
+                    "draining"
+                } else {
+                    "already draining"
+                };
+                tracing::info!(target: "nucleon::runtime", signal = name, "{name} received: {how} (send another signal to force exit)");
             } else {
-                tracing::error!(target: "nucleon::runtime", signal = name, "{name} received while draining: forcing exit");
+                tracing::error!(target: "nucleon::runtime", signal = name, "{name} received a second time: forcing exit");
                 std::process::exit(1);
             }
         }

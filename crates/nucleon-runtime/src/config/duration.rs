@@ -97,6 +97,41 @@ pub mod option {
     }
 }
 
+/// A [`Duration`] that must be more than zero (a timeout, an interval: zero would
+/// end everything at once, or spin).
+pub mod nonzero {
+    use super::*;
+
+    /// Deserializes a [`Duration`] above zero.
+    ///
+    /// # Errors
+    /// When the value is not a duration, or is zero.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let duration = super::deserialize(deserializer)?;
+        if duration.is_zero() {
+            return Err(de::Error::custom(
+                "must be more than 0 (write e.g. \"100ms\" or \"10s\")",
+            ));
+        }
+        Ok(duration)
+    }
+
+    /// The same for `Option<Duration>`.
+    pub mod option {
+        use super::*;
+
+        /// Deserializes an optional [`Duration`] above zero.
+        ///
+        /// # Errors
+        /// When the value is present and not a duration, or is zero.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(deserializer).map(Some)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -483,6 +483,36 @@ mod tests {
     }
 
     #[test]
+    fn zero_watchdog_durations_are_refused_with_their_key() {
+        for key in ["threshold = \"0ms\"", "heartbeat = \"0s\""] {
+            Jail::expect_with(|jail| {
+                jail.create_file("app.toml", &format!("[default.runtime.watchdog]\n{key}\n"))?;
+                let error = load(None)
+                    .unwrap()
+                    .runtime_settings()
+                    .unwrap_err()
+                    .to_string();
+                let name = key.split(' ').next().unwrap_or_default();
+                assert!(
+                    error.contains(name) && error.contains("more than 0"),
+                    "{error}"
+                );
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_framework_section_outside_any_environment_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", "[http]\nport = 9000\n")?;
+            let error = load(None).unwrap_err().to_string();
+            assert!(error.contains("[default.http]"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_runtime_keys_are_refused() {
         Jail::expect_with(|jail| {
             jail.create_file("app.toml", "[default.runtime]\nworkrs = 3\n")?;

@@ -54,10 +54,10 @@ pub struct WatchdogConfig {
     /// Whether tasks are tracked at all. Off, spawned tasks are not wrapped.
     pub enabled: bool,
     /// A poll running longer than this is reported (default 50 ms).
-    #[serde(with = "duration")]
+    #[serde(with = "duration::nonzero")]
     pub threshold: Duration,
     /// How often each worker's heartbeat ticks (default: the threshold).
-    #[serde(with = "duration::option")]
+    #[serde(with = "duration::nonzero::option")]
     pub heartbeat: Option<Duration>,
     /// Capture the blocked thread's stack when reporting (Linux; default off).
     pub backtrace: bool,
