@@ -482,18 +482,30 @@ impl Control {
                 .send_replace(Phase::Serving);
             tracing::info!(target: "nucleon::runtime", workers = self.workers.len(), "serving");
         }
+        // A worker that could not be restarted: the service drains and ends with it.
+        let mut restart_failed = None;
         loop {
             tokio::select! {
                 () = drain.draining() => break,
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some(worker) = self.restart_rx.recv() => {
-                    if !drain.is_draining() {
-                        self.start_worker(worker)?;
+                    if !drain.is_draining()
+                        && let Err(error) = self.start_worker(worker)
+                    {
+                        tracing::error!(target: "nucleon::runtime", worker, "worker {worker} could not be restarted: {error}; draining");
+                        restart_failed = Some(error);
+                        drain.start();
                     }
                 }
                 Some(command) = control_rx.recv() => match command {
                     ControlCommand::Health(reply) => {
-                        let _ = reply.send(self.health().await);
+                        // An adapter slow to say how it is must not hold the drain up.
+                        tokio::select! {
+                            health = self.health() => {
+                                let _ = reply.send(health);
+                            }
+                            () = drain.draining() => break,
+                        }
                     }
                 },
             }
@@ -509,6 +521,9 @@ impl Control {
         let stopped = self.stop_workers(settings.shutdown_timeout).await;
         let process_problems = self.runtime.adapters.stop_all(deadline).await;
         let hooks_result = run_hooks("on_stop", hooks.stop).await;
+        if let Some(error) = restart_failed {
+            return Err(error);
+        }
         let mut problems = stopped?;
         problems.extend(process_problems);
         hooks_result?;

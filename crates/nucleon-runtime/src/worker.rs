@@ -275,7 +275,13 @@ async fn serve(
             () = spec.drain.draining() => break,
             command = commands.recv() => match command {
                 Some(WorkerCommand::Health(reply)) => {
-                    let _ = reply.send(adapters.health().await);
+                    // An adapter slow to say how it is must not hold the drain up.
+                    tokio::select! {
+                        health = adapters.health() => {
+                            let _ = reply.send(health);
+                        }
+                        () = spec.drain.draining() => break,
+                    }
                 }
                 None => break,
             },

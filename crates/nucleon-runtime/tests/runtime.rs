@@ -450,3 +450,60 @@ async fn drain_honours_its_deadline_and_says_it_was_not_clean() {
     );
     drop(stuck);
 }
+
+/// A per-process adapter whose health check never answers (a ping to a dead server
+/// without a timeout).
+struct HealthNeverAnswers;
+
+impl Adapter for HealthNeverAnswers {
+    fn name(&self) -> &str {
+        "health-never-answers"
+    }
+
+    async fn start(&mut self, _ctx: &AdapterContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        std::future::pending().await
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_health_check_that_never_answers_does_not_hold_the_drain_up() {
+    let (handle, thread) = start(|| {
+        builder()
+            .workers(1)
+            .adapter(HealthNeverAnswers)
+            .build()
+            .unwrap()
+    });
+    let probe = handle.clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(probe.wait_for(Phase::Serving).await, Phase::Serving);
+            // A readiness probe asks; the answer never comes; then the service is told
+            // to stop.
+            let asking = probe.clone();
+            let health = tokio::spawn(async move { asking.health().await });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            probe.shutdown();
+            let _ = health.await;
+        });
+        let _ = done_tx.send(thread.join().expect("no panic"));
+    });
+    let result = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the runtime ended, though a health check never answered");
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(handle.phase(), Phase::Stopped);
+}
