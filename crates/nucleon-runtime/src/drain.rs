@@ -39,6 +39,8 @@ pub struct Drain {
 
 struct Inner {
     draining: watch::Sender<bool>,
+    /// When the drain started: every deadline of the drain counts from it.
+    started_at: std::sync::OnceLock<Instant>,
     /// One per worker (worker `i` counts in shard `i % (SHARDS - 1)`), and the last
     /// for threads that are not workers.
     shards: Box<[Arc<Shard>]>,
@@ -91,6 +93,7 @@ impl Drain {
         Self {
             inner: Arc::new(Inner {
                 draining,
+                started_at: std::sync::OnceLock::new(),
                 shards,
                 idle,
             }),
@@ -102,9 +105,35 @@ impl Drain {
     pub fn start(&self) -> bool {
         self.inner.draining.send_if_modified(|draining| {
             let first = !*draining;
+            if first {
+                let _ = self.inner.started_at.set(Instant::now());
+            }
             *draining = true;
             first
         })
+    }
+
+    /// When the drain started (`None` before it has).
+    pub fn started_at(&self) -> Option<Instant> {
+        self.inner.started_at.get().copied()
+    }
+
+    /// The drain's deadline for `timeout`: counted from the drain's start, whenever
+    /// the caller noticed it (from now, before the drain has started), so that every
+    /// worker and the control thread give up at the same moment.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nucleon_runtime::Drain;
+    ///
+    /// let drain = Drain::new();
+    /// drain.start();
+    /// let started = drain.started_at().unwrap();
+    /// drain.start();
+    /// assert_eq!(drain.deadline(Duration::from_secs(10)), started + Duration::from_secs(10));
+    /// ```
+    pub fn deadline(&self, timeout: std::time::Duration) -> Instant {
+        self.started_at().unwrap_or_else(Instant::now) + timeout
     }
 
     /// Whether the drain has started.

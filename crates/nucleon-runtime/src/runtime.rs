@@ -464,10 +464,15 @@ impl Control {
         };
         if let Err(error) = started {
             drain.start();
-            let _ = self.stop_workers(settings.shutdown_timeout).await;
+            let _ = self
+                .stop_workers(
+                    drain.deadline(settings.shutdown_timeout),
+                    settings.shutdown_timeout,
+                )
+                .await;
             self.runtime
                 .adapters
-                .stop_all(Instant::now() + settings.shutdown_timeout)
+                .stop_all(drain.deadline(settings.shutdown_timeout))
                 .await;
             return Err(error);
         }
@@ -517,8 +522,8 @@ impl Control {
             .phase
             .send_replace(Phase::Draining);
         tracing::info!(target: "nucleon::runtime", timeout = ?settings.shutdown_timeout, "draining");
-        let deadline = Instant::now() + settings.shutdown_timeout;
-        let stopped = self.stop_workers(settings.shutdown_timeout).await;
+        let deadline = drain.deadline(settings.shutdown_timeout);
+        let stopped = self.stop_workers(deadline, settings.shutdown_timeout).await;
         let process_problems = self.runtime.adapters.stop_all(deadline).await;
         let hooks_result = run_hooks("on_stop", hooks.stop).await;
         if let Some(error) = restart_failed {
@@ -650,8 +655,14 @@ impl Control {
     /// Waits for every running worker to exit (they drain on their own), up to the
     /// deadline plus a short grace for their threads to finish. Returns what the workers
     /// reported as left undone, or an error naming the workers still running.
-    async fn stop_workers(&mut self, timeout: Duration) -> Result<Vec<String>, RuntimeError> {
-        let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(500);
+    /// Waits for the workers to end, until `deadline` (the drain's: `timeout` from its
+    /// start) and half a second more for them to report.
+    async fn stop_workers(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let deadline = tokio::time::Instant::from_std(deadline) + Duration::from_millis(500);
         let mut problems = Vec::new();
         while self.workers.iter().any(|w| w.running) {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {

@@ -288,7 +288,7 @@ async fn serve(
         }
     }
 
-    let deadline = Instant::now() + spec.shutdown_timeout;
+    let deadline = spec.drain.deadline(spec.shutdown_timeout);
     let mut problems = adapters.stop_all(deadline).await;
     if let Err(timeout) = spec.drain.wait_idle(deadline).await {
         tracing::warn!(target: "nucleon::runtime", worker = id, "worker {id}: {timeout}");
