@@ -171,6 +171,9 @@ impl<F: Future> Future for Tracked<F> {
         let result = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
         let elapsed = tracking.slot.end_poll(start);
         if elapsed >= tracking.watchdog.config.threshold {
+            // The loop turns again: the heartbeat, which could not beat during this
+            // poll, must not make the same episode an untracked stall as well.
+            tracking.slot.beat();
             let meta = tracking.slot.task(tracking.id);
             tracking.watchdog.publish(WatchdogReport {
                 kind: ReportKind::SlowPollEnded,
