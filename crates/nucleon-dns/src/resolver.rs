@@ -294,16 +294,63 @@ impl Resolver {
             tracing::trace!(target: "nucleon::dns", host, ?addrs, "resolved from the hosts file");
             return Ok(addrs);
         }
+        let preference = self.shared.preference;
         let addrs = self
             .first_answer(host, "A/AAAA", candidates, |name| async move {
-                self.inner
-                    .lookup_ip(name)
-                    .await
-                    .map(|lookup| lookup.iter().collect::<Vec<IpAddr>>())
+                match preference {
+                    IpPreference::Ipv4First => self.both_families(name, false).await,
+                    IpPreference::Ipv6First => self.both_families(name, true).await,
+                    IpPreference::Ipv4Only | IpPreference::Ipv6Only => self
+                        .inner
+                        .lookup_ip(name)
+                        .await
+                        .map(|lookup| lookup.iter().collect::<Vec<IpAddr>>()),
+                }
             })
             .await?;
         tracing::trace!(target: "nucleon::dns", host, ?addrs, "resolved");
         Ok(addrs)
+    }
+
+    /// `name`'s A and AAAA records, asked at once, each family's answer taken as it
+    /// comes: once one family has addresses, the other gets [`RESOLUTION_DELAY`] more
+    /// (RFC 8305's resolution delay), so a server that never answers one family (AAAA,
+    /// typically) costs that, not the lookup. hickory's own dual-stack lookup waits for
+    /// both, and a family that never answers failed the whole lookup at its deadline.
+    async fn both_families(&self, name: Name, v6_first: bool) -> Result<Vec<IpAddr>, NetError> {
+        let mut v4 = std::pin::pin!(self.inner.ipv4_lookup(name.clone()));
+        let mut v6 = std::pin::pin!(self.inner.ipv6_lookup(name));
+        let mut r4: Option<Result<Vec<IpAddr>, NetError>> = None;
+        let mut r6: Option<Result<Vec<IpAddr>, NetError>> = None;
+        let answered = |r: &Option<Result<Vec<IpAddr>, NetError>>| matches!(r, Some(Ok(addrs)) if !addrs.is_empty());
+        let mut grace: Option<tokio::time::Instant> = None;
+        while r4.is_none() || r6.is_none() {
+            let until =
+                grace.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                r = &mut v4, if r4.is_none() => r4 = Some(r.map(|l| addresses(&l))),
+                r = &mut v6, if r6.is_none() => r6 = Some(r.map(|l| addresses(&l))),
+                () = tokio::time::sleep_until(until), if grace.is_some() => break,
+            }
+            if grace.is_none() && (answered(&r4) || answered(&r6)) {
+                grace = Some(tokio::time::Instant::now() + RESOLUTION_DELAY);
+            }
+        }
+        let (first, second) = if v6_first { (r6, r4) } else { (r4, r6) };
+        let mut addrs = Vec::new();
+        let mut error = None;
+        for result in [first, second].into_iter().flatten() {
+            match result {
+                Ok(found) => addrs.extend(found),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        match error {
+            Some(error) if addrs.is_empty() => Err(error),
+            _ => Ok(addrs),
+        }
     }
 
     /// The hosts file's addresses for `name` as given, else for the first candidate it
@@ -487,6 +534,19 @@ impl Resolver {
             IpPreference::Ipv6First => vec![v6, v4],
         }
     }
+}
+
+/// How long a dual-stack lookup waits for the second family once the first has
+/// addresses (RFC 8305 suggests 50 ms).
+const RESOLUTION_DELAY: Duration = Duration::from_millis(50);
+
+/// The addresses of an A or AAAA lookup's answers.
+fn addresses(lookup: &hickory_resolver::lookup::Lookup) -> Vec<IpAddr> {
+    lookup
+        .answers()
+        .iter()
+        .filter_map(|record| record.data.ip_addr())
+        .collect()
 }
 
 impl fmt::Debug for Resolver {

@@ -12,6 +12,26 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// A server that never answers AAAA queries (some do not): the A answer is used
+/// once RFC 8305's resolution delay has passed, not thrown away when the lookup's
+/// deadline strikes.
+#[tokio::test]
+async fn a_family_that_never_answers_does_not_fail_the_lookup() {
+    let dns = TestDns::start_with_silent_aaaa(standard_zone(), &["nucleon.test"]);
+    for preference in [IpPreference::Ipv6First, IpPreference::Ipv4First] {
+        let resolver = Resolver::from_config(&DnsConfig {
+            ip_preference: preference,
+            timeout: Some(Duration::from_millis(500)),
+            attempts: Some(2),
+            ..dns.config()
+        })
+        .await
+        .unwrap();
+        let answer = resolver.lookup_ip("api.nucleon.test.").await;
+        assert_eq!(answer, Ok(vec![ip("127.0.0.1")]), "{preference:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_and_aaaa_answers_in_preference_order() {
     let dns = TestDns::start(standard_zone());

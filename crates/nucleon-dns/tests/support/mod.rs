@@ -52,6 +52,8 @@ struct Counting {
     /// Queries for names ending in one of these (lower case, with the trailing dot) are
     /// read and never answered.
     black_holes: Vec<String>,
+    /// The same, for AAAA queries only (a server that drops them, as some do).
+    silent_aaaa: Vec<String>,
 }
 
 #[async_trait::async_trait]
@@ -64,11 +66,9 @@ impl RequestHandler for Counting {
         self.queries.fetch_add(1, Ordering::SeqCst);
         if let Ok(info) = request.request_info() {
             let name = info.query.name().to_string().to_ascii_lowercase();
-            if self
-                .black_holes
-                .iter()
-                .any(|suffix| name.ends_with(suffix.as_str()))
-            {
+            let aaaa = info.query.query_type() == hickory_server::proto::rr::RecordType::AAAA;
+            let silent = |suffixes: &[String]| suffixes.iter().any(|s| name.ends_with(s.as_str()));
+            if silent(&self.black_holes) || aaaa && silent(&self.silent_aaaa) {
                 // Each request has its own task: this one never answers, others do.
                 std::future::pending::<()>().await;
             }
@@ -80,6 +80,14 @@ impl RequestHandler for Counting {
             .handle_request::<R, T>(request, response_handle)
             .await
     }
+}
+
+/// `.domain.` for each domain, lower case: what a queried name under it ends with.
+fn suffixes(domains: &[&str]) -> Vec<String> {
+    domains
+        .iter()
+        .map(|domain| format!(".{}.", domain.trim_end_matches('.').to_ascii_lowercase()))
+        .collect()
 }
 
 /// A running test DNS server.
@@ -154,26 +162,34 @@ impl TestDns {
 
     /// Starts a server that waits `delay` before each answer.
     pub fn start_with_delay(records: Vec<Rec>, delay: Duration) -> Self {
-        Self::start_with(records, delay, Vec::new())
+        Self::start_with(records, delay, Vec::new(), Vec::new())
     }
 
     /// Starts a server that answers at once, except queries for names under one of
     /// `black_holes` (domains, e.g. `"slow.test"`), which it reads and never answers.
     pub fn start_with_black_holes(records: Vec<Rec>, black_holes: &[&str]) -> Self {
-        let suffixes = black_holes
-            .iter()
-            .map(|domain| format!(".{}.", domain.trim_end_matches('.').to_ascii_lowercase()))
-            .collect();
-        Self::start_with(records, Duration::ZERO, suffixes)
+        Self::start_with(records, Duration::ZERO, suffixes(black_holes), Vec::new())
     }
 
-    fn start_with(records: Vec<Rec>, delay: Duration, black_holes: Vec<String>) -> Self {
+    /// Starts a server that answers at once, except AAAA queries for names under one of
+    /// `domains`, which it reads and never answers.
+    pub fn start_with_silent_aaaa(records: Vec<Rec>, domains: &[&str]) -> Self {
+        Self::start_with(records, Duration::ZERO, Vec::new(), suffixes(domains))
+    }
+
+    fn start_with(
+        records: Vec<Rec>,
+        delay: Duration,
+        black_holes: Vec<String>,
+        silent_aaaa: Vec<String>,
+    ) -> Self {
         let queries = Arc::new(AtomicUsize::new(0));
         let handler = Counting {
             catalog: catalog(records),
             queries: Arc::clone(&queries),
             delay,
             black_holes,
+            silent_aaaa,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
