@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use nucleon_runtime::LocalState;
 use nucleon_runtime::config::SecretUrl;
@@ -70,7 +71,10 @@ impl HttpClient {
             reqwest::redirect::Policy::limited(config.max_redirects)
         };
         let inner = reqwest::Client::builder()
-            .dns_resolver(ResolveWith(resolver))
+            .dns_resolver(ResolveWith {
+                resolver,
+                budget: dns_budget(config.connect_timeout),
+            })
             .tls_backend_preconfigured(tls)
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
@@ -264,17 +268,36 @@ impl From<reqwest::Error> for HttpError {
 }
 
 /// reqwest's resolver hook, answered by our [`Resolver`].
-struct ResolveWith(Resolver);
+/// reqwest's name resolution through the [`Resolver`]. It runs inside reqwest's
+/// `connect_timeout`; the lookup gets `budget` of it, so a name server too slow to
+/// answer in time gives [`DnsError::Timeout`] naming the host, not an anonymous
+/// connection timeout.
+struct ResolveWith {
+    resolver: Resolver,
+    budget: Duration,
+}
 
 impl Resolve for ResolveWith {
     fn resolve(&self, name: Name) -> Resolving {
-        let resolver = self.0.clone();
+        let resolver = self.resolver.clone();
+        let budget = self.budget;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs = resolver.lookup_socket_addrs(&host, 0).await?;
+            let addrs = tokio::time::timeout(budget, resolver.lookup_socket_addrs(&host, 0))
+                .await
+                .map_err(|_| DnsError::Timeout {
+                    host: host.clone(),
+                    after: budget,
+                })??;
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
+}
+
+/// The share of `connect_timeout` name resolution may take: nine tenths, so that the
+/// lookup's own timeout strikes first and says what it was.
+fn dns_budget(connect_timeout: Duration) -> Duration {
+    connect_timeout.mul_f64(0.9)
 }
 
 /// `(method, url)` for messages, the URL masked as [`SecretUrl`] does (its password and

@@ -163,7 +163,9 @@ pub struct HttpClientConfig {
     /// Whole-request deadline, from sending to the end of the body (default 30 s).
     #[serde(with = "duration")]
     pub timeout: Duration,
-    /// Deadline to establish a connection, TLS included (default 5 s).
+    /// Deadline to establish a connection, name resolution and TLS included (default
+    /// 5 s). Resolution gets nine tenths of it at most: a name server slower than that
+    /// is a DNS timeout naming the host.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept (default 90 s).

@@ -3,7 +3,9 @@
 mod support;
 
 use nucleon_dns::{DnsError, HttpClient, HttpClientConfig, HttpError, Resolver, request_id};
-use support::{Rec, TestDns, TestHttp};
+use std::time::Duration;
+
+use support::{Rec, SilentDns, TestDns, TestHttp, dns_config};
 
 fn zone() -> Vec<Rec> {
     // `web.nucleon.test` exists only in the test DNS server.
@@ -122,4 +124,31 @@ async fn a_bad_ca_file_fails_the_build_naming_it() {
     .unwrap_err();
     assert!(matches!(error, HttpError::Build { .. }), "{error:?}");
     assert!(error.to_string().contains("ca.pem"), "{error}");
+}
+
+/// A name server that never answers: the call fails as a DNS timeout naming the host,
+/// within `connect_timeout` (which includes name resolution), not as an anonymous
+/// connection timeout.
+#[tokio::test]
+async fn a_silent_name_server_is_a_dns_timeout_within_connect_timeout() {
+    let dns = SilentDns::start();
+    let resolver = Resolver::from_config(&dns_config(dns.addr)).await.unwrap();
+    let client = HttpClient::new(
+        resolver,
+        &HttpClientConfig {
+            connect_timeout: Duration::from_millis(400),
+            ..HttpClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let error = client
+        .get_json::<serde_json::Value>("http://web.nucleon.test/json")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, HttpError::Dns { source: DnsError::Timeout { host, .. }, .. }
+            if host == "web.nucleon.test"),
+        "{error:?}"
+    );
 }
