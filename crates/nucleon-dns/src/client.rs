@@ -52,6 +52,7 @@ const BODY_EXCERPT: usize = 1024;
 pub struct HttpClient {
     inner: reqwest::Client,
     forward_request_id: bool,
+    max_body_size: usize,
 }
 
 impl HttpClient {
@@ -89,6 +90,7 @@ impl HttpClient {
         Ok(Self {
             inner,
             forward_request_id: config.forward_request_id,
+            max_body_size: config.max_body_size,
         })
     }
 
@@ -173,15 +175,20 @@ impl HttpClient {
         let response = self
             .send(RequestBuilder::from_parts(client, request?))
             .await;
-        let response = response?;
+        let mut response = response?;
         let status = response.status();
         if !(status.is_client_error() || status.is_server_error()) {
             return Ok(response);
         }
         let (method, url) = describe(method.as_ref(), Some(response.url()));
-        let body = response.text().await.unwrap_or_default();
+        // The start of the body only (a character is 4 bytes at most): an error page
+        // may be large, or never end.
+        let (body, more) = read_capped(&mut response, BODY_EXCERPT * 4)
+            .await
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
         let mut excerpt: String = body.chars().take(BODY_EXCERPT).collect();
-        if excerpt.len() < body.len() {
+        if more || excerpt.len() < body.len() {
             excerpt.push('…');
         }
         Err(HttpError::Status {
@@ -202,11 +209,18 @@ impl HttpClient {
         let response = self
             .send_ok(RequestBuilder::from_parts(client, request?))
             .await?;
+        let mut response = response;
         let (method, url) = describe(method.as_ref(), Some(response.url()));
-        let bytes = response
-            .bytes()
+        let limit = self.max_body_size;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(HttpError::BodyTooLarge { method, url, limit });
+        }
+        let (bytes, more) = read_capped(&mut response, limit)
             .await
             .map_err(|e| map_error(e, method.clone(), url.clone()))?;
+        if more {
+            return Err(HttpError::BodyTooLarge { method, url, limit });
+        }
         serde_json::from_slice(&bytes).map_err(|e| HttpError::Decode {
             method,
             url,
@@ -292,6 +306,24 @@ impl Resolve for ResolveWith {
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
+}
+
+/// Reads `response`'s body up to `cap` bytes: the bytes, and whether more was left
+/// unread (the rest is dropped with the response, not read).
+async fn read_capped(
+    response: &mut Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 /// The share of `connect_timeout` name resolution may take: nine tenths, so that the

@@ -183,6 +183,9 @@ pub struct HttpClientConfig {
     pub ca_file: Option<PathBuf>,
     /// Forward the current request id as `x-request-id` (default true).
     pub forward_request_id: bool,
+    /// The largest response body [`crate::HttpClient::json`] reads, in bytes (default
+    /// 16 MiB): past it, [`crate::HttpError::BodyTooLarge`], and the rest is not read.
+    pub max_body_size: usize,
 }
 
 impl Default for HttpClientConfig {
@@ -197,6 +200,7 @@ impl Default for HttpClientConfig {
             native_roots: true,
             ca_file: None,
             forward_request_id: true,
+            max_body_size: 16 * 1024 * 1024,
         }
     }
 }

@@ -169,6 +169,18 @@ pub enum HttpError {
         /// What the decoder said.
         reason: String,
     },
+    /// The response body is larger than `http_client.max_body_size`.
+    #[error(
+        "{method} {url}: the response body is larger than {limit} bytes (http_client.max_body_size)"
+    )]
+    BodyTooLarge {
+        /// The request's method.
+        method: String,
+        /// The URL called.
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// Any other failure of the request (a malformed URL, a body error, a redirect loop).
     #[error("{method} {url}: {reason}")]
     Request {

@@ -152,3 +152,31 @@ async fn a_silent_name_server_is_a_dns_timeout_within_connect_timeout() {
         "{error:?}"
     );
 }
+
+/// A JSON body past `http_client.max_body_size` is refused, not read whole.
+#[tokio::test]
+async fn a_body_past_max_body_size_is_refused() {
+    let dns = TestDns::start(zone());
+    let http = TestHttp::start();
+    let resolver = Resolver::from_config(&dns.config()).await.unwrap();
+    let client = HttpClient::new(
+        resolver,
+        &HttpClientConfig {
+            // The test server's `/json` is `{"hello":"world"}`: 17 bytes.
+            max_body_size: 10,
+            ..HttpClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://web.nucleon.test:{}/json", http.port);
+    let error = client
+        .get_json::<serde_json::Value>(&url)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, HttpError::BodyTooLarge { limit: 10, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("max_body_size"), "{error}");
+}
