@@ -69,6 +69,11 @@ pub struct HttpConfig {
     pub max_header_size: usize,
     /// The largest request body in bytes (default 1 MiB): past it, 413.
     pub body_limit: usize,
+    /// How long a response may wait on a client that does not read it (default 60 s):
+    /// a write that stays blocked for as long ends the connection. A client that stops
+    /// reading does not hold its connection and the response's memory for ever.
+    #[serde(with = "duration::nonzero")]
+    pub send_timeout: Duration,
     /// How long a request's body may go without a byte arriving while it is read
     /// (default 30 s): past it, reading fails, the extractors answer 408
     /// `REQUEST_TIMEOUT`, and the connection closes. An upload that stalls does not
@@ -103,6 +108,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 16 * 1024,
             body_limit: DEFAULT_BODY_LIMIT,
+            send_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
             request_timeout: None,
             readiness_path: Some("/readyz".into()),
@@ -279,6 +285,7 @@ struct Shared {
     http2: Option<http2::Builder<LocalExec>>,
     header_read_timeout: Duration,
     body_read_timeout: Duration,
+    send_timeout: Duration,
     shutdown: watch::Sender<bool>,
     /// `shutdown` for connections still waiting for their first bytes (serving ones
     /// learn of the drain from the watcher).
@@ -332,6 +339,7 @@ impl Adapter for HttpServer {
             http2,
             header_read_timeout: self.config.header_read_timeout,
             body_read_timeout: self.config.body_read_timeout,
+            send_timeout: self.config.send_timeout,
             shutdown,
             closed: Notify::new(),
             connections: Cell::new(0),
@@ -487,6 +495,7 @@ fn start_connection(shared: &Rc<Shared>, stream: TcpStream, remote: SocketAddr) 
     shared.connections.set(shared.connections.get() + 1);
     let shared = Rc::clone(shared);
     let state = ConnState::new(stream, remote);
+    state.send_timeout.set(shared.send_timeout);
     nucleon_runtime::spawn(CONNECTION_LABEL, serve_connection(shared, state));
 }
 
@@ -707,6 +716,9 @@ enum Ended {
     Idle,
     /// The header read timeout passed in the middle of a request's head: 408.
     SlowHead,
+    /// Writes stayed blocked past `http.send_timeout` (the client does not read):
+    /// close.
+    Unread,
 }
 
 async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
@@ -781,6 +793,9 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
         }
         Ended::Idle => {
             tracing::debug!(target: "nucleon::http", remote = %state.remote, "idle past the header read timeout: closed");
+        }
+        Ended::Unread => {
+            tracing::debug!(target: "nucleon::http", remote = %state.remote, "the client has read nothing for http.send_timeout: closed");
         }
         Ended::SlowHead => {
             tracing::debug!(target: "nucleon::http", remote = %state.remote, "header read timeout: 408");
@@ -1037,6 +1052,10 @@ struct ConnState {
     in_service: Cell<u32>,
     /// The last write did not go through: the client is slow to read, not to send.
     write_blocked: Cell<bool>,
+    /// Since when writes have been blocked (read only while they are).
+    write_blocked_since: Cell<Instant>,
+    /// `http.send_timeout`: how long writes may stay blocked.
+    send_timeout: Cell<Duration>,
     /// Streaming response bodies being sent (made on the first one).
     sending: OnceCell<Arc<AtomicU32>>,
     /// The watcher saw a streaming body being sent, and has not seen it end yet.
@@ -1067,6 +1086,8 @@ impl ConnState {
             awaiting_response: Cell::new(false),
             in_service: Cell::new(0),
             write_blocked: Cell::new(false),
+            write_blocked_since: Cell::new(Instant::now()),
+            send_timeout: Cell::new(Duration::from_secs(60)),
             sending: OnceCell::new(),
             was_sending: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
@@ -1130,12 +1151,19 @@ impl ConnState {
         set
     }
 
-    /// How the connection ends if the header read timeout has passed: nothing in
-    /// service, no blocked write, no streaming body being sent, and quiet since
+    /// How the connection ends if a write has been blocked past the send timeout, or if
+    /// the header read timeout has passed: nothing in service, no blocked write, no
+    /// streaming body being sent, and quiet since
     /// `idle_since + timeout` (the end of a streaming body counts as its time: when
     /// the watcher first finds it ended).
     fn expired(&self, timeout: Duration) -> Option<Ended> {
-        if self.in_service.get() > 0 || self.write_blocked.get() {
+        if self.write_blocked.get() {
+            // A client that does not read what it is sent: past `http.send_timeout`,
+            // the connection ends.
+            return (Instant::now() >= self.write_blocked_since.get() + self.send_timeout.get())
+                .then_some(Ended::Unread);
+        }
+        if self.in_service.get() > 0 {
             return None;
         }
         if self
@@ -1323,7 +1351,9 @@ impl SharedIo {
     fn wrote<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         let state = &self.0;
         if result.is_pending() {
-            state.write_blocked.set(true);
+            if !state.write_blocked.replace(true) {
+                state.write_blocked_since.set(Instant::now());
+            }
         } else if state.write_blocked.get() {
             state.write_blocked.set(false);
             state.idle_since.set(Instant::now());
@@ -1412,6 +1442,7 @@ mod tests {
             http2,
             header_read_timeout: config.header_read_timeout,
             body_read_timeout: config.body_read_timeout,
+            send_timeout: config.send_timeout,
             shutdown,
             closed: Notify::new(),
             connections: Cell::new(0),

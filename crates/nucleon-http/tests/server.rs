@@ -995,6 +995,35 @@ async fn a_stalled_request_body_gets_408_and_a_slow_one_is_read() {
     server.stop().await.expect("clean stop");
 }
 
+/// A client that asks for a large response and does not read it is let go after
+/// `http.send_timeout`: the connection closes, and what the kernel already holds is
+/// all the client gets.
+#[tokio::test]
+async fn a_client_that_does_not_read_its_response_is_cut_after_the_send_timeout() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let huge = || async { vec![b'h'; SIZE] };
+    let server = Server::start(router().route("/huge", route_get(huge)), |c| {
+        c.send_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"GET /huge HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut received))
+        .await
+        .expect("the connection ended");
+    assert!(
+        read.is_err() || received.len() < SIZE,
+        "the whole response came: the connection was kept open for a client that did not read"
+    );
+    assert_eq!(get(server.addr, "/countries/").await.status, 200);
+    server.stop().await.expect("clean stop");
+}
+
 /// A response body that streams for longer than the header read timeout is sent to its
 /// end: the connection is not idle while it lasts, and serves the next request after.
 #[tokio::test]
