@@ -4,6 +4,7 @@
 mod common;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,6 +135,29 @@ fn router() -> Router {
             post(|Path(id): Path<String>| async move { format!("made {id}") }),
         )
         .mount("/legacy", mounted())
+}
+
+/// An HTTP/2 client with prior knowledge (h2c, no upgrade) on a new connection to
+/// `addr`, and the task that drives that connection.
+async fn h2_client<B>(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 handshake without upgrade");
+    (sender, tokio::spawn(connection))
 }
 
 async fn server() -> Server {
@@ -474,14 +498,7 @@ async fn the_watchdog_names_a_blocking_handler_by_its_route() {
 async fn http2_headers_too_large_get_the_json_431() {
     use http_body_util::{BodyExt, Empty};
     let server = server().await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("an HTTP/2 handshake");
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2_client(server.addr).await;
     // 4096 is the test server's limit.
     let request = http::Request::get(format!("http://{}/countries/", server.addr))
         .header("x-big", "v".repeat(5000))
@@ -506,14 +523,7 @@ async fn http2_headers_too_large_get_the_json_431() {
 async fn the_watchdog_names_a_blocking_http2_handler_by_its_route() {
     use http_body_util::{BodyExt, Empty};
     let server = server().await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("an HTTP/2 handshake");
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2_client(server.addr).await;
     let request = http::Request::get(format!("http://{}/block", server.addr))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -691,14 +701,7 @@ async fn tower_layers_wrap_the_app_and_single_routes() {
 async fn h2c_with_prior_knowledge_over_a_real_socket() {
     use http_body_util::{BodyExt, Empty};
     let server = server().await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("an HTTP/2 handshake without upgrade");
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2_client(server.addr).await;
 
     // Several requests, concurrently, on the one connection.
     let mut replies = Vec::new();
@@ -1103,14 +1106,7 @@ async fn h2c_connections_have_an_idle_limit() {
         c.header_read_timeout = Duration::from_millis(200);
     })
     .await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("an HTTP/2 handshake without upgrade");
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2_client(server.addr).await;
 
     // 300 ms in the handler: longer than the limit, but in service.
     let request = http::Request::get(format!("http://{}/slow", server.addr))
