@@ -13,7 +13,8 @@
 # runs pinned to core 0, wrk to core 1; after a 2 s warm-up each, ROUNDS rounds go
 # through every server in turn (DURATION each), and CPU time per request is the
 # server's utime+stime (/proc) over the rounds divided by the requests wrk completed,
-# with the kernel's share, and as a ratio to the first server.
+# with the kernel's share, and as a ratio to the first server; p50 and p99 are the
+# medians over the rounds of wrk's latency percentiles, also as ratios.
 #
 # Knobs: ROUNDS=8 DURATION=4s CONNS=256
 set -euo pipefail
@@ -41,30 +42,39 @@ for n in "${names[@]}"; do
 done
 
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13, $13}'; } # total, kernel
-declare -A TOTAL KERNEL REQUESTS
-for n in "${names[@]}"; do TOTAL[$n]=0; KERNEL[$n]=0; REQUESTS[$n]=0; done
+# wrk's "  99%    1.23ms", in microseconds.
+micros() { awk -v p="$1" '$1 == p { v = $2; u = 1
+    if (v ~ /ms$/) u = 1000; else if (v ~ /us$/) u = 1; else if (v ~ /s$/) u = 1000000
+    sub(/[mu]?s$/, "", v); print v * u }'; }
+rounds=$(mktemp); trap 'cleanup; rm -f "$rounds"' EXIT
 for round in $(seq "$ROUNDS"); do
     for n in "${names[@]}"; do
         read -r t0 k0 < <(ticks "${PID[$n]}")
-        requests=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:${PORT[$n]}$route" |
-            awk '/requests in/ {print $1}')
+        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$n]}$route")
         read -r t1 k1 < <(ticks "${PID[$n]}")
-        TOTAL[$n]=$((TOTAL[$n] + t1 - t0)); KERNEL[$n]=$((KERNEL[$n] + k1 - k0))
-        REQUESTS[$n]=$((REQUESTS[$n] + requests))
-        echo "round $round $n: $requests requests, $((t1 - t0)) ticks" >&2
+        requests=$(echo "$out" | awk '/requests in/ {print $1}')
+        p50=$(echo "$out" | micros 50%); p99=$(echo "$out" | micros 99%)
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$n" $((t1 - t0)) $((k1 - k0)) "$requests" "$p50" "$p99" >>"$rounds"
+        echo "round $round $n: $requests requests, $((t1 - t0)) ticks, p50 ${p50} µs, p99 ${p99} µs" >&2
     done
 done
 
-hz=$(getconf CLK_TCK)
-first=""
-printf '| server | requests | CPU µs/request | kernel | ×%s |\n|---|---:|---:|---:|---:|\n' "${names[0]}"
-for n in "${names[@]}"; do
-    python3 - "$n" "${TOTAL[$n]}" "${KERNEL[$n]}" "${REQUESTS[$n]}" "$hz" "${first:-}" <<'EOF'
-import sys
-name, total, kernel, requests, hz = sys.argv[1], *map(float, sys.argv[2:6])
-first = float(sys.argv[6]) if sys.argv[6] else None
-us = total / hz * 1e6 / requests
-print(f"| {name} | {requests:,.0f} | {us:.3f} | {kernel / total:.0%} | {us / (first or us):.3f}× |")
+python3 - "$rounds" "$(getconf CLK_TCK)" "${names[@]}" <<'EOF'
+import statistics, sys
+path, hz, names = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+rows = {n: [] for n in names}
+for line in open(path):
+    n, *v = line.split("\t")
+    rows[n].append(list(map(float, v)))
+first = None
+print(f"| server | requests | CPU µs/request | kernel | ×{names[0]} | p50 | × | p99 | × |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for n in names:
+    ticks = sum(r[0] for r in rows[n]); kernel = sum(r[1] for r in rows[n])
+    requests = sum(r[2] for r in rows[n])
+    us = ticks / hz * 1e6 / requests
+    p50 = statistics.median(r[3] for r in rows[n]); p99 = statistics.median(r[4] for r in rows[n])
+    first = first or (us, p50, p99)
+    print(f"| {n} | {requests:,.0f} | {us:.3f} | {kernel / ticks:.0%} | {us / first[0]:.3f}× "
+          f"| {p50:.0f} µs | {p50 / first[1]:.2f}× | {p99:.0f} µs | {p99 / first[2]:.2f}× |")
 EOF
-    [ -n "$first" ] || first=$(python3 -c "print(${TOTAL[$n]} / $hz * 1e6 / ${REQUESTS[$n]})")
-done

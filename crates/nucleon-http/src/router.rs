@@ -143,11 +143,14 @@ fn layer_fn<L: EndpointLayer<B>, B>(layer: L) -> LayerFn {
 /// [`MethodRouter::layer`] and [`MethodRouter::timeout`] apply to the handlers added
 /// before them, and stay with those handlers when routes for the same path are merged
 /// (`.route("/x", get(a).layer(l)).route("/x", post(b))`: `l` wraps `a` only), as in
-/// axum.
+/// axum. A route's layers also wrap its 405 for a method it has no handler for, so a
+/// CORS layer on one route answers the browser's `OPTIONS` preflight.
 #[derive(Clone, Default)]
 #[must_use]
 pub struct MethodRouter {
     methods: Vec<MethodEntry>,
+    /// The layers around the route's 405 (every layer given, in order).
+    fallback_layers: Vec<LayerFn>,
 }
 
 /// One method's handler, with the layers and time limit given for it.
@@ -190,7 +193,7 @@ impl MethodRouter {
     /// Adds a handler for `method`.
     ///
     /// # Panics
-    /// If `method` already has a handler here.
+    /// If `method` already has a handler here (a programming error, caught at start).
     pub fn on<H: Handler<T>, T: 'static>(mut self, method: Method, handler: H) -> Self {
         assert!(
             !self.has(&method),
@@ -214,13 +217,15 @@ impl MethodRouter {
     }
 
     /// Wraps the handlers added so far in a tower [`Layer`] (`tower-http`'s CORS,
-    /// compression, your own…); handlers added afterwards are not wrapped. Layers added
-    /// later wrap earlier ones.
+    /// compression, your own…), and the route's 405 for methods it has no handler
+    /// for; handlers added afterwards are not wrapped. Layers added later wrap earlier
+    /// ones.
     pub fn layer<L: EndpointLayer<B>, B>(mut self, layer: L) -> Self {
         let layer = layer_fn(layer);
         for entry in &mut self.methods {
             entry.layers.push(Arc::clone(&layer));
         }
+        self.fallback_layers.push(layer);
         self
     }
 
@@ -234,15 +239,16 @@ impl MethodRouter {
         self
     }
 
-    fn merge(&mut self, other: MethodRouter, path: &str) {
-        for entry in other.methods {
-            assert!(
-                !self.has(&entry.method),
-                "route `{path}`: {} already has a handler",
-                entry.method
-            );
-            self.methods.push(entry);
+    /// Adds `other`'s handlers (and its 405's layers, when this route has none).
+    fn merge(&mut self, other: MethodRouter) -> Result<(), String> {
+        if let Some(twice) = other.methods.iter().find(|entry| self.has(&entry.method)) {
+            return Err(format!("{} already has a handler", twice.method));
         }
+        self.methods.extend(other.methods);
+        if self.fallback_layers.is_empty() {
+            self.fallback_layers = other.fallback_layers;
+        }
+        Ok(())
     }
 }
 
@@ -321,6 +327,10 @@ impl fmt::Display for RouteInfo {
 #[must_use]
 pub struct Router {
     table: matchit::Router<usize>,
+    /// The patterns that end in a catch-all without constraints (mounts' and
+    /// routes'): where a path goes when the route `table` gives it fails its
+    /// constraints.
+    catch_alls: matchit::Router<usize>,
     by_pattern: HashMap<String, usize>,
     entries: Vec<Entry>,
     layers: Vec<LayerFn>,
@@ -395,7 +405,13 @@ impl Router {
             });
             match (same, candidate.target) {
                 (Some(existing), Target::Methods(methods)) => match &mut existing.target {
-                    Target::Methods(mine) => mine.merge(methods, path),
+                    Target::Methods(mine) => {
+                        mine.merge(methods)
+                            .map_err(|message| crate::ServerError::Route {
+                                path: path.to_owned(),
+                                message,
+                            })?;
+                    }
                     Target::Mount { .. } => {
                         return Err(crate::ServerError::Route {
                             path: path.to_owned(),
@@ -423,6 +439,11 @@ impl Router {
                 path: path.to_owned(),
                 message: error.to_string(),
             })?;
+        if ends_in_catch_all(&pattern) && candidate.constraints.is_empty() {
+            // A subset of `table`'s patterns: no conflict matchit has not refused.
+            // (A catch-all with constraints stays out: a path it fails goes past it.)
+            let _ = self.catch_alls.insert(pattern.clone(), index);
+        }
         self.by_pattern.insert(pattern.clone(), index);
         self.entries.push(Entry {
             pattern,
@@ -433,7 +454,11 @@ impl Router {
 
     /// Mounts a tower service (an axum `Router`, a `tower::service_fn`…) under
     /// `prefix`: it gets every request whose path is `prefix` or starts with `prefix/`,
-    /// with the prefix stripped from the path.
+    /// with the prefix stripped from the path (the query, scheme and authority kept).
+    /// The prefix may have parameters (`/tenants/{tenant}`): they are in the
+    /// [`RequestContext`](crate::RequestContext)'s `params`, and what they matched is
+    /// stripped too. A path that fails another route's constraints reaches the mount
+    /// that also matches it (`/users/me` past `/users/{id:[0-9]+}` to a mount at `/`).
     ///
     /// # Panics
     /// When `prefix` does not start with `/` or conflicts with a route.
@@ -541,7 +566,7 @@ impl Router {
                             target: match &c.target {
                                 Target::Methods(m) => compile_methods(m, &entry.pattern),
                                 Target::Mount { prefix, factory } => CTarget::Mount {
-                                    prefix_len: prefix.len(),
+                                    segments: prefix_segments(prefix),
                                     label: StaticLabel::intern(&format!("MOUNT {prefix}/*")),
                                     endpoint: mounts
                                         .entry(prefix.clone())
@@ -557,6 +582,7 @@ impl Router {
             .collect();
         Compiled {
             table: self.table.clone(),
+            catch_alls: self.catch_alls.clone(),
             statics: StaticRoutes::new(self.entries.iter().map(|entry| entry.pattern.as_str())),
             entries,
             // A map of the worker's own (its values shared): every request clones the
@@ -571,6 +597,13 @@ impl Router {
             layers: self.layers.clone(),
         }
     }
+}
+
+/// Whether a matchit pattern ends in a catch-all parameter (`/files/{*path}`).
+fn ends_in_catch_all(pattern: &str) -> bool {
+    pattern
+        .rfind('{')
+        .is_some_and(|at| pattern[at + 1..].starts_with('*') && pattern.ends_with('}'))
 }
 
 /// The parameter names of a matchit pattern, in order (the mount's rest left out).
@@ -729,8 +762,31 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
             }
         })
         .collect();
-    CTarget::Methods { calls, allow }
+    // The route's 405 through its layers: the `Allow` it is to carry comes in the
+    // request's extensions (it may name other routes' methods on the same pattern).
+    let fallback = (!methods.fallback_layers.is_empty()).then(|| {
+        let inner = Endpoint::from_fn(|request: Request| {
+            let allow = request
+                .extensions()
+                .get::<AllowHeader>()
+                .map_or(HeaderValue::from_static(""), |allow| allow.0.clone());
+            Box::pin(std::future::ready(method_not_allowed(&request, &allow)))
+        });
+        methods
+            .fallback_layers
+            .iter()
+            .fold(inner, |ep, layer| layer(ep))
+    });
+    CTarget::Methods {
+        calls,
+        allow,
+        fallback,
+    }
 }
+
+/// The `Allow` of a 405 made by a route's layered fallback.
+#[derive(Clone)]
+struct AllowHeader(HeaderValue);
 
 /// Splits `/countries/{code:[a-z]{2}}/` into matchit's `/countries/{code}/` and the
 /// constraints.
@@ -808,9 +864,12 @@ enum CTarget {
     Methods {
         calls: Vec<CCall>,
         allow: HeaderValue,
+        /// The 405 inside the route's layers, when it has any.
+        fallback: Option<Endpoint>,
     },
     Mount {
-        prefix_len: usize,
+        /// The prefix's path segments, taken off the request's path.
+        segments: usize,
         label: StaticLabel,
         endpoint: Endpoint,
     },
@@ -847,6 +906,8 @@ impl CEntry {
 /// A worker's compiled router.
 pub(crate) struct Compiled {
     table: matchit::Router<usize>,
+    /// See [`Router`]'s.
+    catch_alls: matchit::Router<usize>,
     /// The routes without parameters, by path: found without walking `table`.
     statics: StaticRoutes,
     entries: Vec<CEntry>,
@@ -875,29 +936,59 @@ fn method_not_allowed(request: &Request, allow: &HeaderValue) -> Response {
     .into_response()
 }
 
-/// A mounted service's request: the mount's prefix (`prefix_len` bytes) taken off its
-/// path, `/` when nothing is left.
+/// A mounted service's request: the mount's prefix (its first `segments` path
+/// segments, whatever its parameters matched) taken off its path, `/` when nothing is
+/// left; the query, scheme and authority (an HTTP/2 request's `:authority`) kept.
 #[inline(never)]
-fn strip_prefix(request: &mut Request, prefix_len: usize) {
+fn strip_prefix(request: &mut Request, segments: usize) {
     let uri = request.uri();
-    let rest = &uri.path()[prefix_len..];
-    let rest = if rest.is_empty() { "/" } else { rest };
+    let path = uri.path();
+    // The prefix is `/s1/…/sN`: the rest starts at the path's (N + 1)th `/`.
+    let rest = path
+        .match_indices('/')
+        .nth(segments)
+        .map_or("/", |(at, _)| &path[at..]);
     let new = match uri.query() {
         Some(query) => format!("{rest}?{query}"),
         None => rest.to_owned(),
     };
-    if let Ok(new) = Uri::builder().path_and_query(new).build() {
-        *request.uri_mut() = new;
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.path_and_query = new.parse().ok();
+    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+}
+
+/// The number of path segments of a mount's prefix (`/a/{b}`: 2; `` for `/`: 0).
+fn prefix_segments(prefix: &str) -> usize {
+    prefix.matches('/').count()
+}
+
+/// A parameter, percent-decoded (borrowed when nothing is encoded); `None` when the
+/// decoded bytes are not UTF-8.
+fn decode(value: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if value.contains('%') {
+        percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .ok()
+    } else {
+        Some(std::borrow::Cow::Borrowed(value))
     }
 }
 
-/// A parameter, percent-decoded: borrowed when nothing is encoded.
-fn decode(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains('%') {
-        percent_encoding::percent_decode_str(value).decode_utf8_lossy()
-    } else {
-        std::borrow::Cow::Borrowed(value)
-    }
+/// What the route tables give a path.
+enum Found<'a> {
+    /// The route's entry, the first of its candidates the path meets, the parameters.
+    Route(&'a CEntry, usize, Params),
+    /// A parameter that is not UTF-8 once percent-decoded (`%FF`).
+    NotUtf8(&'static str),
+}
+
+/// 400 for a path parameter that is not UTF-8 once percent-decoded: the two values
+/// `%FE` and `%FF` are not told apart by replacing them, so neither is served.
+#[cold]
+#[inline(never)]
+fn not_utf8(name: &str) -> Response {
+    HttpError::invalid_parameters([(name, "is not valid UTF-8 once percent-decoded")])
+        .into_response()
 }
 
 /// What routing makes of a request: an answer at once (404, 405…), a handler to call
@@ -957,23 +1048,31 @@ impl Compiled {
 
     /// The route table's entry for `path`, the first of its candidates whose
     /// constraints the path meets, and the path's parameters.
-    fn lookup(&self, path: &str) -> Option<(&CEntry, usize, Params)> {
+    fn lookup(&self, path: &str) -> Option<Found<'_>> {
         if let Some(index) = self.statics.get(path) {
             // No parameters, so no constraints: its first candidate is the route.
             let entry = &self.entries[index];
-            return (!entry.candidates.is_empty()).then_some((entry, 0, Params::None));
+            return (!entry.candidates.is_empty()).then_some(Found::Route(entry, 0, Params::None));
         }
-        let matched = self.table.at(path).ok()?;
+        self.lookup_in(&self.table, path)
+    }
+
+    /// `path` in `table` (the route table, or its catch-alls).
+    fn lookup_in(&self, table: &matchit::Router<usize>, path: &str) -> Option<Found<'_>> {
+        let matched = table.at(path).ok()?;
         let entry = &self.entries[*matched.value];
         // matchit gives the parameters in the pattern's order: the names by position,
         // and the mount's rest (always last) past them, left out.
         let mut params = Params::None;
         for ((name, value), known) in matched.params.iter().zip(&entry.names) {
             debug_assert_eq!(name, &**known);
-            params.push(known, ParamValue::new(decode(value)));
+            let Some(value) = decode(value) else {
+                return Some(Found::NotUtf8(known));
+            };
+            params.push(known, ParamValue::new(value));
         }
         let at = entry.candidate_from(0, &params)?;
-        Some((entry, at, params))
+        Some(Found::Route(entry, at, params))
     }
 
     /// Routes one request: fills in its context (params, route) and, for a mounted
@@ -985,15 +1084,21 @@ impl Compiled {
         ctx: &mut RequestContext,
         task_label: Option<&LabelHandle>,
     ) -> Dispatch<'_> {
-        let Some((entry, at, params)) = self.lookup(request.uri().path()) else {
-            return self.unrouted(request, ctx, task_label);
-        };
-        self.dispatch_to(entry, at, params, request, ctx, task_label)
+        match self.lookup(request.uri().path()) {
+            Some(Found::Route(entry, at, params)) => {
+                self.dispatch_to(entry, at, params, request, ctx, task_label)
+            }
+            Some(Found::NotUtf8(name)) => Dispatch::Ready(not_utf8(name)),
+            None => self.unrouted(request, ctx, task_label),
+        }
     }
 
-    /// No route's pattern matches: `prefix/` goes to the service mounted at `prefix`
-    /// (matchit's catch-all takes one character at least), anything else is 404 (or
-    /// 308 to the same path with or without its trailing slash, when that one exists).
+    /// No route takes the path: a path that failed the constraints of the route
+    /// matchit gave goes to the mount or catch-all route that also matches it, as if
+    /// that route did not exist (`/users/me` past `/users/{id:[0-9]+}` to a service
+    /// mounted at `/`); `prefix/` goes to the service mounted at `prefix` (matchit's
+    /// catch-all takes one character at least); anything else is 404 (or 308 to the
+    /// same path with or without its trailing slash, when that one exists).
     #[cold]
     #[inline(never)]
     fn unrouted<'a>(
@@ -1002,9 +1107,17 @@ impl Compiled {
         ctx: &mut RequestContext,
         task_label: Option<&LabelHandle>,
     ) -> Dispatch<'a> {
-        if let Some(prefix) = request.uri().path().strip_suffix('/')
+        let path = request.uri().path();
+        match self.lookup_in(&self.catch_alls, path) {
+            Some(Found::Route(entry, at, params)) => {
+                return self.dispatch_to(entry, at, params, request, ctx, task_label);
+            }
+            Some(Found::NotUtf8(name)) => return Dispatch::Ready(not_utf8(name)),
+            None => {}
+        }
+        if let Some(prefix) = path.strip_suffix('/')
             && !prefix.is_empty()
-            && let Some((entry, at, params)) = self.lookup(prefix)
+            && let Some(Found::Route(entry, at, params)) = self.lookup(prefix)
             && matches!(entry.candidates[at].target, CTarget::Mount { .. })
         {
             return self.dispatch_to(entry, at, params, request, ctx, task_label);
@@ -1060,11 +1173,11 @@ impl Compiled {
                 }
             }
             CTarget::Mount {
-                prefix_len,
+                segments,
                 label,
                 endpoint,
             } => {
-                strip_prefix(request, *prefix_len);
+                strip_prefix(request, *segments);
                 ctx.params = params;
                 ctx.route = Some(label.as_str());
                 name_task(task_label, *label);
@@ -1119,6 +1232,19 @@ impl Compiled {
         }
         let allow =
             HeaderValue::from_str(&allowed.join(", ")).unwrap_or(HeaderValue::from_static(""));
+        if let CTarget::Methods {
+            fallback: Some(endpoint),
+            ..
+        } = &entry.candidates[at].target
+        {
+            // The route's layers see the request (a CORS layer answers a preflight).
+            request.extensions_mut().insert(AllowHeader(allow));
+            ctx.params = params;
+            return Dispatch::Service {
+                endpoint,
+                limits: Limits::NONE,
+            };
+        }
         Dispatch::Ready(method_not_allowed(request, &allow))
     }
 
@@ -1132,7 +1258,9 @@ impl Compiled {
                 Some(_) => String::new(),
                 None => format!("{path}/"),
             };
-            if !alternative.is_empty() && self.lookup(&alternative).is_some() {
+            if !alternative.is_empty()
+                && matches!(self.lookup(&alternative), Some(Found::Route(..)))
+            {
                 let location = match request.uri().query() {
                     Some(query) => format!("{alternative}?{query}"),
                     None => alternative,

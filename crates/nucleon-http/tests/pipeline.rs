@@ -544,3 +544,147 @@ async fn routes_of_one_shape_are_told_apart_by_their_constraints() {
         assert_eq!(reply.json()["error"], "NOT_FOUND", "{path}");
     }
 }
+
+/// A mounted service that answers with the URI it was given.
+fn echo_uri() -> impl tower::Service<
+    Request,
+    Response = http::Response<String>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<String>, std::convert::Infallible>>,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(|request: Request| async move {
+        Ok::<_, std::convert::Infallible>(http::Response::new(request.uri().to_string()))
+    })
+}
+
+#[tokio::test]
+async fn a_route_s_layers_wrap_its_405_so_a_cors_layer_answers_the_preflight() {
+    let router = Router::new()
+        .route(
+            "/cors",
+            get(fast).layer(tower_http::cors::CorsLayer::permissive()),
+        )
+        .route("/marked", get(fast).layer(mark("x-marked")))
+        .route("/marked", post(fast))
+        .route("/plain", get(fast));
+    let service = service(&router, |_| {});
+
+    // The browser's preflight before a cross-origin GET: CORS answers it.
+    let mut preflight = Request::new(Body::empty());
+    *preflight.method_mut() = http::Method::OPTIONS;
+    *preflight.uri_mut() = "/cors".parse().unwrap();
+    let headers = preflight.headers_mut();
+    headers.insert("origin", HeaderValue::from_static("https://app.example"));
+    headers.insert(
+        "access-control-request-method",
+        HeaderValue::from_static("GET"),
+    );
+    let response = service
+        .call(preflight, "127.0.0.1:4000".parse().unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+
+    // A 405 goes through the route's layers, with the route's whole `Allow`.
+    let reply = send(&service, "DELETE", "/marked", Body::empty()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.headers["x-marked"], "yes");
+    assert_eq!(reply.headers["allow"], "GET, POST, HEAD");
+    assert_eq!(reply.json()["error"], "METHOD_NOT_ALLOWED");
+    // A route without layers: the plain 405.
+    let reply = send(&service, "DELETE", "/plain", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn a_mount_prefix_with_a_parameter_strips_what_the_prefix_matched() {
+    let router = Router::new()
+        .mount("/tenants/{tenant}", echo_uri())
+        .mount("/plain", echo_uri());
+    let service = service(&router, |_| {});
+    for (path, seen) in [
+        ("/tenants/acme-corporation/x?q=1", "/x?q=1"),
+        // Shorter than the prefix's pattern: it panicked the connection's task.
+        ("/tenants/a/x", "/x"),
+        ("/tenants/a", "/"),
+        ("/tenants/a/", "/"),
+        ("/plain/deep/er", "/deep/er"),
+        // An absolute URI (as HTTP/2's `:authority` gives): scheme and host kept.
+        ("http://example.com/plain/x?y", "http://example.com/x?y"),
+    ] {
+        let reply = send(&service, "GET", path, Body::empty()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+        assert_eq!(reply.text(), seen, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_that_fails_a_constraint_goes_to_the_mount_that_also_matches_it() {
+    async fn user(Path(id): Path<u64>) -> String {
+        format!("user {id}")
+    }
+    let router = Router::new()
+        .route("/users/{id:[0-9]+}", get(user))
+        .route("/files/{*path:[a-z/]+}", get(fast))
+        .mount("/", echo_uri());
+    let app = service(&router, |_| {});
+    let reply = send(&app, "GET", "/users/42", Body::empty()).await;
+    assert_eq!(reply.text(), "user 42");
+    for path in ["/users/me", "/files/A1", "/elsewhere"] {
+        let reply = send(&app, "GET", path, Body::empty()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+        assert_eq!(reply.text(), path, "{path} reaches the mount");
+    }
+    // Without a mount, still a 404.
+    let alone = Router::new().route("/users/{id:[0-9]+}", get(user));
+    let reply = send(&service(&alone, |_| {}), "GET", "/users/me", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_path_parameter_that_is_not_utf8_once_decoded_is_a_400() {
+    async fn file(Path(name): Path<String>) -> String {
+        name
+    }
+    let router = Router::new().route("/files/{name}", get(file));
+    let service = service(&router, |_| {});
+    let reply = send(&service, "GET", "/files/%C3%A9t%C3%A9", Body::empty()).await;
+    assert_eq!(reply.text(), "été");
+    // `%FE` and `%FF` were both served as U+FFFD.
+    for path in ["/files/%FF", "/files/%FE", "/files/a%C3"] {
+        let reply = send(&service, "GET", path, Body::empty()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.text()
+        );
+        let body = reply.json();
+        assert_eq!(body["error"], "INVALID_PARAMETERS");
+        assert_eq!(
+            body["messages"]["name"], "is not valid UTF-8 once percent-decoded",
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn try_route_returns_a_method_given_twice_instead_of_panicking() {
+    let router = Router::new().try_route("/x", get(fast)).expect("the first");
+    let error = router
+        .try_route("/x", get(fast).post(fast))
+        .expect_err("GET twice");
+    assert!(
+        error.to_string().contains("GET already has a handler"),
+        "{error}"
+    );
+}
