@@ -345,7 +345,10 @@ impl<T: DeserializeOwned> OptionalFromRequestParts for Path<T> {
 /// ```
 ///
 /// `Option<Query<T>>` is `None` when the request has no query string; a query string
-/// that does not parse as `T` still answers 400.
+/// that does not parse as `T` still answers 400. A key given more than once fills a
+/// sequence field (`?tag=a&tag=b` into `tag: Vec<String>`); for a field that takes
+/// one value it is a 400 naming the key. An empty value (`?page=`) is `None` for an
+/// `Option` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query<T>(pub T);
 
@@ -667,10 +670,18 @@ fn json_error(path: &str, error: &serde_json::Error) -> HttpError {
         .map_or(text.as_str(), |(m, _)| m);
     match error.classify() {
         Category::Data => {
+            // A missing field is reported at the path of the object that lacks it
+            // (`address` for `{"address":{}}`): named by its own full path instead,
+            // `address.city`, as a top-level one is (`city`).
             let (field, message) = match (path, message.strip_prefix("missing field `")) {
-                (".", Some(rest)) => {
+                (_, Some(rest)) => {
                     let name = rest.split('`').next().unwrap_or_default();
-                    (name.to_owned(), "is required".to_owned())
+                    let field = if path == "." {
+                        name.to_owned()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    (field, "is required".to_owned())
                 }
                 (".", None) => ("body".to_owned(), message.to_owned()),
                 _ => (path.to_owned(), message.to_owned()),
@@ -764,6 +775,46 @@ mod tests {
         assert_eq!(error.messages().unwrap()["population"], "is required");
         let error = parse_json::<Country>(br#"{"code": "gb", "population": "many"}"#).unwrap_err();
         assert!(error.messages().unwrap()["population"].contains("invalid type"));
+
+        // Nested, a missing field is named by its full path, as a top-level one is.
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Person {
+            name: String,
+            address: Address,
+            past: Vec<Address>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Address {
+            city: String,
+        }
+        let error =
+            parse_json::<Person>(br#"{"name": "x", "address": {}, "past": []}"#).unwrap_err();
+        assert_eq!(
+            error
+                .messages()
+                .unwrap()
+                .get("address.city")
+                .map(String::as_str),
+            Some("is required"),
+            "{:?}",
+            error.messages()
+        );
+        let error = parse_json::<Person>(
+            br#"{"name": "x", "address": {"city": "Paris"}, "past": [{"city": "Lyon"}, {}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error
+                .messages()
+                .unwrap()
+                .get("past[1].city")
+                .map(String::as_str),
+            Some("is required"),
+            "{:?}",
+            error.messages()
+        );
     }
 
     #[test]

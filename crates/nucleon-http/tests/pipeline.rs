@@ -688,3 +688,31 @@ fn try_route_returns_a_method_given_twice_instead_of_panicking() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_query_key_given_twice_fills_a_list_or_is_named_in_the_400() {
+    #[derive(serde::Deserialize)]
+    struct Filter {
+        tag: Vec<String>,
+        page: Option<u32>,
+    }
+    async fn items(Query(filter): Query<Filter>) -> String {
+        format!("{:?} {:?}", filter.tag, filter.page)
+    }
+    let router = Router::new().route("/items", get(items));
+    let service = service(&router, |_| {});
+    let reply = send(
+        &service,
+        "GET",
+        "/items?tag=a&page=3&tag=b+c",
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(reply.text(), r#"["a", "b c"] Some(3)"#);
+    let reply = send(&service, "GET", "/items?tag=a&page=1&page=2", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert_eq!(
+        reply.json()["messages"]["page"],
+        "is given 2 times; expected one value"
+    );
+}
