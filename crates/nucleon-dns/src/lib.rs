@@ -13,7 +13,7 @@
 //!   [`Resolver::lookup_txt`], [`Resolver::connect_tcp`] (Happy Eyeballs, RFC 8305).
 //!   Errors are typed ([`DnsError`], [`ConnectError`]) and name the host looked up.
 //! - [`DnsAdapter`]: builds one resolver per worker at start (reading `/etc/resolv.conf`
-//!   and `/etc/hosts` there, off the hot path, or the `[dns]` table of `app.toml`) and
+//!   and `/etc/hosts` there, off the hot path, or the `[<env>.dns]` table of `app.toml`) and
 //!   registers it, so [`Resolver::current`] finds it anywhere on that worker.
 //! - [`lookup_host`] and [`connect_tcp`]: the helpers other adapters (database, AMQP)
 //!   call; they use the worker's resolver, or a per-thread system one outside a worker.

@@ -47,7 +47,7 @@ pub(crate) use stack::current_thread as stack_current_thread;
 
 use crate::config::duration;
 
-/// Watchdog settings (`[default.watchdog]` in `app.toml`).
+/// Watchdog settings (`[<env>.runtime.watchdog]` in `app.toml`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatchdogConfig {
