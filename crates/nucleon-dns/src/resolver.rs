@@ -194,13 +194,13 @@ impl Resolver {
                     reason: e.to_string(),
                 })?;
         let mut hosts = None;
-        if let Some(path) = &config.hosts_file {
-            if let Some(read) = read_hosts(path).await? {
-                let read = Arc::new(read);
-                // For callers of `hickory()`; our lookups consult it before hickory.
-                inner.set_hosts(Arc::clone(&read));
-                hosts = Some(read);
-            }
+        if let Some(path) = &config.hosts_file
+            && let Some(read) = read_hosts(path).await?
+        {
+            let read = Arc::new(read);
+            // For callers of `hickory()`; our lookups consult it before hickory.
+            inner.set_hosts(Arc::clone(&read));
+            hosts = Some(read);
         }
         tracing::debug!(
             target: "nucleon::dns",

@@ -686,10 +686,10 @@ impl Control {
             .filter(|&w| self.workers[w].running)
             .collect();
         for worker in &mut self.workers {
-            if !worker.running {
-                if let Some(thread) = worker.thread.take() {
-                    let _ = thread.join();
-                }
+            if !worker.running
+                && let Some(thread) = worker.thread.take()
+            {
+                let _ = thread.join();
             }
         }
         if stuck.is_empty() {

@@ -99,10 +99,10 @@ impl Config {
             None => (Some(PathBuf::from("app.toml")), false),
         };
         let file = file.filter(|f| explicit || f.exists());
-        if let Some(path) = &file {
-            if !path.exists() {
-                return Err(ConfigError::MissingFile { file: path.clone() });
-            }
+        if let Some(path) = &file
+            && !path.exists()
+        {
+            return Err(ConfigError::MissingFile { file: path.clone() });
         }
         let base = match &file {
             Some(path) => Figment::new().merge(Toml::file_exact(path).nested()),
