@@ -311,24 +311,49 @@ struct Values<'de> {
     values: Vec<&'de str>,
 }
 
-impl<'de> Deserializer<'de> for Values<'de> {
-    type Error = Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-        Err(Error {
+impl Values<'_> {
+    fn one_expected(&self) -> Error {
+        Error {
             field: Some(self.key.to_owned()),
             message: format!("is given {} times; expected one value", self.values.len()),
             shape: false,
-        })
+        }
+    }
+}
+
+macro_rules! one_value_expected {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
+            Err(self.one_expected())
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for Values<'de> {
+    type Error = Error;
+
+    /// Self-describing (`#[serde(flatten)]`, untagged enums): the values, as a
+    /// sequence of strings.
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let key = self.key;
+        let tag = |mut error: Error| {
+            error.field.get_or_insert_with(|| key.to_owned());
+            error
+        };
         let mut seq =
             SeqDeserializer::new(self.values.into_iter().map(|value| Value { key, value }));
-        let out = visitor.visit_seq(&mut seq)?;
-        seq.end()?;
+        let out = visitor.visit_seq(&mut seq).map_err(tag)?;
+        seq.end().map_err(tag)?;
         Ok(out)
+    }
+
+    /// A key the type does not use (`?utm=a&utm=b` beside the fields it reads).
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -351,9 +376,47 @@ impl<'de> Deserializer<'de> for Values<'de> {
         self.deserialize_seq(visitor)
     }
 
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf unit unit_struct tuple_struct map struct enum identifier ignored_any
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _visitor: V,
+    ) -> Result<V::Value, Error> {
+        Err(self.one_expected())
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Error> {
+        Err(self.one_expected())
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Error> {
+        Err(self.one_expected())
+    }
+
+    one_value_expected! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_map deserialize_identifier
     }
 }
 
@@ -549,6 +612,37 @@ mod tests {
         let error = from_pairs::<Filter, _, _>(&twice).unwrap_err();
         assert_eq!(error.field.as_deref(), Some("page"));
         assert_eq!(error.message, "is given 2 times; expected one value");
+        // A repeated key the type does not use is ignored, as a single one is.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Paging {
+            page: u32,
+        }
+        let extra = pairs(&[("page", "1"), ("utm", "a"), ("utm", "b")]);
+        assert_eq!(
+            from_pairs::<Paging, _, _>(&extra).unwrap(),
+            Paging { page: 1 }
+        );
+        // Flattened (self-describing): the values as a list.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Open {
+            page: u32,
+            #[serde(flatten)]
+            rest: std::collections::BTreeMap<String, Vec<String>>,
+        }
+        let open: Open = from_pairs(&extra).unwrap();
+        assert_eq!(open.rest["utm"], ["a", "b"]);
+        // Too many values for a pair: named by the key.
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Range {
+            r: (u32, u32),
+        }
+        let three = pairs(&[("r", "1"), ("r", "2"), ("r", "3")]);
+        let error = from_pairs::<Range, _, _>(&three).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("r"));
+        let two: Range = from_pairs(&three[..2]).unwrap();
+        assert_eq!(two.r, (1, 2));
+
         // Many distinct keys (the hashed check).
         let many: Vec<(String, String)> =
             (0..40).map(|i| (format!("k{i}"), i.to_string())).collect();

@@ -425,10 +425,17 @@ impl Router {
                         message: "a route already exists there".into(),
                     });
                 }
-                (None, target) => entry.candidates.push(Candidate {
-                    target,
-                    ..candidate
-                }),
+                (None, target) => {
+                    if ends_in_catch_all(&pattern) && candidate.constraints.is_empty() {
+                        // Its first candidate had constraints: the pattern is not in
+                        // `catch_alls` yet.
+                        let _ = self.catch_alls.insert(pattern, index);
+                    }
+                    entry.candidates.push(Candidate {
+                        target,
+                        ..candidate
+                    });
+                }
             }
             return Ok(());
         }
@@ -470,6 +477,13 @@ impl Router {
             prefix.starts_with('/'),
             "mount prefix `{prefix}` must start with `/`"
         );
+        match parse_pattern(prefix) {
+            Ok((_, constraints)) => assert!(
+                constraints.is_empty(),
+                "mount prefix `{prefix}`: a mount's parameters cannot have constraints"
+            ),
+            Err(message) => panic!("mount prefix `{prefix}`: {message}"),
+        }
         let prefix = prefix.trim_end_matches('/').to_owned();
         let factory: ServiceFactory = Arc::new(move || service.clone().into_endpoint());
         let display = format!("{prefix}/*");
@@ -765,6 +779,7 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
     // The route's 405 through its layers: the `Allow` it is to carry comes in the
     // request's extensions (it may name other routes' methods on the same pattern).
     let fallback = (!methods.fallback_layers.is_empty()).then(|| {
+        let label = StaticLabel::intern(&format!("405 {pattern}"));
         let inner = Endpoint::from_fn(|request: Request| {
             let allow = request
                 .extensions()
@@ -772,10 +787,11 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
                 .map_or(HeaderValue::from_static(""), |allow| allow.0.clone());
             Box::pin(std::future::ready(method_not_allowed(&request, &allow)))
         });
-        methods
+        let endpoint = methods
             .fallback_layers
             .iter()
-            .fold(inner, |ep, layer| layer(ep))
+            .fold(inner, |ep, layer| layer(ep));
+        (endpoint, label)
     });
     CTarget::Methods {
         calls,
@@ -864,8 +880,8 @@ enum CTarget {
     Methods {
         calls: Vec<CCall>,
         allow: HeaderValue,
-        /// The 405 inside the route's layers, when it has any.
-        fallback: Option<Endpoint>,
+        /// The 405 inside the route's layers, when it has any, and its watchdog label.
+        fallback: Option<(Endpoint, StaticLabel)>,
     },
     Mount {
         /// The prefix's path segments, taken off the request's path.
@@ -1064,10 +1080,18 @@ impl Compiled {
         // matchit gives the parameters in the pattern's order: the names by position,
         // and the mount's rest (always last) past them, left out.
         let mut params = Params::None;
-        for ((name, value), known) in matched.params.iter().zip(&entry.names) {
+        for (position, ((name, value), known)) in
+            matched.params.iter().zip(&entry.names).enumerate()
+        {
             debug_assert_eq!(name, &**known);
             let Some(value) = decode(value) else {
-                return Some(Found::NotUtf8(known));
+                // No constraint takes it: a route that leaves it unconstrained gets
+                // 400; if every route here constrains it, it fails them all.
+                let unconstrained = entry
+                    .candidates
+                    .iter()
+                    .any(|c| c.constraints.iter().all(|k| k.index != position));
+                return unconstrained.then_some(Found::NotUtf8(known));
             };
             params.push(known, ParamValue::new(value));
         }
@@ -1233,16 +1257,23 @@ impl Compiled {
         let allow =
             HeaderValue::from_str(&allowed.join(", ")).unwrap_or(HeaderValue::from_static(""));
         if let CTarget::Methods {
-            fallback: Some(endpoint),
+            fallback: Some((endpoint, label)),
             ..
         } = &entry.candidates[at].target
         {
-            // The route's layers see the request (a CORS layer answers a preflight).
+            // The route's layers see the request (a CORS layer answers a preflight),
+            // with the route's time limit, as its handlers do.
+            let head = request.method() == Method::HEAD;
             request.extensions_mut().insert(AllowHeader(allow));
             ctx.params = params;
+            ctx.route = Some(label.as_str());
+            name_task(task_label, *label);
             return Dispatch::Service {
                 endpoint,
-                limits: Limits::NONE,
+                limits: Limits {
+                    timeout: self.default_timeout,
+                    head,
+                },
             };
         }
         Dispatch::Ready(method_not_allowed(request, &allow))

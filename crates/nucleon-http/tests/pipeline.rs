@@ -569,6 +569,7 @@ async fn a_route_s_layers_wrap_its_405_so_a_cors_layer_answers_the_preflight() {
         )
         .route("/marked", get(fast).layer(mark("x-marked")))
         .route("/marked", post(fast))
+        .route("/posted", post(fast).layer(mark("x-marked")))
         .route("/plain", get(fast));
     let service = service(&router, |_| {});
 
@@ -599,6 +600,11 @@ async fn a_route_s_layers_wrap_its_405_so_a_cors_layer_answers_the_preflight() {
     assert_eq!(reply.headers["x-marked"], "yes");
     assert_eq!(reply.headers["allow"], "GET, POST, HEAD");
     assert_eq!(reply.json()["error"], "METHOD_NOT_ALLOWED");
+    // HEAD to a route without GET: the layered 405, without a body.
+    let reply = send(&service, "HEAD", "/posted", Body::empty()).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers["x-marked"], "yes");
+    assert!(reply.body.is_empty(), "{}", reply.text());
     // A route without layers: the plain 405.
     let reply = send(&service, "DELETE", "/plain", Body::empty()).await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -644,10 +650,33 @@ async fn a_path_that_fails_a_constraint_goes_to_the_mount_that_also_matches_it()
         assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
         assert_eq!(reply.text(), path, "{path} reaches the mount");
     }
+    // A value that is not UTF-8 cannot meet the constraint: past it too.
+    let reply = send(&app, "GET", "/users/%FF", Body::empty()).await;
+    assert_eq!(reply.text(), "/users/%FF");
     // Without a mount, still a 404.
     let alone = Router::new().route("/users/{id:[0-9]+}", get(user));
     let reply = send(&service(&alone, |_| {}), "GET", "/users/me", Body::empty()).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    // A catch-all route whose pattern was first given with a constraint, then
+    // without: the unconstrained one takes what other routes' constraints refuse.
+    async fn any_file(Path(path): Path<String>) -> String {
+        format!("file {path}")
+    }
+    let files = Router::new()
+        .route("/files/{*path:[a-z/]+}", get(fast))
+        .route("/files/{*path}", get(any_file))
+        .route("/files/special/{id:[0-9]+}", get(user))
+        .mount("/", echo_uri());
+    let files = service(&files, |_| {});
+    let reply = send(&files, "GET", "/files/special/A1", Body::empty()).await;
+    assert_eq!(reply.text(), "file special/A1");
+}
+
+#[test]
+#[should_panic(expected = "a mount's parameters cannot have constraints")]
+fn a_mount_prefix_with_a_constraint_is_refused() {
+    let _ = Router::new().mount("/t/{tenant:[a-z]+}", echo_uri());
 }
 
 #[tokio::test]
@@ -709,6 +738,9 @@ async fn a_query_key_given_twice_fills_a_list_or_is_named_in_the_400() {
     )
     .await;
     assert_eq!(reply.text(), r#"["a", "b c"] Some(3)"#);
+    // A repeated key the type does not read is ignored.
+    let reply = send(&service, "GET", "/items?tag=a&utm=x&utm=y", Body::empty()).await;
+    assert_eq!(reply.text(), r#"["a"] None"#);
     let reply = send(&service, "GET", "/items?tag=a&page=1&page=2", Body::empty()).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     assert_eq!(
