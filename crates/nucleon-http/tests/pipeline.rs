@@ -748,3 +748,77 @@ async fn a_query_key_given_twice_fills_a_list_or_is_named_in_the_400() {
         "is given 2 times; expected one value"
     );
 }
+
+#[tokio::test]
+async fn tower_http_compression_and_trace_layers_wrap_the_app_and_a_route() {
+    use std::io::Read;
+    use tower_http::compression::CompressionLayer;
+    use tower_http::trace::TraceLayer;
+
+    async fn big() -> nucleon_http::Json<Vec<String>> {
+        nucleon_http::Json((0..200).map(|i| format!("item number {i}")).collect())
+    }
+    let gunzip = |reply: &Reply| {
+        assert_eq!(reply.headers["content-encoding"], "gzip");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&reply.body[..])
+            .read_to_string(&mut text)
+            .expect("a gzip body");
+        text
+    };
+    let gzip = |path: &str| {
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = path.parse().unwrap();
+        request
+            .headers_mut()
+            .insert("accept-encoding", HeaderValue::from_static("gzip"));
+        request
+    };
+    let collect = |response: nucleon_http::Response| async move {
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("a response body").to_bytes(),
+        }
+    };
+    let remote: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+
+    // The whole app: every answer compressed for a client that accepts gzip, traced.
+    let app = Router::new()
+        .route("/big", get(big))
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http());
+    let whole = service(&app, |_| {});
+    let reply = collect(whole.call(gzip("/big"), remote).await).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let items: Vec<String> = serde_json::from_str(&gunzip(&reply)).unwrap();
+    assert_eq!(items.len(), 200);
+    assert!(reply.headers.contains_key("x-request-id"));
+    // The framework's own 404 goes through the app's layers too.
+    let reply = collect(whole.call(gzip("/missing"), remote).await).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let body: serde_json::Value = serde_json::from_str(&gunzip(&reply)).unwrap();
+    assert_eq!(body["error"], "NOT_FOUND");
+
+    // One route: compressed; its neighbour is not.
+    let one = Router::new()
+        .route("/big", get(big).layer(CompressionLayer::new()))
+        .route("/plain", get(big));
+    let routed = service(&one, |_| {});
+    let reply = collect(routed.call(gzip("/big"), remote).await).await;
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&gunzip(&reply))
+            .unwrap()
+            .len(),
+        200
+    );
+    let reply = collect(routed.call(gzip("/plain"), remote).await).await;
+    assert!(!reply.headers.contains_key("content-encoding"));
+    assert_eq!(
+        serde_json::from_slice::<Vec<String>>(&reply.body)
+            .unwrap()
+            .len(),
+        200
+    );
+}
