@@ -1196,21 +1196,48 @@ impl Compiled {
                     Callee::Service(endpoint) => Dispatch::Service { endpoint, limits },
                 }
             }
-            CTarget::Mount {
-                segments,
-                label,
-                endpoint,
-            } => {
-                strip_prefix(request, *segments);
-                ctx.params = params;
-                ctx.route = Some(label.as_str());
-                name_task(task_label, *label);
-                // Its body is capped already (the pipeline caps every request's).
-                Dispatch::Service {
-                    endpoint,
-                    limits: Limits::NONE,
-                }
-            }
+            CTarget::Mount { .. } => self.to_mount(entry, at, params, request, ctx, task_label),
+        }
+    }
+
+    /// A request for a mounted service: the prefix stripped off its path. `prefix/`
+    /// that another mount's catch-all took (a mount at `/` beside one at `/api`, for
+    /// `/api/`) goes to the mount at `prefix`.
+    #[inline(never)]
+    fn to_mount<'a>(
+        &'a self,
+        mut entry: &'a CEntry,
+        mut at: usize,
+        mut params: Params,
+        request: &mut Request,
+        ctx: &mut RequestContext,
+        task_label: Option<&LabelHandle>,
+    ) -> Dispatch<'a> {
+        let path = request.uri().path();
+        if let Some(prefix) = path.strip_suffix('/')
+            && !prefix.is_empty()
+            && let Some(Found::Route(exact, exact_at, exact_params)) = self.lookup(prefix)
+            && !std::ptr::eq(exact, entry)
+            && matches!(exact.candidates[exact_at].target, CTarget::Mount { .. })
+        {
+            (entry, at, params) = (exact, exact_at, exact_params);
+        }
+        let CTarget::Mount {
+            segments,
+            label,
+            endpoint,
+        } = &entry.candidates[at].target
+        else {
+            return self.dispatch_to(entry, at, params, request, ctx, task_label);
+        };
+        strip_prefix(request, *segments);
+        ctx.params = params;
+        ctx.route = Some(label.as_str());
+        name_task(task_label, *label);
+        // Its body is capped already (the pipeline caps every request's).
+        Dispatch::Service {
+            endpoint,
+            limits: Limits::NONE,
         }
     }
 

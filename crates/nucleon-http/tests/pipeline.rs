@@ -613,9 +613,17 @@ async fn a_route_s_layers_wrap_its_405_so_a_cors_layer_answers_the_preflight() {
 
 #[tokio::test]
 async fn a_mount_prefix_with_a_parameter_strips_what_the_prefix_matched() {
+    // A mount at `/` too: `/plain/` is still the `/plain` mount's (its catch-all
+    // takes one character at least, the root mount's took it).
     let router = Router::new()
         .mount("/tenants/{tenant}", echo_uri())
-        .mount("/plain", echo_uri());
+        .mount("/plain", echo_uri())
+        .mount(
+            "/",
+            tower::service_fn(|_: Request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new("root".to_owned()))
+            }),
+        );
     let service = service(&router, |_| {});
     for (path, seen) in [
         ("/tenants/acme-corporation/x?q=1", "/x?q=1"),
@@ -624,6 +632,8 @@ async fn a_mount_prefix_with_a_parameter_strips_what_the_prefix_matched() {
         ("/tenants/a", "/"),
         ("/tenants/a/", "/"),
         ("/plain/deep/er", "/deep/er"),
+        ("/plain/", "/"),
+        ("/elsewhere/x", "root"),
         // An absolute URI (as HTTP/2's `:authority` gives): scheme and host kept.
         ("http://example.com/plain/x?y", "http://example.com/x?y"),
     ] {
