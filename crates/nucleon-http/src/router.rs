@@ -468,7 +468,8 @@ impl Router {
     /// that also matches it (`/users/me` past `/users/{id:[0-9]+}` to a mount at `/`).
     ///
     /// # Panics
-    /// When `prefix` does not start with `/` or conflicts with a route.
+    /// When `prefix` does not start with `/`, is not a valid pattern, gives a parameter
+    /// a constraint, or conflicts with a route.
     pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
     where
         S: IntoEndpoint<B> + Send + Sync,
@@ -1228,6 +1229,7 @@ impl Compiled {
             endpoint,
         } = &entry.candidates[at].target
         else {
+            // Not reached: both candidates looked at here are mounts.
             return self.dispatch_to(entry, at, params, request, ctx, task_label);
         };
         strip_prefix(request, *segments);
