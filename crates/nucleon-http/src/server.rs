@@ -80,11 +80,15 @@ pub struct HttpConfig {
     /// hold its connection and its handler for ever.
     #[serde(with = "duration::nonzero")]
     pub body_read_timeout: Duration,
-    /// A time limit for every handler (default none; routes may set their own).
-    #[serde(with = "duration::option")]
+    /// A time limit for every handler (default none; routes may set their own). Zero
+    /// is refused (it would answer every request that waits on anything with 503):
+    /// leave the key out for no limit.
+    #[serde(with = "duration::nonzero::option")]
     pub request_timeout: Option<Duration>,
     /// The readiness route: 200 while serving, 503 from the moment a drain starts
-    /// (default `/readyz`; an empty string turns it off).
+    /// (default `/readyz`; an empty string turns it off). A path, so it starts with
+    /// `/` (one without would never match, and is refused).
+    #[serde(deserialize_with = "readiness_path")]
     pub readiness_path: Option<String>,
     /// How long to keep serving normally after readiness turns 503, so a load balancer
     /// takes the instance out before the listener closes (default 0).
@@ -214,6 +218,19 @@ impl HttpConfig {
             self.readiness_path = None;
         }
         self
+    }
+}
+
+/// `http.readiness_path`: empty (off) or a path.
+fn readiness_path<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let path = Option::<String>::deserialize(deserializer)?;
+    match path.as_deref() {
+        Some(path) if !path.is_empty() && !path.starts_with('/') => Err(serde::de::Error::custom(
+            format!("`{path}` is not a path: write \"/{path}\" (or \"\" for no readiness route)"),
+        )),
+        _ => Ok(path),
     }
 }
 
@@ -1513,6 +1530,34 @@ mod tests {
 
     /// hyper's bare rejections are recognised exactly; the pipeline's answers, which
     /// always carry an `x-request-id`, never are.
+    #[test]
+    fn settings_that_could_not_work_are_refused_with_their_key() {
+        let http = |toml: &str| {
+            nucleon_runtime::Config::from_toml(&format!("[default.http]\n{toml}\n"), "default")
+                .and_then(|config| config.extract_at::<HttpConfig>("http"))
+        };
+        for (toml, key, says) in [
+            ("request_timeout = \"0s\"", "request_timeout", "more than 0"),
+            (
+                "readiness_path = \"readyz\"",
+                "readiness_path",
+                "write \"/readyz\"",
+            ),
+        ] {
+            let error = http(toml).expect_err(toml).to_string();
+            assert!(
+                error.contains(key) && error.contains(says),
+                "{toml}: {error}"
+            );
+        }
+        let fine = http("request_timeout = \"2s\"\nreadiness_path = \"/health\"").unwrap();
+        assert_eq!(fine.request_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(fine.readiness_path.as_deref(), Some("/health"));
+        let off = http("readiness_path = \"\"").unwrap().normalised();
+        assert_eq!(off.readiness_path, None);
+        assert_eq!(http("").unwrap(), HttpConfig::default());
+    }
+
     #[test]
     fn hyper_rejections_are_told_from_responses() {
         let date = "date: Thu, 26 Nov 2026 02:31:01 GMT\r\n\r\n";
