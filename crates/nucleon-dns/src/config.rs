@@ -52,8 +52,8 @@ pub struct DnsConfig {
     /// [`crate::DnsError::Timeout`] after at most `timeout × attempts × candidates`
     /// ([`crate::Resolver::lookup_deadline_for`]); a fully qualified name
     /// (`api.example.org.`) has one candidate. Names the hosts file lists are answered
-    /// without a query.
-    #[serde(with = "duration::option")]
+    /// without a query. Zero is refused (every lookup would time out).
+    #[serde(with = "duration::nonzero::option")]
     pub timeout: Option<Duration>,
     /// How many times a query is sent before giving up (default: from `resolv_conf`,
     /// else 2). Bounds each candidate name's lookup to `timeout × attempts`: see
@@ -76,8 +76,8 @@ pub struct DnsConfig {
     /// Which address families to ask for, in which order.
     pub ip_preference: IpPreference,
     /// For [`crate::Resolver::connect_tcp`]: how long one connection attempt may take
-    /// (default 5 s).
-    #[serde(with = "duration")]
+    /// (default 5 s; zero is refused).
+    #[serde(with = "duration::nonzero")]
     pub connect_timeout: Duration,
     /// For [`crate::Resolver::connect_tcp`]: how long to wait for an attempt before
     /// starting the next address in parallel (RFC 8305 "connection attempt delay",
@@ -160,13 +160,14 @@ impl IpPreference {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpClientConfig {
-    /// Whole-request deadline, from sending to the end of the body (default 30 s).
-    #[serde(with = "duration")]
+    /// Whole-request deadline, from sending to the end of the body (default 30 s; zero
+    /// is refused: every request would fail).
+    #[serde(with = "duration::nonzero")]
     pub timeout: Duration,
     /// Deadline to establish a connection, name resolution and TLS included (default
     /// 5 s). Resolution gets nine tenths of it at most: a name server slower than that
-    /// is a DNS timeout naming the host.
-    #[serde(with = "duration")]
+    /// is a DNS timeout naming the host. Zero is refused.
+    #[serde(with = "duration::nonzero")]
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept (default 90 s).
     #[serde(with = "duration")]
@@ -245,6 +246,33 @@ mod tests {
                 .unwrap(),
             HttpClientConfig::default()
         );
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused_with_their_key() {
+        for (table, key) in [
+            ("dns", "timeout"),
+            ("dns", "connect_timeout"),
+            ("http_client", "timeout"),
+            ("http_client", "connect_timeout"),
+        ] {
+            let config = nucleon_runtime::Config::from_toml(
+                &format!("[default.{table}]\n{key} = \"0s\"\n"),
+                "default",
+            )
+            .unwrap();
+            let error = if table == "dns" {
+                config.extract_at::<DnsConfig>(table).map(drop)
+            } else {
+                config.extract_at::<HttpClientConfig>(table).map(drop)
+            }
+            .expect_err(key)
+            .to_string();
+            assert!(
+                error.contains(&format!("{table}.{key}")) && error.contains("more than 0"),
+                "{table}.{key}: {error}"
+            );
+        }
     }
 
     #[test]
