@@ -106,14 +106,20 @@ impl HttpClient {
         LocalState::new(self.clone()).register();
     }
 
-    /// Starts a request; the current request id, if any, is attached.
+    /// Starts a request; the current request id, if any, is attached (unless it
+    /// cannot be a header value: an id an application set itself, with a newline or
+    /// non-ASCII text in it, is left off rather than failing the request).
     pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
         let builder = self.inner.request(method, url);
-        match request_id::current() {
-            Some(id) if self.forward_request_id => {
-                id.with_str(|id| builder.header(REQUEST_ID_HEADER, id))
-            }
-            _ => builder,
+        let id = request_id::current()
+            .filter(|_| self.forward_request_id)
+            .and_then(|id| {
+                id.with_bytes(|bytes| reqwest::header::HeaderValue::from_bytes(bytes).ok())
+            })
+            .filter(|value| value.to_str().is_ok());
+        match id {
+            Some(value) => builder.header(REQUEST_ID_HEADER, value),
+            None => builder,
         }
     }
 

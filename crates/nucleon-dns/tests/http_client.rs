@@ -46,6 +46,14 @@ async fn calls_a_loopback_server_by_a_name_only_the_test_dns_knows() {
     let head = http.heads.recv().unwrap();
     assert!(head.contains("x-request-id: req-7"), "{head}");
     assert_eq!(dns.queries(), 1, "the client shares the resolver's cache");
+
+    // An id the application set that cannot be a header: left off, the call made.
+    let body: serde_json::Value = request_id::scope("line\nbreak", client.get_json(&url))
+        .await
+        .expect("the call is made without the id");
+    assert_eq!(body["hello"], "world");
+    let head = http.heads.recv().unwrap();
+    assert!(!head.contains("x-request-id"), "{head}");
 }
 
 #[tokio::test]

@@ -80,8 +80,10 @@
 //! a layer instead.
 //!
 //! Logs: `nucleon::access` (one line per request, at INFO, with the request id;
-//! `bytes` is the body's size when it is known as the response starts, and absent for
-//! a streamed body of unknown length),
+//! `bytes` is the body's size when it is known as the response starts, 0 for answers
+//! sent without a body (HEAD, 204, 304), and absent for a streamed body of unknown
+//! length; `duration_us` runs to the response's head, not to the body's end; a request
+//! whose client left before its answer is logged with status 499 and `cancelled`),
 //! `nucleon::http` (server events; a handler's 500 at ERROR with its cause, the request
 //! id, and the path, or the route when the access log is off). Each request runs in a `request` span (target
 //! `nucleon::http`: id, method, path) at **DEBUG**, as tower-http's `TraceLayer` makes

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use http::{Method, Uri};
+use http::{Method, StatusCode, Uri};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::LabelHandle;
 
@@ -39,27 +39,64 @@ impl AccessStart {
     }
 
     /// The request's line in the access log, under the target `nucleon::access`.
+    /// `duration_us` runs from the request's head to its response's head: how long
+    /// the server took to answer, not how long the body took to send.
     #[inline(never)]
     pub(crate) fn log(&self, method: &Method, response: &Response, request_id: &Id) {
         // The body's exact size when it is known before it is sent (a buffer, a
         // known length); a streamed body's is not known yet, and the field is
-        // left out rather than logged as 0. Text fields as `&str`, numbers as
-        // numbers: a subscriber records them without formatting.
-        let bytes = http_body::Body::size_hint(response.body()).exact();
+        // left out rather than logged as 0. None at all for the answers HTTP sends
+        // without one (HEAD, 1xx, 204, 304), whatever body they were given. Text
+        // fields as `&str`, numbers as numbers: a subscriber records them without
+        // formatting.
+        let status = response.status();
+        let bodiless = method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let bytes = if bodiless {
+            Some(0)
+        } else {
+            http_body::Body::size_hint(response.body()).exact()
+        };
         request_id.with_str(|id| {
             tracing::info!(
                 target: "nucleon::access",
                 remote = &*self.remote,
                 method = method.as_str(),
                 path = self.uri.path(),
-                status = response.status().as_u16(),
+                status = status.as_u16(),
                 bytes,
                 duration_us = self.start.elapsed().as_micros() as u64,
                 request_id = id,
             );
         });
     }
+
+    /// The line of a request dropped before its response was ready (the client
+    /// closed its connection, or reset its HTTP/2 stream): status 499, as nginx logs
+    /// it, so the slowest requests do not vanish from the access log.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn log_cancelled(&self, method: &Method, request_id: &Id) {
+        request_id.with_str(|id| {
+            tracing::info!(
+                target: "nucleon::access",
+                remote = &*self.remote,
+                method = method.as_str(),
+                path = self.uri.path(),
+                status = CLIENT_CLOSED_REQUEST,
+                bytes = 0_u64,
+                duration_us = self.start.elapsed().as_micros() as u64,
+                request_id = id,
+                cancelled = true,
+            );
+        });
+    }
 }
+
+/// nginx's status for a request whose client went away before its answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The error line of a request that failed (a handler's error or panic, answered
 /// with a 500): its method, its path when the access log keeps it (else its route,

@@ -359,6 +359,15 @@ pin_project_lite::pin_project! {
         inner: Limited<F>,
         started: Option<Started>,
     }
+
+    impl<F> PinnedDrop for Finishing<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before its response was ready: the client went away.
+            if let Some(started) = this.project().started.take() {
+                started.cancelled();
+            }
+        }
+    }
 }
 
 impl<F: Future<Output = Response>> Future for Finishing<F> {
@@ -448,6 +457,18 @@ impl Started {
             count_sending(conn, response);
         }
         name_task(task_label, service.inner.connection_label);
+    }
+}
+
+impl Started {
+    /// The request was dropped before its response was ready: its access-log line
+    /// says so (status 499).
+    #[cold]
+    #[inline(never)]
+    fn cancelled(self) {
+        if let Some(access) = &self.access {
+            access.log_cancelled(&self.method, &self.request_id);
+        }
     }
 }
 

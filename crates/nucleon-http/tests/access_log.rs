@@ -196,3 +196,67 @@ async fn a_handler_error_is_logged_with_its_path_or_route() {
         assert!(message.contains("the ledger is unreachable"), "{message}");
     }
 }
+
+/// Answers HTTP sends without a body log `bytes=0` (the body a handler gave is not
+/// sent); a request whose client left before its answer is logged with status 499.
+#[tokio::test]
+async fn bodiless_answers_log_no_bytes_and_a_client_that_left_is_a_499() {
+    captured();
+    async fn no_content() -> (nucleon_http::StatusCode, Json<&'static str>) {
+        (nucleon_http::StatusCode::NO_CONTENT, Json("ignored"))
+    }
+    async fn slow() -> &'static str {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        "too late"
+    }
+    let router = Router::new()
+        .route("/countries/", get(countries))
+        .route("/nothing", get(no_content))
+        .route("/slow", get(slow));
+    let server = Server::start(router, |_| {}).await;
+    let mut remotes = Vec::new();
+    for request in [
+        "HEAD /countries/ HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        "HEAD /nowhere HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        "GET /nothing HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        remotes.push(stream.local_addr().unwrap().to_string());
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text)
+            .await
+            .unwrap();
+        assert!(text.ends_with("\r\n\r\n"), "no body sent: {text:?}");
+    }
+    let lines = lines_of(&remotes);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for (line, status) in lines.iter().zip(["200", "404", "204"]) {
+        assert_eq!(line.fields["status"], status, "{:?}", line.fields);
+        assert_eq!(line.fields["bytes"], "0", "{:?}", line.fields);
+    }
+
+    // A client that sends its request and leaves while the handler works.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let remote = stream.local_addr().unwrap().to_string();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(stream);
+    let mut cancelled = Vec::new();
+    for _ in 0..100 {
+        cancelled = lines_of(std::slice::from_ref(&remote));
+        if !cancelled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(cancelled.len(), 1, "{cancelled:#?}");
+    let f = &cancelled[0].fields;
+    assert_eq!(f["status"], "499", "{f:?}");
+    assert_eq!(f["path"], "/slow", "{f:?}");
+    assert_eq!(f["cancelled"], "true", "{f:?}");
+    server.stop().await.expect("clean stop");
+}

@@ -104,7 +104,8 @@ impl AppError {
 }
 
 /// Runs the app with the process's command line, logging to stdout through a
-/// non-blocking writer (filter: `NUCLEON_LOG`, else `RUST_LOG`, else `info`).
+/// non-blocking writer (filter: `NUCLEON_LOG`, else `RUST_LOG`, else `info`; an empty
+/// variable counts as unset).
 ///
 /// ```text
 /// app [start] [--host H] [--port P] [-j N] [--env E] [--config FILE]
@@ -119,9 +120,10 @@ pub fn run(app: App) -> ExitCode {
         64 * 1024,
         std::io::stdout(),
     ));
-    let filter = std::env::var("NUCLEON_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+    let filter = log_filter(
+        std::env::var("NUCLEON_LOG").ok(),
+        std::env::var("RUST_LOG").ok(),
+    );
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing::subscriber::set_global_default(crate::log::subscriber(&filter, writer, ansi));
     match run_from(app, std::env::args_os()) {
@@ -188,6 +190,16 @@ where
     }
 }
 
+/// The log filter: `NUCLEON_LOG`, else `RUST_LOG`, else `info`. A variable set but
+/// empty (`NUCLEON_LOG=` in a compose file) counts as unset: as a filter it would turn
+/// every line but errors off, the access log included.
+fn log_filter(nucleon_log: Option<String>, rust_log: Option<String>) -> String {
+    let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+    given(nucleon_log)
+        .or_else(|| given(rust_log))
+        .unwrap_or_else(|| "info".to_owned())
+}
+
 /// Loads configuration as `options` say, and the `http` table with their overrides.
 pub(crate) fn load(app: &App, options: &StartOptions) -> Result<(Config, HttpConfig), AppError> {
     let config = load_config(
@@ -248,6 +260,17 @@ fn options(start: StartArgs, config: ConfigArgs) -> StartOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_log_variable_counts_as_unset() {
+        let some = |v: &str| Some(v.to_owned());
+        assert_eq!(log_filter(None, None), "info");
+        assert_eq!(log_filter(some("debug"), some("warn")), "debug");
+        assert_eq!(log_filter(None, some("warn")), "warn");
+        assert_eq!(log_filter(some(""), some("warn")), "warn");
+        assert_eq!(log_filter(some("  "), None), "info");
+        assert_eq!(log_filter(some(""), some("")), "info");
+    }
 
     fn usage(args: &[&str]) -> AppError {
         let argv = std::iter::once("app").chain(args.iter().copied());
