@@ -46,9 +46,7 @@ impl AccessStart {
         // The body's exact size when it is known before it is sent (a buffer, a
         // known length); a streamed body's is not known yet, and the field is
         // left out rather than logged as 0. None at all for the answers HTTP sends
-        // without one (HEAD, 1xx, 204, 304), whatever body they were given. Text
-        // fields as `&str`, numbers as numbers: a subscriber records them without
-        // formatting.
+        // without one (HEAD, 1xx, 204, 304), whatever body they were given.
         let status = response.status();
         let bodiless = method == Method::HEAD
             || status.is_informational()
@@ -59,18 +57,7 @@ impl AccessStart {
         } else {
             http_body::Body::size_hint(response.body()).exact()
         };
-        request_id.with_str(|id| {
-            tracing::info!(
-                target: "nucleon::access",
-                remote = &*self.remote,
-                method = method.as_str(),
-                path = self.uri.path(),
-                status = status.as_u16(),
-                bytes,
-                duration_us = self.start.elapsed().as_micros() as u64,
-                request_id = id,
-            );
-        });
+        self.line(method, status.as_u16(), bytes, None, request_id);
     }
 
     /// The line of a request dropped before its response was ready (the client
@@ -79,17 +66,36 @@ impl AccessStart {
     #[cold]
     #[inline(never)]
     pub(crate) fn log_cancelled(&self, method: &Method, request_id: &Id) {
+        self.line(
+            method,
+            CLIENT_CLOSED_REQUEST,
+            Some(0),
+            Some(true),
+            request_id,
+        );
+    }
+
+    /// One access-log line. Text fields as `&str`, numbers as numbers: a subscriber
+    /// records them without formatting; a `None` field is left out.
+    fn line(
+        &self,
+        method: &Method,
+        status: u16,
+        bytes: Option<u64>,
+        cancelled: Option<bool>,
+        request_id: &Id,
+    ) {
         request_id.with_str(|id| {
             tracing::info!(
                 target: "nucleon::access",
                 remote = &*self.remote,
                 method = method.as_str(),
                 path = self.uri.path(),
-                status = CLIENT_CLOSED_REQUEST,
-                bytes = 0_u64,
+                status,
+                bytes,
                 duration_us = self.start.elapsed().as_micros() as u64,
                 request_id = id,
-                cancelled = true,
+                cancelled,
             );
         });
     }
