@@ -50,7 +50,9 @@ pub use drain::{Drain, DrainTimeout, InFlightGuard};
 pub use error::RuntimeError;
 pub use lifecycle::{Event, HandlerId};
 pub use local_state::LocalState;
-pub use runtime::{AdapterHealth, Phase, Runtime, RuntimeBuilder, RuntimeHandle};
+pub use runtime::{
+    AdapterHealth, Phase, Runtime, RuntimeBuilder, RuntimeHandle, before_forced_exit,
+};
 pub use task::{TaskLabel, spawn};
 pub use watchdog::{Watchdog, WatchdogConfig, WatchdogReport, WatchdogStats};
 pub use worker::{EnteredWorker, LocalWorker, WorkerSetup, current_worker};

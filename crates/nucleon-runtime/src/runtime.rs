@@ -1,7 +1,7 @@
 //! The runtime: builds workers, runs the lifecycle, supervises, drains.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -788,8 +788,29 @@ impl SignalListener {
                 tracing::info!(target: "nucleon::runtime", signal = name, "{name} received: {how} (send another signal to force exit)");
             } else {
                 tracing::error!(target: "nucleon::runtime", signal = name, "{name} received a second time: forcing exit");
+                if let Some(hook) = BEFORE_FORCED_EXIT.get() {
+                    hook();
+                }
                 std::process::exit(1);
             }
         }
     }
+}
+
+/// What runs just before a second signal forces the process out.
+static BEFORE_FORCED_EXIT: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+/// Registers `hook` to run just before a second signal forces the process to exit
+/// (with status 1, through `std::process::exit`, which runs no destructors): the
+/// place to flush what would otherwise be lost, such as a non-blocking log writer's
+/// queued lines (the umbrella crate's `nucleon::run` registers exactly that). The
+/// first registration in a process wins; later ones are ignored.
+///
+/// ```
+/// nucleon_runtime::before_forced_exit(|| {
+///     // flush buffers, drop a log writer's guard…
+/// });
+/// ```
+pub fn before_forced_exit(hook: impl Fn() + Send + Sync + 'static) {
+    let _ = BEFORE_FORCED_EXIT.set(Box::new(hook));
 }

@@ -116,17 +116,21 @@ pub fn run(app: App) -> ExitCode {
     // The writer thread drains lines in batches and flushes after each batch; a block
     // buffer turns a batch into one write(2) instead of one per line (stdout alone is
     // line-buffered), which matters for the access log under load.
-    let (writer, _guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
         64 * 1024,
         std::io::stdout(),
     ));
+    // Dropping the guard writes out the lines still queued. A forced exit (a second
+    // signal) runs no destructors, so it drops the guard through the runtime's hook.
+    *lock_log_guard() = Some(guard);
+    nucleon_runtime::before_forced_exit(|| drop(lock_log_guard().take()));
     let filter = log_filter(
         std::env::var("NUCLEON_LOG").ok(),
         std::env::var("RUST_LOG").ok(),
     );
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing::subscriber::set_global_default(crate::log::subscriber(&filter, writer, ansi));
-    match run_from(app, std::env::args_os()) {
+    let code = match run_from(app, std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::Usage(error)) => {
             // clap's own message (help on stdout, a usage error on stderr), but our exit
@@ -136,12 +140,25 @@ pub fn run(app: App) -> ExitCode {
         }
         Err(error) => {
             tracing::error!(target: "nucleon", "{error}");
-            drop(_guard);
+            drop(lock_log_guard().take());
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "error: {error}");
             ExitCode::from(error.exit_code())
         }
-    }
+    };
+    drop(lock_log_guard().take());
+    code
+}
+
+/// The log writer's guard, while `run` runs.
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+fn lock_log_guard()
+-> std::sync::MutexGuard<'static, Option<tracing_appender::non_blocking::WorkerGuard>> {
+    LOG_GUARD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the app with the given command line (the first item is the program name).

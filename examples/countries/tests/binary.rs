@@ -276,3 +276,46 @@ async fn drain_under_concurrent_load_answers_every_request_and_exits_0() {
         "the lame duck kept serving after SIGTERM"
     );
 }
+
+/// A second SIGTERM during the drain forces exit (status 1), and the line saying so
+/// still reaches stdout: the forced exit writes out the log's queued lines first.
+#[tokio::test]
+async fn a_second_sigterm_forces_exit_with_its_log_line_written() {
+    let (port, _reserved) = reserve_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countries"))
+        .args(["--port", &port.to_string(), "-j", "1"])
+        // The drain lasts at least this long: the second signal comes during it.
+        .env("NUCLEON_HTTP__LAME_DUCK", "10s")
+        .env("NUCLEON_LOG", "info")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the countries binary starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut listening = false;
+    for _ in 0..600 {
+        if TcpStream::connect(addr).await.is_ok() {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listening, "countries did not listen on {addr}");
+    sigterm(&child).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child).await;
+    let output = tokio::time::timeout(Duration::from_secs(8), child.wait())
+        .await
+        .expect("the second signal ends the process at once")
+        .unwrap();
+    assert_eq!(output.code(), Some(1), "{output}");
+    let mut stdout = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout)
+        .await
+        .unwrap();
+    assert!(stdout.contains("draining"), "{stdout}");
+    assert!(
+        stdout.contains("received a second time: forcing exit"),
+        "the forced exit's own line was lost: {stdout}"
+    );
+}
