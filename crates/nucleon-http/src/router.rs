@@ -426,11 +426,14 @@ impl Router {
                     });
                 }
                 (None, target) => {
-                    if ends_in_catch_all(&pattern) && candidate.constraints.is_empty() {
-                        // Its first candidate had constraints: the pattern is not in
-                        // `catch_alls` yet.
-                        let _ = self.catch_alls.insert(pattern, index);
-                    }
+                    // Its first candidate may have had constraints, and kept the
+                    // pattern out of `catch_alls`.
+                    add_catch_all(
+                        &mut self.catch_alls,
+                        &pattern,
+                        &candidate.constraints,
+                        index,
+                    );
                     entry.candidates.push(Candidate {
                         target,
                         ..candidate
@@ -446,11 +449,12 @@ impl Router {
                 path: path.to_owned(),
                 message: error.to_string(),
             })?;
-        if ends_in_catch_all(&pattern) && candidate.constraints.is_empty() {
-            // A subset of `table`'s patterns: no conflict matchit has not refused.
-            // (A catch-all with constraints stays out: a path it fails goes past it.)
-            let _ = self.catch_alls.insert(pattern.clone(), index);
-        }
+        add_catch_all(
+            &mut self.catch_alls,
+            &pattern,
+            &candidate.constraints,
+            index,
+        );
         self.by_pattern.insert(pattern.clone(), index);
         self.entries.push(Entry {
             pattern,
@@ -611,6 +615,21 @@ impl Router {
             retry_after,
             layers: self.layers.clone(),
         }
+    }
+}
+
+/// Puts `pattern` (entry `index`) in the catch-alls when it ends in a catch-all and
+/// its candidate has no `constraints` (a catch-all with constraints stays out: a path it
+/// fails goes past it). A subset of the route table's patterns, so matchit refuses no
+/// conflict here that it did not refuse there; a pattern already in is left as it is.
+fn add_catch_all(
+    catch_alls: &mut matchit::Router<usize>,
+    pattern: &str,
+    constraints: &[(String, Regex)],
+    index: usize,
+) {
+    if ends_in_catch_all(pattern) && constraints.is_empty() {
+        let _ = catch_alls.insert(pattern, index);
     }
 }
 
