@@ -169,11 +169,11 @@ impl<F: Future> Future for Tracked<F> {
         };
         let start = tracking.slot.begin_poll(tracking.id);
         let result = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-        let elapsed = tracking.slot.end_poll(start);
-        if elapsed >= tracking.watchdog.config.threshold {
-            // The loop turns again: the heartbeat, which could not beat during this
-            // poll, must not make the same episode an untracked stall as well.
-            tracking.slot.beat();
+        let threshold = tracking.watchdog.config.threshold;
+        // A slow poll is also a heartbeat (see `end_poll`): the same episode is not an
+        // untracked stall as well.
+        let elapsed = tracking.slot.end_poll(start, threshold);
+        if elapsed >= threshold {
             let meta = tracking.slot.task(tracking.id);
             tracking.watchdog.publish(WatchdogReport {
                 kind: ReportKind::SlowPollEnded,

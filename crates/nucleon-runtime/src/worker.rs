@@ -211,6 +211,10 @@ fn run_worker(spec: &WorkerSpec, id: usize, commands: mpsc::UnboundedReceiver<Wo
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         local.block_on(&runtime, serve(spec, id, commands, &slot));
     }));
+    // The loop has ended, and its heartbeat with it: what follows (dropping the tasks
+    // left, the tokio runtime waiting for its blocking threads) is teardown, not a
+    // stall of a loop that serves.
+    slot.alive.store(false, Ordering::Release);
     // Tasks still on the LocalSet are dropped here, on the worker's own thread.
     drop(local);
     local_state::clear_registered();

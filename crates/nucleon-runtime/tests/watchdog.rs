@@ -91,6 +91,29 @@ fn offload_the_block() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>
     })
 }
 
+/// Holds the thread for a while when dropped.
+struct SlowDrop;
+
+impl Drop for SlowDrop {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test blocks the worker's teardown on purpose"
+    )]
+    fn drop(&mut self) {
+        std::thread::sleep(NAP);
+    }
+}
+
+/// Leaves a task behind that takes `NAP` to drop, when the worker's loop has ended.
+fn leave_a_slow_drop() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async {
+        tokio::task::spawn_local(async {
+            let _held = SlowDrop;
+            std::future::pending::<()>().await;
+        });
+    })
+}
+
 #[test]
 fn names_a_blocking_task_while_it_blocks() {
     let (seen, stats) = run_watched(WatchdogConfig::default(), "sleepy", false, block_the_loop);
@@ -241,4 +264,18 @@ fn an_adapter_start_that_awaits_is_not_a_stall() {
         "{:#?}",
         handle.watchdog().recent_reports()
     );
+}
+
+/// Once the worker's loop has ended, its heartbeat stops with it: the teardown that
+/// follows (here a task that takes 300 ms to drop) is not reported as a stall.
+#[test]
+fn the_teardown_after_the_loop_is_not_a_stall() {
+    let (seen, stats) = run_watched(
+        WatchdogConfig::default(),
+        "leaves-a-slow-drop",
+        false,
+        leave_a_slow_drop,
+    );
+    assert!(seen.is_empty(), "{seen:#?}");
+    assert_eq!(stats.stalls, 0);
 }

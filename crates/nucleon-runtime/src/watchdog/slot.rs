@@ -102,10 +102,20 @@ impl WorkerSlot {
     }
 
     /// Marks the end of the current poll; returns how long it ran.
+    ///
+    /// A poll of `slow` or longer is also a heartbeat (the loop turns again; its
+    /// heartbeat task could not beat meanwhile), written *before* the poll is marked
+    /// ended: a monitor that sees no poll running then also sees the fresh heartbeat,
+    /// and never takes the tail of a tracked block for an untracked stall.
     #[inline]
-    pub(crate) fn end_poll(&self, start: u64) -> Duration {
+    pub(crate) fn end_poll(&self, start: u64, slow: Duration) -> Duration {
+        let now = self.now();
+        let elapsed = Duration::from_nanos(now.saturating_sub(start));
+        if elapsed >= slow {
+            self.heartbeat.store(now, Ordering::Release);
+        }
         self.poll_started.store(0, Ordering::Release);
-        Duration::from_nanos(self.now().saturating_sub(start))
+        elapsed
     }
 
     /// Called by the worker thread as it ends: no signal reaches it after this returns.
@@ -145,5 +155,33 @@ impl Hasher for TaskIdHasher {
 
     fn write_u64(&mut self, id: u64) {
         self.0 = id;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The heartbeat of a slow poll is written before the poll is marked ended.
+    #[test]
+    fn a_slow_poll_beats_before_it_ends() {
+        let slot = WorkerSlot::new(0, Duration::from_millis(100));
+        let id = slot.register(TaskLabel::from("slow"), None);
+        slot.begin_poll(id);
+        let started = slot.now() - Duration::from_secs(1).as_nanos() as u64;
+        slot.poll_started.store(started, Ordering::Release);
+        let elapsed = slot.end_poll(started, Duration::from_millis(100));
+        assert!(elapsed >= Duration::from_secs(1));
+        assert_eq!(slot.poll_started.load(Ordering::Acquire), 0);
+        assert!(
+            slot.heartbeat.load(Ordering::Acquire)
+                >= started + Duration::from_secs(1).as_nanos() as u64
+        );
+
+        // A quick poll is not a heartbeat: the heartbeat task's own beats are.
+        slot.heartbeat.store(0, Ordering::Release);
+        let start = slot.begin_poll(id);
+        slot.end_poll(start, Duration::from_millis(100));
+        assert_eq!(slot.heartbeat.load(Ordering::Acquire), 0);
     }
 }
