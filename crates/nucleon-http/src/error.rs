@@ -124,11 +124,24 @@ impl HttpError {
         self
     }
 
-    /// Adds a response header (`Allow`, `Retry-After`, `WWW-Authenticate`…).
+    /// Adds a response header (`Allow`, `Retry-After`, `WWW-Authenticate`…). Called
+    /// twice with one name, it sends both values (two challenges, say); on the
+    /// response, the error's values of a name replace any the response had.
+    ///
+    /// ```
+    /// use nucleon_http::{HttpError, IntoResponse, StatusCode};
+    /// use nucleon_http::header::{HeaderValue, WWW_AUTHENTICATE};
+    ///
+    /// let response = HttpError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "sign in")
+    ///     .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+    ///     .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"api\""))
+    ///     .into_response();
+    /// assert_eq!(response.headers().get_all(WWW_AUTHENTICATE).iter().count(), 2);
+    /// ```
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers
             .get_or_insert_with(Default::default)
-            .insert(name, value);
+            .append(name, value);
         self
     }
 

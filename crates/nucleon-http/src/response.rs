@@ -163,6 +163,10 @@ impl IntoResponse for Body {
     }
 }
 
+/// `T`'s response under another status; the body is `T`'s as it is, so
+/// `(StatusCode::BAD_GATEWAY, HttpError::internal(e))` answers 502 with the body's
+/// `INTERNAL_ERROR` code (as axum's tuple does). For another code, build the error
+/// with it: `HttpError::new(StatusCode::BAD_GATEWAY, "UPSTREAM_FAILED", "…")`.
 impl<T: IntoResponse> IntoResponse for (StatusCode, T) {
     fn into_response(self) -> Response {
         let mut response = self.1.into_response();
