@@ -107,6 +107,10 @@ impl AppError {
 /// non-blocking writer (filter: `NUCLEON_LOG`, else `RUST_LOG`, else `info`; an empty
 /// variable counts as unset).
 ///
+/// The writer never makes a worker wait: when stdout does not keep up and 128,000
+/// lines are queued, it drops lines, and says how many on stderr (`WARN nucleon::log:
+/// N log line(s) dropped`) within 10 seconds and when the app exits.
+///
 /// ```text
 /// app [start] [--host H] [--port P] [-j N] [--env E] [--config FILE]
 /// app routes
@@ -123,6 +127,8 @@ pub fn run(app: App) -> ExitCode {
     // Dropping the guard writes out the lines still queued. A forced exit (a second
     // signal) runs no destructors, so it drops the guard through the runtime's hook.
     *lock_log_guard() = Some(guard);
+    // The writer drops a line rather than make a worker wait; this says how many.
+    let drops = crate::dropped_lines::DropWatch::start(writer.error_counter());
     nucleon_runtime::before_forced_exit(|| drop(lock_log_guard().take()));
     let filter = log_filter(
         std::env::var("NUCLEON_LOG").ok(),
@@ -147,6 +153,7 @@ pub fn run(app: App) -> ExitCode {
         }
     };
     drop(lock_log_guard().take());
+    drop(drops);
     code
 }
 

@@ -42,6 +42,8 @@
 mod app;
 #[cfg(feature = "http")]
 mod cli;
+#[cfg(feature = "http")]
+mod dropped_lines;
 mod log;
 #[cfg(feature = "http")]
 mod start;

@@ -139,19 +139,19 @@ impl Visit for Fields<'_> {
 }
 
 /// A whole second since the Unix epoch, and its `YYYY-MM-DDTHH:MM:SS` text.
-struct Second {
+pub(crate) struct Second {
     unix: u64,
     text: [u8; 19],
 }
 
 impl Second {
-    const NONE: Second = Second {
+    pub(crate) const NONE: Second = Second {
         unix: u64::MAX,
         text: [0; 19],
     };
 
     /// Appends the time now as `fmt` writes it: `2026-11-26T04:04:25.633855Z`.
-    fn write_now(&mut self, line: &mut String) {
+    pub(crate) fn write_now(&mut self, line: &mut String) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
