@@ -108,6 +108,59 @@ impl Default for DnsConfig {
     }
 }
 
+/// The longest a cache entry is kept when no maximum is set (hickory's default).
+const DEFAULT_MAX_TTL: Duration = Duration::from_secs(86_400);
+
+impl DnsConfig {
+    /// Checks what the types alone cannot: each minimum TTL is no longer than its
+    /// maximum (set, or the default of one day). The cache clamps every answer's TTL
+    /// between the two, and a minimum past the maximum would fail every lookup that
+    /// misses the cache.
+    ///
+    /// [`crate::Resolver::from_config`] runs it, and so does the umbrella crate when it
+    /// loads the configuration (`app check` included).
+    ///
+    /// # Errors
+    /// [`DnsError::Misconfigured`](crate::DnsError::Misconfigured) naming the key.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nucleon_dns::DnsConfig;
+    ///
+    /// let config = DnsConfig {
+    ///     positive_min_ttl: Some(Duration::from_secs(600)),
+    ///     positive_max_ttl: Some(Duration::from_secs(300)),
+    ///     ..DnsConfig::default()
+    /// };
+    /// assert!(config.check().unwrap_err().to_string().contains("dns.positive_min_ttl"));
+    /// ```
+    pub fn check(&self) -> Result<(), crate::DnsError> {
+        for (kind, min, max) in [
+            ("positive", self.positive_min_ttl, self.positive_max_ttl),
+            ("negative", self.negative_min_ttl, self.negative_max_ttl),
+        ] {
+            let Some(min) = min else { continue };
+            let (max, max_is) = match max {
+                Some(max) => (max, format!("dns.{kind}_max_ttl ({max:?})")),
+                None => (
+                    DEFAULT_MAX_TTL,
+                    format!("the default maximum of one day (set dns.{kind}_max_ttl to raise it)"),
+                ),
+            };
+            if min > max {
+                return Err(crate::DnsError::Misconfigured {
+                    source_of: format!("dns.{kind}_min_ttl"),
+                    reason: format!(
+                        "the minimum TTL ({min:?}) is longer than {max_is}: answers are \
+                         cached between the two"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 fn path_or_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -273,6 +326,31 @@ mod tests {
                 "{table}.{key}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn a_minimum_ttl_past_its_maximum_is_refused_with_its_key() {
+        let check = |toml: &str| {
+            nucleon_runtime::Config::from_toml(&format!("[default.dns]\n{toml}\n"), "default")
+                .unwrap()
+                .extract_at::<DnsConfig>("dns")
+                .unwrap()
+                .check()
+                .map_err(|e| e.to_string())
+        };
+        let error = check("positive_min_ttl = \"10m\"\npositive_max_ttl = \"5m\"").unwrap_err();
+        assert!(
+            error.contains("dns.positive_min_ttl") && error.contains("dns.positive_max_ttl"),
+            "{error}"
+        );
+        let error = check("negative_min_ttl = \"48h\"").unwrap_err();
+        assert!(
+            error.contains("dns.negative_min_ttl") && error.contains("one day"),
+            "{error}"
+        );
+        check("positive_min_ttl = \"1m\"\npositive_max_ttl = \"1m\"").unwrap();
+        check("positive_min_ttl = \"24h\"\nnegative_max_ttl = \"1s\"").unwrap();
+        check("").unwrap();
     }
 
     #[test]

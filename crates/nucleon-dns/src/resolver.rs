@@ -122,9 +122,11 @@ impl Resolver {
     /// # Errors
     /// [`DnsError::Misconfigured`], naming the file or key, when no name server can be
     /// found (an unreadable or empty `resolv.conf` and no `dns.nameservers`), a name
-    /// server is not an address, a search domain is not a name, or the hosts file cannot
-    /// be read (a missing hosts file is only logged).
+    /// server is not an address, a search domain is not a name, a minimum TTL is past
+    /// its maximum ([`DnsConfig::check`]), or the hosts file cannot be read (a missing
+    /// hosts file is only logged).
     pub async fn from_config(config: &DnsConfig) -> Result<Self, DnsError> {
+        config.check()?;
         let (resolver_config, mut opts) = if config.nameservers.is_empty() {
             read_resolv_conf(&config.resolv_conf).await?
         } else {

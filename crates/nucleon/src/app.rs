@@ -244,10 +244,27 @@ pub(crate) struct DnsSettings {
 
 #[cfg(feature = "dns")]
 impl DnsSettings {
-    /// Reads `[<env>.dns]` and `[<env>.http_client]` (defaults when absent).
+    /// Reads `[<env>.dns]` and `[<env>.http_client]` (defaults when absent), and checks
+    /// what their types alone cannot ([`nucleon_dns::DnsConfig::check`]).
     pub(crate) fn load(config: &Config) -> Result<Self, ConfigError> {
+        let resolver: nucleon_dns::DnsConfig = config.extract_at("dns")?;
+        if let Err(error) = resolver.check() {
+            let (key, message) = match error {
+                nucleon_dns::DnsError::Misconfigured { source_of, reason } => (source_of, reason),
+                other => ("dns".to_owned(), other.to_string()),
+            };
+            return Err(ConfigError::Invalid {
+                file: config.file().map_or_else(
+                    || "the embedded defaults".to_owned(),
+                    |f| f.display().to_string(),
+                ),
+                environment: config.environment().to_owned(),
+                key,
+                message,
+            });
+        }
         Ok(Self {
-            resolver: config.extract_at("dns")?,
+            resolver,
             client: config.extract_at("http_client")?,
         })
     }

@@ -37,6 +37,18 @@ fn check_reads_the_dns_tables_unless_without_dns() {
     assert_eq!(error.exit_code(), 78, "{error}");
     assert!(error.to_string().contains("timeout"), "{error}");
 
+    // A minimum TTL past its maximum would fail every lookup that misses the cache.
+    let error = nucleon::run_from(
+        app("[default.dns]\npositive_min_ttl = \"10m\"\npositive_max_ttl = \"5m\"\n"),
+        ["dns", "check"],
+    )
+    .expect_err("min ttl past max");
+    assert_eq!(error.exit_code(), 78, "{error}");
+    assert!(
+        error.to_string().contains("key `dns.positive_min_ttl`"),
+        "{error}"
+    );
+
     nucleon::run_from(app(BAD_DNS).without_dns(), ["dns", "check"])
         .expect("without_dns: the dns table is not read");
 }
