@@ -2,7 +2,7 @@
 //! helpers, typed errors, request-id forwarding.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nucleon_runtime::LocalState;
@@ -62,8 +62,9 @@ impl HttpClient {
     /// `ca_file`'s), so the first TLS handshake does no file IO.
     ///
     /// # Errors
-    /// [`HttpError::Build`] when `ca_file` cannot be read or holds no certificate, or the
-    /// settings are invalid.
+    /// [`HttpError::Build`] when `ca_file` cannot be read or holds no certificate, the
+    /// system's root certificates cannot be loaded (`native_roots`; the blocking pool
+    /// refused the job, say), or the settings are invalid.
     pub async fn new(resolver: Resolver, config: &HttpClientConfig) -> Result<Self, HttpError> {
         let tls = tls_config(config).await?;
         let redirect = if config.max_redirects == 0 {
@@ -108,7 +109,10 @@ impl HttpClient {
 
     /// Starts a request; the current request id, if any, is attached (unless it
     /// cannot be a header value: an id an application set itself, with a newline or
-    /// non-ASCII text in it, is left off rather than failing the request).
+    /// non-ASCII text in it, is left off rather than failing the request). An
+    /// `x-request-id` the caller sets on the builder replaces it when the request goes
+    /// through this client's `send` (and its `json`, `send_ok`… helpers); reqwest's own
+    /// `RequestBuilder::send` would send both.
     pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
         let builder = self.inner.request(method, url);
         let id = request_id::current()
@@ -164,6 +168,8 @@ impl HttpClient {
                 reason: error_chain(&e),
             }
         })?;
+        let mut request = request;
+        keep_the_callers_request_id(request.headers_mut());
         let (method, url) = describe(Some(request.method()), Some(request.url()));
         client
             .execute(request)
@@ -399,6 +405,24 @@ fn error_chain(error: &reqwest::Error) -> String {
     text
 }
 
+/// The current request id goes in first ([`HttpClient::request`]); an `x-request-id`
+/// the caller added to the builder after it is the one sent.
+fn keep_the_callers_request_id(headers: &mut reqwest::header::HeaderMap) {
+    let mut values = headers.get_all(REQUEST_ID_HEADER).iter();
+    if values.next().is_some() && values.next().is_some() {
+        let callers: Vec<_> = headers
+            .get_all(REQUEST_ID_HEADER)
+            .iter()
+            .skip(1)
+            .cloned()
+            .collect();
+        headers.remove(REQUEST_ID_HEADER);
+        for value in callers {
+            headers.append(REQUEST_ID_HEADER, value);
+        }
+    }
+}
+
 trait WithoutUrlRef {
     fn without_url_ref(&self) -> String;
 }
@@ -413,33 +437,41 @@ impl WithoutUrlRef for reqwest::Error {
     }
 }
 
-/// The system's root certificates, loaded once per process off the loop.
-static NATIVE_ROOTS: OnceLock<Arc<Vec<CertificateDer<'static>>>> = OnceLock::new();
+/// The system's root certificates, loaded once per process off the loop: the first
+/// worker to ask loads them, the others wait for that load, and a load that failed is
+/// not kept (the next worker to start tries again).
+static NATIVE_ROOTS: tokio::sync::OnceCell<Arc<Vec<CertificateDer<'static>>>> =
+    tokio::sync::OnceCell::const_new();
 
-async fn native_roots() -> Arc<Vec<CertificateDer<'static>>> {
-    if let Some(roots) = NATIVE_ROOTS.get() {
-        return Arc::clone(roots);
-    }
-    let loaded = nucleon_runtime::offload::blocking(|| {
-        let result = rustls_native_certs::load_native_certs();
-        for error in &result.errors {
-            tracing::warn!(target: "nucleon::dns", %error, "could not load a system root certificate");
-        }
-        result.certs
-    })
-    .await
-    .unwrap_or_else(|error| {
-        tracing::warn!(target: "nucleon::dns", %error, "could not load the system root certificates");
-        Vec::new()
-    });
-    Arc::clone(NATIVE_ROOTS.get_or_init(|| Arc::new(loaded)))
+async fn native_roots() -> Result<Arc<Vec<CertificateDer<'static>>>, HttpError> {
+    NATIVE_ROOTS
+        .get_or_try_init(|| async {
+            let certs = nucleon_runtime::offload::blocking(|| {
+                let result = rustls_native_certs::load_native_certs();
+                for error in &result.errors {
+                    tracing::warn!(target: "nucleon::dns", %error, "could not load a system root certificate");
+                }
+                result.certs
+            })
+            .await
+            .map_err(|error| HttpError::Build {
+                reason: format!(
+                    "could not load the system root certificates ({error}); without them no \
+                     HTTPS server would be trusted (http_client.native_roots = false to use \
+                     http_client.ca_file alone)"
+                ),
+            })?;
+            Ok(Arc::new(certs))
+        })
+        .await
+        .map(Arc::clone)
 }
 
 async fn tls_config(config: &HttpClientConfig) -> Result<rustls::ClientConfig, HttpError> {
     let mut roots = RootCertStore::empty();
     if config.native_roots {
         let (added, ignored) =
-            roots.add_parsable_certificates(native_roots().await.iter().cloned());
+            roots.add_parsable_certificates(native_roots().await?.iter().cloned());
         tracing::debug!(target: "nucleon::dns", added, ignored, "system root certificates");
     }
     if let Some(path) = &config.ca_file {

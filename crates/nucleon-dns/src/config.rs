@@ -220,6 +220,11 @@ pub struct HttpClientConfig {
     /// Deadline to establish a connection, name resolution and TLS included (default
     /// 5 s). Resolution gets nine tenths of it at most: a name server slower than that
     /// is a DNS timeout naming the host. Zero is refused.
+    ///
+    /// A lost DNS answer is asked again only after `dns.timeout` (resolv.conf's, 5 s
+    /// when it sets none): with one name server and the defaults, the retry falls
+    /// outside this deadline. Where UDP answers get lost (a conntrack race, say), set
+    /// `dns.timeout = "1s"` or so, or raise this.
     #[serde(with = "duration::nonzero")]
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept (default 90 s).

@@ -161,6 +161,11 @@ impl Resolver {
                     .map(|c| SocketAddr::new(ns.ip, c.port))
             })
             .collect();
+        // As glibc: `domain` (hickory takes it from the host's name when resolv.conf has
+        // no `domain` line) is the search list only when there is no other; tried
+        // before a `search` line's domains, it could answer a short name from the
+        // wrong domain.
+        let domain = if search.is_empty() { domain } else { None };
         let search_list = SearchList {
             ndots: config.ndots.unwrap_or(opts.ndots),
             domain: domain.clone(),

@@ -47,6 +47,19 @@ async fn calls_a_loopback_server_by_a_name_only_the_test_dns_knows() {
     assert!(head.contains("x-request-id: req-7"), "{head}");
     assert_eq!(dns.queries(), 1, "the client shares the resolver's cache");
 
+    // An id the caller sets on the request replaces the current one: sent once.
+    let response = request_id::scope("req-8", async {
+        client
+            .send(client.get(&url).header("x-request-id", "job-42"))
+            .await
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let head = http.heads.recv().unwrap();
+    assert!(head.contains("x-request-id: job-42"), "{head}");
+    assert_eq!(head.matches("x-request-id").count(), 1, "{head}");
+
     // An id the application set that cannot be a header: left off, the call made.
     let body: serde_json::Value = request_id::scope("line\nbreak", client.get_json(&url))
         .await

@@ -214,6 +214,32 @@ async fn search_domains_complete_short_names() {
     );
 }
 
+/// As glibc: resolv.conf's `domain` (or the host's domain, which hickory takes when
+/// there is no `domain` line) is not searched when there is a `search` line.
+#[tokio::test]
+async fn a_search_line_replaces_the_domain() {
+    let file = std::env::temp_dir().join(format!("nucleon-resolv-{}.conf", std::process::id()));
+    tokio::fs::write(
+        &file,
+        "nameserver 127.0.0.1\ndomain corp.example\nsearch svc.example\noptions timeout:1 attempts:1\n",
+    )
+    .await
+    .unwrap();
+    let resolver = Resolver::from_config(&DnsConfig {
+        resolv_conf: file.clone(),
+        hosts_file: None,
+        ..DnsConfig::default()
+    })
+    .await
+    .unwrap();
+    tokio::fs::remove_file(&file).await.unwrap();
+    // `api`: api.svc.example. and api. — not api.corp.example. as well.
+    assert_eq!(
+        resolver.lookup_deadline_for("api"),
+        resolver.lookup_deadline() * 2
+    );
+}
+
 #[tokio::test]
 async fn a_server_that_never_answers_gives_the_timeout_error_in_time() {
     let silent = SilentDns::start();
