@@ -806,6 +806,11 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
                 let (code, message) = rejection(status);
                 tracing::debug!(target: "nucleon::http", remote = %state.remote, "unparsable request head: {status}");
                 Box::pin(write_error_response(shared, &state, status, code, message)).await;
+            } else if state.body_left_unread.get() || has_pending_bytes(&state.stream) {
+                // Closing on unread bytes would reset the connection, and the client
+                // (still sending a body, or a pipelined request) could lose the
+                // answer it was sent.
+                Box::pin(linger_close(&state.stream)).await;
             }
         }
         Ended::Idle => {
@@ -931,6 +936,12 @@ impl InService {
 }
 
 impl InService {
+    /// The request was answered before its body was read: the connection closes after
+    /// the answer, reading what the client still sends first (see `linger_close`).
+    pub(crate) fn body_left_unread(&self) {
+        self.0.body_left_unread.set(true);
+    }
+
     /// Counts a streaming response body of this connection until it is dropped.
     pub(crate) fn sending_body(&self) -> SendingBody {
         let count = self.0.sending.get_or_init(Arc::default);
@@ -1083,6 +1094,9 @@ struct ConnState {
     /// hyper could not parse a request head and its bare answer (400, 414, 431) was
     /// held back: the connection task answers in JSON instead once hyper is done.
     rejected: Cell<Option<StatusCode>>,
+    /// A request was answered before its body was read (413, 408): the client may
+    /// still be sending it when the connection closes.
+    body_left_unread: Cell<bool>,
     /// The connection task's watchdog label, renamed to the route of each request.
     label: OnceCell<LabelHandle>,
     /// The client's address as text, for the access log (written once).
@@ -1109,6 +1123,7 @@ impl ConnState {
             was_sending: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             rejected: Cell::new(None),
+            body_left_unread: Cell::new(false),
             label: OnceCell::new(),
             remote_text: OnceCell::new(),
             flags: Cell::new(0),
@@ -1255,27 +1270,38 @@ async fn write_error_response(
             Err(_) => return,
         }
     }
+    linger_close(stream).await;
+}
+
+/// The longest a connection is kept to read what its client still sends after the
+/// last answer (as nginx's `lingering_time`), and the longest it waits for more.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_IDLE: Duration = Duration::from_secs(1);
+
+/// Closes the writing side, then reads and drops what the client still sends (the rest
+/// of a body the answer did not need, a pipelined request) until it closes its side,
+/// sends nothing for [`LINGER_IDLE`], or [`LINGER_TIME`] has passed. Closing at once
+/// with unread bytes would send a reset, and a client still sending could lose the
+/// answer before it reads it (Python's `requests` sends a whole body first).
+async fn linger_close(stream: &RefCell<TcpStream>) {
     let _ = SockRef::from(&*stream.borrow()).shutdown(std::net::Shutdown::Write);
-    // Read (and drop) what is left of the request for up to a second, 1 MiB at most.
     let linger = async {
-        let mut discarded = 0_usize;
-        let mut buf = [0_u8; 4096];
-        while discarded < 1024 * 1024 {
-            if std::future::poll_fn(|cx| stream.borrow().poll_read_ready(cx))
-                .await
-                .is_err()
-            {
-                return;
+        let mut buf = [0_u8; 8192];
+        loop {
+            let ready = std::future::poll_fn(|cx| stream.borrow().poll_read_ready(cx));
+            match tokio::time::timeout(LINGER_IDLE, ready).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
             }
             match stream.borrow().try_read(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => discarded += n,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+    let _ = tokio::time::timeout(LINGER_TIME, linger).await;
 }
 
 struct SharedIo(Rc<ConnState>);

@@ -439,9 +439,14 @@ impl Started {
                 task_label,
             );
         }
+        let unread_body = body_left_unread(response.status());
         let close = (service.inner.closing.get()
+            || unread_body
             || response.status() == StatusCode::SERVICE_UNAVAILABLE && service.draining())
             && version <= Version::HTTP_11;
+        if unread_body && let Some(conn) = &conn {
+            conn.body_left_unread();
+        }
         let headers = response.headers_mut();
         let id_header = service.inner.ids.header(&request_id);
         headers.insert(X_REQUEST_ID.clone(), id_header);
@@ -470,6 +475,13 @@ impl Started {
             access.log_cancelled(&self.method, &self.request_id);
         }
     }
+}
+
+/// The answers made before a request's body was read to its end: a body past the
+/// limit (413), or one that stopped arriving (408). The connection closes after them
+/// (`Connection: close`), reading what the client still sends first.
+fn body_left_unread(status: StatusCode) -> bool {
+    status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT
 }
 
 /// A streaming response body is counted by its connection until hyper has sent it

@@ -270,6 +270,54 @@ async fn routing_params_constraints_methods_head_and_mount() {
     server.stop().await.expect("clean stop");
 }
 
+/// A client that sends a whole large body before it reads (as Python's `requests`
+/// does) gets the 413, not a reset: the server reads and drops what the client still
+/// sends after the answer, instead of closing on unread bytes.
+#[tokio::test]
+async fn a_large_upload_gets_its_413_not_a_reset() {
+    let server = server().await;
+    let body = vec![b'x'; 4 * 1024 * 1024];
+    for (what, head) in [
+        (
+            "declared",
+            format!(
+                "POST /countries/ HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            ),
+        ),
+        (
+            "chunked",
+            "POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n".to_owned(),
+        ),
+    ] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let written = if what == "chunked" {
+            let mut all = Ok(());
+            for piece in body.chunks(64 * 1024) {
+                all = all.and(
+                    stream
+                        .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                        .await,
+                );
+                all = all.and(stream.write_all(piece).await);
+                all = all.and(stream.write_all(b"\r\n").await);
+            }
+            all.and(stream.write_all(b"0\r\n\r\n").await)
+        } else {
+            stream.write_all(&body).await
+        };
+        assert!(written.is_ok(), "{what}: the upload was cut: {written:?}");
+        let reply = read_reply(&mut stream, false).await;
+        assert_eq!(reply.status, 413, "{what}");
+        assert_eq!(reply.json()["error"], "PAYLOAD_TOO_LARGE", "{what}");
+        assert_eq!(reply.header("connection"), Some("close"), "{what}");
+    }
+    // The worker goes on.
+    assert_eq!(get(server.addr, "/countries/").await.status, 200);
+    server.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn malformed_requests_get_json_errors_and_the_worker_goes_on() {
     let server = server().await;
