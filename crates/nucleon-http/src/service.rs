@@ -18,7 +18,7 @@ use nucleon_runtime::{Drain, InFlightGuard, TaskLabel};
 
 use crate::error::InternalCause;
 use crate::extract::{Params, RequestContext, limit_body};
-use crate::limits::{Limited, Limits};
+use crate::limits::{Limited, Limits, strip_body};
 use crate::request_ids::IdSource;
 use crate::request_log::{AccessStart, log_failure};
 use crate::response::{IntoResponse, Json, Response};
@@ -446,6 +446,12 @@ impl Started {
             && version <= Version::HTTP_11;
         if unread_body && let Some(conn) = &conn {
             conn.body_left_unread();
+        }
+        if method == Method::HEAD && !http_body::Body::is_end_stream(response.body()) {
+            // The pipeline's own answers (404, 405, 500…) and a route's explicit HEAD
+            // handler: HTTP/2 has no rule that drops a HEAD answer's body (hyper's
+            // HTTP/1 server does), and a client resets a stream that sends one.
+            strip_body(response);
         }
         let headers = response.headers_mut();
         let id_header = service.inner.ids.header(&request_id);

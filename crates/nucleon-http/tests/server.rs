@@ -565,6 +565,37 @@ async fn http2_headers_too_large_get_the_json_431() {
     server.stop().await.expect("clean stop");
 }
 
+/// HTTP/2 has no connection-level rule that drops a HEAD answer's body (hyper's
+/// HTTP/1 server drops it): the server's own answers (404, 405, 431…) to a HEAD carry
+/// none either, only its length.
+#[tokio::test]
+async fn http2_head_answers_have_no_body() {
+    use http_body_util::{BodyExt, Empty};
+    let server = server().await;
+    let (mut sender, _connection) = h2_client(server.addr).await;
+    for (path, status) in [
+        ("/nowhere", StatusCode::NOT_FOUND),
+        ("/countries/", StatusCode::OK),
+        ("/fails", StatusCode::INTERNAL_SERVER_ERROR),
+    ] {
+        let request = http::Request::head(format!("http://{}{path}", server.addr))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.expect("answered");
+        assert_eq!(response.status(), status, "{path}");
+        let length: usize = response.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 0, "{path}: the length of the body a GET would get");
+        let body = response.into_body().collect().await.expect(path).to_bytes();
+        assert!(body.is_empty(), "{path}: {body:?}");
+    }
+    drop(sender);
+    server.stop().await.expect("clean stop");
+}
+
 /// Over HTTP/2 each request runs in a task of its own: the watchdog names that task by
 /// the request's route too, and the connection's task keeps its own name.
 #[tokio::test]
