@@ -40,6 +40,16 @@ use crate::watchdog::WatchdogConfig;
 /// Environment variables that choose how configuration is loaded, not what it says.
 const RESERVED: [&str; 4] = ["env", "configuration", "config", "log"];
 
+/// Whether `NUCLEON_<key>` is the framework's own variable, not a configuration key
+/// (`NUCLEON_ENV`, `NUCLEON_LOG`, `NUCLEON_TEST_DATABASE_URL`…). Variables keep their
+/// case (`ENV`): compared without it.
+fn reserved(key: &str) -> bool {
+    RESERVED.iter().any(|name| key.eq_ignore_ascii_case(name))
+        || key
+            .get(..5)
+            .is_some_and(|start| start.eq_ignore_ascii_case("test_"))
+}
+
 /// The framework's own sections. A top-level table of one of these names is a section
 /// written outside any environment (`[http]` for `[default.http]`): the file's top-level
 /// tables are environments, so it would be read as an environment named `http`, and
@@ -142,10 +152,7 @@ impl Config {
         }
         let env = Env::prefixed("NUCLEON_")
             .split("__")
-            .filter(|key| {
-                let key = key.as_str();
-                !RESERVED.contains(&key) && !key.starts_with("test_")
-            })
+            .filter(|key| !reserved(key.as_str()))
             .global();
         let figment = base.merge(env).select(Profile::new(&environment));
         // Surfaces TOML syntax errors now, at start, rather than at first use.
@@ -441,9 +448,16 @@ mod tests {
             jail.set_env("NUCLEON_GREETING", "bonjour");
             jail.set_env("NUCLEON_RUNTIME__WORKERS", "5");
             jail.set_env("NUCLEON_TEST_DATABASE_URL", "postgres://ignored");
+            jail.set_env("NUCLEON_LOG", "info");
+            jail.set_env("NUCLEON_ENV", "test");
             let config = load(Some("test")).unwrap();
             assert_eq!(config.extract::<App>().unwrap().greeting, "bonjour");
             assert_eq!(config.runtime_settings().unwrap().workers, Some(5));
+            // The framework's own variables are not keys (an app's struct that denies
+            // unknown fields would refuse them).
+            for key in ["log", "env", "test_database_url"] {
+                assert!(!config.figment.contains(key), "{key}");
+            }
             Ok(())
         });
     }
