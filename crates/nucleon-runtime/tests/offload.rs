@@ -66,6 +66,54 @@ async fn a_full_pool_refuses_at_once_and_recovers() {
     assert_eq!((stats.completed, stats.threads), (3, 1));
 }
 
+/// A job whose caller stopped waiting before a thread took it is not run: under
+/// overload, threads do not work for requests whose clients have gone.
+#[tokio::test]
+async fn a_queued_job_whose_caller_left_is_not_run() {
+    let pool = pool(1, 1);
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let running = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            pool.run(move || {
+                let _ = started_tx.send(());
+                release_rx.recv().unwrap();
+            })
+            .await
+        }
+    });
+    started_rx.await.unwrap();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let queued = tokio::spawn({
+        let (pool, ran) = (pool.clone(), std::sync::Arc::clone(&ran));
+        async move {
+            pool.run(move || ran.store(true, std::sync::atomic::Ordering::SeqCst))
+                .await
+        }
+    });
+    wait_until("a queued job", || pool.stats().queued == 1).await;
+    // Its caller goes away (a client that left, a timeout).
+    queued.abort();
+    assert!(queued.await.unwrap_err().is_cancelled());
+
+    release_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    wait_until("the queue to empty", || {
+        let stats = pool.stats();
+        stats.queued == 0 && stats.threads == stats.idle
+    })
+    .await;
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "withdrawn, not run"
+    );
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.abandoned), (1, 1));
+    // Its slot is free again.
+    assert_eq!(pool.run(|| 5).await, Ok(5));
+}
+
 /// A job's slot is free by the time its caller has the result: one caller after
 /// another on a pool with room for exactly one job is never refused, and the figures
 /// already count every job it got back.

@@ -78,7 +78,8 @@ impl<T: 'static> Blocking<T> {
         })
     }
 
-    /// Runs `f` with a client, on the client's thread, and awaits its result.
+    /// Runs `f` with a client, on the client's thread, and awaits its result. Dropping
+    /// the returned future while the call still waits in the queue withdraws it.
     ///
     /// # Errors
     /// [`OffloadError::Saturated`] when the queue is full; [`OffloadError::Panicked`] when
@@ -91,6 +92,10 @@ impl<T: 'static> Blocking<T> {
     {
         let (tx, rx) = oneshot::channel();
         let call: Call<T> = Box::new(move |client| {
+            // The caller stopped waiting while the call was queued: not made.
+            if tx.is_closed() {
+                return;
+            }
             let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(client))));
         });
         match self.tx.try_send(call) {

@@ -12,10 +12,11 @@ use super::OffloadError;
 use crate::task::panic_message;
 use crate::watchdog::lock;
 
-/// A queued job: runs the work, calls `finished` (the pool counts the job done and
-/// frees its slot), then hands the result to its caller, so that a caller holding the
-/// result sees the pool's figures and room as they are after the job.
-type Job = Box<dyn FnOnce(&mut dyn FnMut()) + Send>;
+/// A queued job: runs the work, calls `finished(true)` (the pool counts the job done
+/// and frees its slot), then hands the result to its caller, so that a caller holding
+/// the result sees the pool's figures and room as they are after the job. A job whose
+/// caller has stopped waiting is not run: `finished(false)`.
+type Job = Box<dyn FnOnce(&mut dyn FnMut(bool)) + Send>;
 
 /// Limits of an [`OffloadPool`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct PoolStats {
     pub completed: u64,
     /// Jobs refused because the pool was saturated.
     pub rejected: u64,
+    /// Jobs not run because their caller had stopped waiting before a thread took them
+    /// (its future dropped: the client went away, a timeout struck).
+    pub abandoned: u64,
 }
 
 /// A pool of threads for blocking or CPU work, with a bounded queue.
@@ -74,6 +78,7 @@ struct Shared {
     available: Condvar,
     completed: AtomicU64,
     rejected: AtomicU64,
+    abandoned: AtomicU64,
 }
 
 #[derive(Default)]
@@ -99,6 +104,7 @@ impl OffloadPool {
                 available: Condvar::new(),
                 completed: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
+                abandoned: AtomicU64::new(0),
             }),
         }
     }
@@ -110,6 +116,10 @@ impl OffloadPool {
 
     /// Runs `f` on one of the pool's threads and awaits its result.
     ///
+    /// Dropping the returned future while the job still waits in the queue withdraws
+    /// it: `f` does not run (a request whose client went away does not keep a thread
+    /// busy for nobody). Once a thread has taken it, it runs to its end.
+    ///
     /// # Errors
     /// [`OffloadError::Saturated`] at once when every thread is busy and the queue is
     /// full; [`OffloadError::Panicked`] when `f` panicked.
@@ -119,9 +129,13 @@ impl OffloadPool {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.submit(Box::new(move |finished: &mut dyn FnMut()| {
+        self.submit(Box::new(move |finished: &mut dyn FnMut(bool)| {
+            if tx.is_closed() {
+                finished(false);
+                return;
+            }
             let result = catch_unwind(AssertUnwindSafe(f));
-            finished();
+            finished(true);
             let _ = tx.send(result);
         }))?;
         match rx.await {
@@ -190,6 +204,7 @@ impl OffloadPool {
             queued: state.jobs.len(),
             completed: self.shared.completed.load(Ordering::Relaxed),
             rejected: self.shared.rejected.load(Ordering::Relaxed),
+            abandoned: self.shared.abandoned.load(Ordering::Relaxed),
         }
     }
 }
@@ -201,8 +216,13 @@ impl Shared {
             if let Some(job) = state.jobs.pop_front() {
                 state.running += 1;
                 drop(state);
-                job(&mut || {
-                    self.completed.fetch_add(1, Ordering::Relaxed);
+                job(&mut |ran| {
+                    let count = if ran {
+                        &self.completed
+                    } else {
+                        &self.abandoned
+                    };
+                    count.fetch_add(1, Ordering::Relaxed);
                     lock(&self.state).running -= 1;
                 });
                 state = lock(&self.state);
