@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
 
@@ -92,7 +92,9 @@ pub trait Adapter: 'static {
     /// Connects, declares, binds. The process does not serve until every adapter started.
     fn start(&mut self, ctx: &AdapterContext) -> impl Future<Output = Result<(), BoxError>>;
 
-    /// Reports health (default: healthy).
+    /// Reports health (default: healthy). An answer that takes longer than
+    /// [`HEALTH_TIMEOUT`] counts as unhealthy: a stuck check (a ping with no timeout of
+    /// its own) does not hold up the health report, nor the runtime's control loop.
     fn health(&self) -> impl Future<Output = Health> {
         async { Health::Healthy }
     }
@@ -100,6 +102,9 @@ pub trait Adapter: 'static {
     /// Stops taking work and finishes what was accepted, by `deadline`.
     fn stop(&mut self, deadline: Instant) -> impl Future<Output = Result<(), BoxError>>;
 }
+
+/// How long an adapter's [`Adapter::health`] may take before it counts as unhealthy.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The object-safe form of [`Adapter`], used inside the runtime.
 pub(crate) trait DynAdapter {
@@ -208,12 +213,18 @@ impl AdapterSet {
         problems
     }
 
-    /// Each adapter's health, by name.
+    /// Each adapter's health, by name; asked of all at once, [`HEALTH_TIMEOUT`] each.
     pub(crate) async fn health(&self) -> Vec<(String, Health)> {
-        let mut out = Vec::with_capacity(self.adapters.len());
-        for adapter in &self.adapters {
-            out.push((adapter.name().to_owned(), adapter.health().await));
-        }
-        out
+        let checks = self.adapters.iter().map(|adapter| async move {
+            let health = tokio::time::timeout(HEALTH_TIMEOUT, adapter.health())
+                .await
+                .unwrap_or_else(|_| {
+                    Health::Unhealthy(format!(
+                        "no answer to its health check within {HEALTH_TIMEOUT:?}"
+                    ))
+                });
+            (adapter.name().to_owned(), health)
+        });
+        futures_util::future::join_all(checks).await
     }
 }

@@ -44,7 +44,7 @@ pub mod task;
 pub mod watchdog;
 mod worker;
 
-pub use adapter::{Adapter, AdapterContext, BoxError, Health};
+pub use adapter::{Adapter, AdapterContext, BoxError, HEALTH_TIMEOUT, Health};
 pub use config::{Config, ConfigError, ConfigOptions};
 pub use drain::{Drain, DrainTimeout, InFlightGuard};
 pub use error::RuntimeError;

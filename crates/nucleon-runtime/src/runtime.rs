@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, Health};
+use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, HEALTH_TIMEOUT, Health};
 use crate::config::{Config, RuntimeSettings};
 use crate::drain::Drain;
 use crate::lifecycle::{Hooks, hook, run_hooks};
@@ -370,7 +370,9 @@ struct WorkerState {
     ready: bool,
     running: bool,
     start_attempts: u32,
+    /// Restarts since the worker last served for [`HEALTHY_RUN`]: its backoff.
     restarts: u32,
+    last_restart: Option<Instant>,
 }
 
 /// The control thread's state during `run`.
@@ -516,6 +518,10 @@ impl Control {
             }
         }
 
+        // Health is not asked of a draining runtime: a call now answers at once (with
+        // nothing) rather than wait for the drain to end.
+        *lock(&self.runtime.handle.shared.control) = None;
+        drop(control_rx);
         self.runtime
             .handle
             .shared
@@ -561,6 +567,7 @@ impl Control {
                 running: true,
                 start_attempts: 1,
                 restarts: 0,
+                last_restart: None,
             });
         }
         Ok(())
@@ -638,6 +645,14 @@ impl Control {
 
     fn schedule_restart(&mut self, worker: usize) {
         let state = &mut self.workers[worker];
+        let now = Instant::now();
+        if state
+            .last_restart
+            .is_some_and(|last| now.duration_since(last) >= HEALTHY_RUN)
+        {
+            state.restarts = 0;
+        }
+        state.last_restart = Some(now);
         state.restarts += 1;
         self.runtime
             .handle
@@ -715,6 +730,9 @@ impl Control {
                 health,
             })
             .collect();
+        // Every worker is asked first, then the answers awaited against one deadline:
+        // a worker that does not answer costs the report one timeout, not one each.
+        let mut asked = Vec::with_capacity(self.workers.len());
         for (id, worker) in self.workers.iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             if !worker.ready || worker.commands.send(WorkerCommand::Health(tx)).is_err() {
@@ -725,7 +743,12 @@ impl Control {
                 });
                 continue;
             }
-            match tokio::time::timeout(Duration::from_secs(2), rx).await {
+            asked.push((id, rx));
+        }
+        // Its adapters' own checks have HEALTH_TIMEOUT each, at once: a little more.
+        let deadline = tokio::time::Instant::now() + HEALTH_TIMEOUT + Duration::from_millis(500);
+        for (id, rx) in asked {
+            match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(entries)) => {
                     report.extend(entries.into_iter().map(|(adapter, health)| AdapterHealth {
                         adapter,
@@ -746,8 +769,11 @@ impl Control {
 
 /// Restart delay: 100 ms doubling per attempt, at most 5 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64 << attempt.min(6).saturating_sub(1)).min(Duration::from_secs(5))
+    Duration::from_millis(100u64 << (attempt.clamp(1, 7) - 1)).min(Duration::from_secs(5))
 }
+
+/// A worker that served this long since its last restart starts its backoff afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// SIGTERM, SIGINT, SIGHUP, SIGUSR1: the first starts a drain (or joins one already
 /// under way: `RuntimeHandle::shutdown`, a failed start), the second forces exit.
@@ -813,4 +839,18 @@ static BEFORE_FORCED_EXIT: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new
 /// ```
 pub fn before_forced_exit(hook: impl Fn() + Send + Sync + 'static) {
     let _ = BEFORE_FORCED_EXIT.set(Box::new(hook));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_backoff_doubles_up_to_five_seconds() {
+        let ms = |attempt| backoff(attempt).as_millis();
+        assert_eq!(
+            [0, 1, 2, 3, 6, 7, 8, 100].map(ms),
+            [100, 100, 200, 400, 3200, 5000, 5000, 5000]
+        );
+    }
 }

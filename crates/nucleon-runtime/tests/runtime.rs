@@ -473,6 +473,33 @@ impl Adapter for HealthNeverAnswers {
     }
 }
 
+/// A health check that never answers is reported unhealthy after HEALTH_TIMEOUT: the
+/// report comes, and the control loop (which restarts workers) is not held by it.
+#[tokio::test]
+async fn a_health_check_that_never_answers_is_unhealthy_after_its_timeout() {
+    let (handle, thread) = start(|| {
+        builder()
+            .workers(1)
+            .adapter(HealthNeverAnswers)
+            .build()
+            .unwrap()
+    });
+    handle.wait_for(Phase::Serving).await;
+    let report = tokio::time::timeout(nucleon_runtime::HEALTH_TIMEOUT * 3, handle.health())
+        .await
+        .expect("a report, though one check never answers");
+    let stuck = report
+        .iter()
+        .find(|h| h.worker.is_none())
+        .expect("the process adapter's entry");
+    assert!(
+        matches!(&stuck.health, Health::Unhealthy(why) if why.contains("no answer")),
+        "{report:?}"
+    );
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
 #[test]
 fn a_health_check_that_never_answers_does_not_hold_the_drain_up() {
     let (handle, thread) = start(|| {
