@@ -171,6 +171,9 @@ pub(crate) fn spawn_worker(
         .spawn(move || run_worker(&spec, id, commands))
 }
 
+/// How long a worker's end waits for tokio's blocking threads still running.
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
+
 fn run_worker(spec: &WorkerSpec, id: usize, commands: mpsc::UnboundedReceiver<WorkerCommand>) {
     let slot = Arc::clone(&spec.watchdog.inner.slots[id]);
     let _exit = ExitGuard {
@@ -218,6 +221,10 @@ fn run_worker(spec: &WorkerSpec, id: usize, commands: mpsc::UnboundedReceiver<Wo
     // Tasks still on the LocalSet are dropped here, on the worker's own thread.
     drop(local);
     local_state::clear_registered();
+    // tokio's blocking threads (`tokio::fs`, `spawn_blocking`) get a moment to finish,
+    // not forever: one stuck in a call would keep this thread from ending, and so the
+    // worker from being restarted, or the drain from finishing.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
     if let Err(panic) = outcome {
         PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(task::panic_message(&*panic)));
         std::panic::resume_unwind(panic);

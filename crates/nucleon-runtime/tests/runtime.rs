@@ -473,6 +473,45 @@ impl Adapter for HealthNeverAnswers {
     }
 }
 
+/// A tokio blocking thread stuck in a call (a `spawn_blocking` that never returns)
+/// does not keep the worker's thread, and so the process, from ending.
+#[test]
+fn a_stuck_spawn_blocking_does_not_hold_the_worker_s_end() {
+    let (stuck_tx, stuck_rx) = std::sync::mpsc::channel::<()>();
+    let stuck_rx = Arc::new(std::sync::Mutex::new(Some(stuck_rx)));
+    let (handle, thread) = start(move || {
+        let stuck_rx = Arc::clone(&stuck_rx);
+        builder()
+            .workers(1)
+            .per_worker(move |worker| {
+                if let Some(rx) = stuck_rx.lock().unwrap().take() {
+                    worker.spawn("stuck", async move {
+                        let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
+                    });
+                }
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let probe = handle.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(probe.wait_for(Phase::Serving));
+        probe.shutdown();
+        let _ = done_tx.send(thread.join().expect("no panic"));
+    });
+    let result = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the runtime ended, though a blocking thread is stuck");
+    assert!(result.is_ok(), "{result:?}");
+    drop(stuck_tx);
+}
+
 /// A health check that never answers is reported unhealthy after HEALTH_TIMEOUT: the
 /// report comes, and the control loop (which restarts workers) is not held by it.
 #[tokio::test]
