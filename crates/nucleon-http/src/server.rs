@@ -458,6 +458,7 @@ fn builders(config: &HttpConfig) -> (http1::Builder, Option<http2::Builder<Local
 
 async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.subscribe();
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -465,11 +466,16 @@ async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, remote)) => start_connection(&shared, stream, remote),
+            Ok((stream, remote)) => {
+                backoff.succeeded();
+                start_connection(&shared, stream, remote);
+            }
             Err(error) => {
                 // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(target: "nucleon::http", %error, "accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                let pause = backoff.failed(Instant::now(), |failures| {
+                    tracing::warn!(target: "nucleon::http", %error, failures, "accept failed: {error} ({failures} time(s) since the last such line; backing off)");
+                });
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -502,6 +508,47 @@ async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
                 break;
             }
         }
+    }
+}
+
+/// The accept loop's pause after a failure (out of file descriptors, say): 10 ms,
+/// doubling while the failures go on, up to 1 s; and its log line, the first failure's
+/// and then one every 10 s at most, with the count since the last.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    /// Consecutive failures.
+    streak: u32,
+    /// Failures not yet in a log line.
+    unlogged: u64,
+    last_line: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MOST: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn succeeded(&mut self) {
+        self.streak = 0;
+    }
+
+    /// Counts a failure; calls `log` with the failures since the last line when one is
+    /// due; returns how long to pause.
+    fn failed(&mut self, now: Instant, log: impl FnOnce(u64)) -> Duration {
+        self.unlogged += 1;
+        if self
+            .last_line
+            .is_none_or(|last| now.duration_since(last) >= Self::LOG_EVERY)
+        {
+            log(self.unlogged);
+            self.unlogged = 0;
+            self.last_line = Some(now);
+        }
+        let pause = Self::FIRST
+            .saturating_mul(1 << self.streak.min(7))
+            .min(Self::MOST);
+        self.streak += 1;
+        pause
     }
 }
 
@@ -1466,6 +1513,34 @@ mod tests {
 
     use super::*;
     use crate::get;
+
+    /// Accept failures back off from 10 ms to 1 s, and are logged once per 10 s with
+    /// their count (out of file descriptors, a warning per failure filled the log at
+    /// 100 lines a second per worker).
+    #[test]
+    fn accept_failures_back_off_and_are_logged_with_their_count() {
+        let mut backoff = AcceptBackoff::default();
+        let start = Instant::now();
+        let mut lines = Vec::new();
+        let mut pauses = Vec::new();
+        for n in 0..12_u64 {
+            // A failure every 100 ms.
+            let now = start + Duration::from_millis(100 * n);
+            pauses.push(backoff.failed(now, |count| lines.push(count)).as_millis());
+        }
+        assert_eq!(pauses[..3], [10, 20, 40]);
+        assert!(pauses[7..].iter().all(|&p| p == 1000), "{pauses:?}");
+        assert_eq!(lines, [1], "the first failure only, within 10 s");
+        backoff.failed(start + Duration::from_secs(11), |count| lines.push(count));
+        assert_eq!(lines, [1, 12], "then the count since the last line");
+        backoff.succeeded();
+        assert_eq!(
+            backoff
+                .failed(start + Duration::from_secs(12), |_| {})
+                .as_millis(),
+            10
+        );
+    }
 
     fn shared(closing: bool) -> Rc<Shared> {
         async fn hello() -> &'static str {
