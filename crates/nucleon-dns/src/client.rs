@@ -156,7 +156,7 @@ impl HttpClient {
     /// response may have any status: see [`HttpClient::send_ok`] to reject errors.
     ///
     /// # Errors
-    /// [`HttpError::Dns`], [`HttpError::Connect`], [`HttpError::Timeout`],
+    /// [`HttpError::Dns`], [`HttpError::Connect`], [`HttpError::Tls`], [`HttpError::Timeout`],
     /// [`HttpError::Request`].
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, HttpError> {
         let (client, request) = request.build_split();
@@ -369,6 +369,12 @@ fn map_error(error: reqwest::Error, method: String, url: String) -> HttpError {
     }
     if error.is_timeout() {
         HttpError::Timeout { method, url }
+    } else if let Some(tls) = tls_failure(&error) {
+        HttpError::Tls {
+            method,
+            url,
+            reason: tls.to_string(),
+        }
     } else if error.is_connect() {
         HttpError::Connect {
             method,
@@ -388,6 +394,26 @@ fn map_error(error: reqwest::Error, method: String, url: String) -> HttpError {
             reason: error_chain(&error),
         }
     }
+}
+
+/// The TLS error among an error's causes. The TLS stream reports it inside an
+/// `io::Error` (itself inside another), whose `source` skips what it wraps: each
+/// `io::Error`'s inner error is looked into.
+fn tls_failure(error: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        source = match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+    }
+    None
 }
 
 /// An error and its causes, `: `-separated, without the URL reqwest repeats.

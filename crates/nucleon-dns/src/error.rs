@@ -129,7 +129,19 @@ pub enum HttpError {
         /// The DNS failure, naming the host.
         source: DnsError,
     },
-    /// No connection could be made (refused, unreachable, TLS handshake failed).
+    /// The TLS handshake failed: the server's certificate is not trusted, expired or
+    /// for another name, or the server does not speak TLS there. Retrying will not
+    /// help; the server's or the client's setup must change (`http_client.ca_file`).
+    #[error("{method} {url}: TLS handshake failed: {reason}")]
+    Tls {
+        /// The request's method.
+        method: String,
+        /// The URL called.
+        url: String,
+        /// What TLS said.
+        reason: String,
+    },
+    /// No connection could be made (refused, unreachable, reset).
     #[error("{method} {url}: could not connect: {reason}")]
     Connect {
         /// The request's method.
@@ -217,7 +229,7 @@ impl HttpError {
     }
 
     /// Whether retrying the same call later could succeed (a timeout, a connection
-    /// failure, a DNS timeout, a 502/503/504, a 429).
+    /// failure, a DNS timeout, a 502/503/504, a 429; not a TLS failure).
     pub fn is_transient(&self) -> bool {
         match self {
             HttpError::Timeout { .. } | HttpError::Connect { .. } => true,

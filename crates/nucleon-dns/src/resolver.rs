@@ -102,12 +102,48 @@ impl SearchList {
     }
 }
 
+/// SRV targets in the order to try them (RFC 2782): by priority; within one, each
+/// next target drawn with a chance in proportion to its weight, those of weight 0
+/// placed first in the draw (so rarely drawn first). `draw(n)` is a uniform integer
+/// in `0..=n`.
+fn srv_order(mut targets: Vec<SrvTarget>, mut draw: impl FnMut(u32) -> u32) -> Vec<SrvTarget> {
+    targets.sort_by_key(|t| (t.priority, t.weight != 0));
+    let mut ordered = Vec::with_capacity(targets.len());
+    while !targets.is_empty() {
+        let priority = targets[0].priority;
+        let group = targets
+            .iter()
+            .take_while(|t| t.priority == priority)
+            .count();
+        let total: u32 = targets[..group].iter().map(|t| u32::from(t.weight)).sum();
+        let drawn = draw(total);
+        let mut running = 0;
+        let at = targets[..group]
+            .iter()
+            .position(|t| {
+                running += u32::from(t.weight);
+                running >= drawn
+            })
+            .unwrap_or(0);
+        ordered.push(targets.remove(at));
+    }
+    ordered
+}
+
+/// A uniform integer in `0..=n`, from the standard library's per-process random keys
+/// (a new `RandomState` each time; no random crate needed for load spreading).
+fn uniform(n: u32) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::hash::RandomState::new().build_hasher().finish();
+    (random % (u64::from(n) + 1)) as u32
+}
+
 /// One target of an SRV lookup, in the order to try them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvTarget {
     /// Lower is tried first.
     pub priority: u16,
-    /// Among equal priorities, the share of load (higher first here).
+    /// Among equal priorities, the share of load.
     pub weight: u16,
     /// The port of the service.
     pub port: u16,
@@ -430,14 +466,17 @@ impl Resolver {
             .collect())
     }
 
-    /// The SRV targets of `name` (e.g. `_amqp._tcp.example.org`), by priority, then by
-    /// weight (highest first).
+    /// The SRV targets of `name` (e.g. `_amqp._tcp.example.org`) in the order to try
+    /// them, as RFC 2782 says: by priority (lowest first), and within a priority in a
+    /// random order weighted by `weight` (a target of weight 60 comes first about twice
+    /// as often as one of 30), so that clients spread their load as the records ask.
     ///
     /// # Errors
-    /// As [`Resolver::lookup_ip`].
+    /// As [`Resolver::lookup_ip`]; [`DnsError::NoRecords`] when the only target is `.`
+    /// (RFC 2782: the service is decidedly not available at this domain).
     pub async fn lookup_srv(&self, name: &str) -> Result<Vec<SrvTarget>, DnsError> {
         let answers = self.lookup_records(name, RecordType::SRV, "SRV").await?;
-        let mut targets: Vec<SrvTarget> = answers
+        let targets: Vec<SrvTarget> = answers
             .into_iter()
             .filter_map(|data| match data {
                 RData::SRV(srv) => Some(SrvTarget {
@@ -448,9 +487,9 @@ impl Resolver {
                 }),
                 _ => None,
             })
+            .filter(|target| !target.target.is_empty())
             .collect();
-        targets.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)));
-        non_empty(targets, name, "SRV")
+        non_empty(srv_order(targets, uniform), name, "SRV")
     }
 
     /// The TXT records of `name`, each one's character-strings concatenated (invalid
@@ -815,6 +854,40 @@ mod tests {
 
     fn names(texts: &[&str]) -> Vec<Name> {
         texts.iter().map(|t| Name::from_utf8(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn srv_targets_go_by_priority_then_by_weighted_draw() {
+        let target = |priority, weight, name: &str| SrvTarget {
+            priority,
+            weight,
+            port: 5672,
+            target: name.to_owned(),
+        };
+        let targets = vec![
+            target(20, 5, "backup"),
+            target(10, 30, "b"),
+            target(10, 0, "zero"),
+            target(10, 60, "a"),
+        ];
+        let names = |draws: &[u32]| {
+            let mut draws = draws.iter().copied();
+            srv_order(targets.clone(), |_| draws.next().unwrap())
+                .into_iter()
+                .map(|t| t.target)
+                .collect::<Vec<_>>()
+        };
+        // Priority 10 first (draw order: zero, b, a; running sums 0, 30, 90).
+        assert_eq!(names(&[0, 0, 0, 0]), ["zero", "b", "a", "backup"]);
+        assert_eq!(names(&[31, 0, 0, 0]), ["a", "zero", "b", "backup"]);
+        assert_eq!(names(&[90, 30, 0, 5]), ["a", "b", "zero", "backup"]);
+        // Every draw in range, and each order's first pick a target of that priority.
+        for _ in 0..200 {
+            assert!(uniform(3) <= 3);
+            let first = srv_order(targets.clone(), uniform);
+            assert_eq!(first.len(), 4);
+            assert_eq!(first[3].target, "backup");
+        }
     }
 
     #[test]

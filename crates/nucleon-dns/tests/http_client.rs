@@ -125,6 +125,29 @@ async fn failures_are_typed_and_name_what_failed() {
         .unwrap_err();
     assert!(matches!(error, HttpError::Connect { .. }), "{error:?}");
     assert!(error.is_transient());
+
+    // HTTPS to a server that does not speak TLS: a TLS failure, which retrying will
+    // not fix (as an untrusted or expired certificate).
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut stream, _)) = plain.accept().await {
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let error = client
+        .send(client.get(format!("https://web.nucleon.test:{plain_port}/")))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, HttpError::Tls { .. }), "{error:?}");
+    assert!(!error.is_transient(), "{error}");
+    assert!(
+        error.to_string().contains("TLS handshake failed"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -193,6 +193,14 @@ async fn srv_targets_come_by_priority_and_txt_as_text() {
             },
         ]
     );
+    let error = resolver
+        .lookup_srv("_mqtt._tcp.nucleon.test.")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, DnsError::NoRecords { record_type, .. } if record_type == "SRV"),
+        "the `.` target means no service: {error:?}"
+    );
     assert_eq!(
         resolver.lookup_txt("textonly.nucleon.test.").await.unwrap(),
         vec!["v=nucleon1 hello".to_owned()]

@@ -42,6 +42,8 @@ pub fn standard_zone() -> Vec<Rec> {
         Rec::Txt("textonly", 300, "v=nucleon1 hello"),
         Rec::Srv("_amqp._tcp", 300, 20, 5, 5673, "backup.nucleon.test."),
         Rec::Srv("_amqp._tcp", 300, 10, 10, 5672, "api.nucleon.test."),
+        // RFC 2782: "." says the service is decidedly not available here.
+        Rec::Srv("_mqtt._tcp", 300, 0, 0, 0, "."),
     ]
 }
 
