@@ -30,13 +30,24 @@ where
     Box::new(move || Box::pin(f()))
 }
 
-/// Runs hooks in order; stops at the first error and returns it with its stage.
+/// Runs hooks in order; stops at the first error and returns it with its stage. A
+/// hook that panics is an error like one that fails (the panic does not unwind
+/// through the control loop, which would leave the workers serving undrained).
 pub(crate) async fn run_hooks(
     stage: &'static str,
     hooks: Vec<Hook>,
 ) -> Result<(), crate::RuntimeError> {
+    use futures_util::FutureExt as _;
+    use std::panic::AssertUnwindSafe;
     for (index, hook) in hooks.into_iter().enumerate() {
-        hook().await.map_err(|source| crate::RuntimeError::Hook {
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(hook)) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        let result = outcome.unwrap_or_else(|panic| {
+            Err(format!("panicked: {}", crate::task::panic_message(&*panic)).into())
+        });
+        result.map_err(|source| crate::RuntimeError::Hook {
             stage,
             index,
             source,

@@ -453,10 +453,16 @@ impl Control {
             config: Arc::clone(&self.runtime.config),
             drain: drain.clone(),
         };
-        self.runtime
+        if let Err(error) = self
+            .runtime
             .adapters
             .start_all(&ctx, settings.start_timeout, settings.shutdown_timeout)
-            .await?;
+            .await
+        {
+            // on_initialise ran: on_stop runs too (what the one opened, the other closes).
+            log_dropped("on_stop", run_hooks("on_stop", hooks.stop).await.err());
+            return Err(error);
+        }
 
         let started = match self.start_workers().await {
             // A signal during start: drain at once, without announcing a start.
@@ -476,6 +482,7 @@ impl Control {
                 .adapters
                 .stop_all(drain.deadline(settings.shutdown_timeout))
                 .await;
+            log_dropped("on_stop", run_hooks("on_stop", hooks.stop).await.err());
             return Err(error);
         }
 
@@ -533,9 +540,20 @@ impl Control {
         let process_problems = self.runtime.adapters.stop_all(deadline).await;
         let hooks_result = run_hooks("on_stop", hooks.stop).await;
         if let Some(error) = restart_failed {
+            log_dropped("on_stop", hooks_result.err());
             return Err(error);
         }
-        let mut problems = stopped?;
+        let mut problems = match stopped {
+            Ok(problems) => problems,
+            Err(error) => {
+                // The error returned is the workers'; what else went wrong is logged.
+                for problem in &process_problems {
+                    tracing::error!(target: "nucleon::runtime", "{problem}");
+                }
+                log_dropped("on_stop", hooks_result.err());
+                return Err(error);
+            }
+        };
         problems.extend(process_problems);
         hooks_result?;
         if !problems.is_empty() {
@@ -764,6 +782,13 @@ impl Control {
             }
         }
         report
+    }
+}
+
+/// Logs an error that another one, returned instead, leaves out.
+fn log_dropped(what: &str, error: Option<RuntimeError>) {
+    if let Some(error) = error {
+        tracing::error!(target: "nucleon::runtime", "{what}: {error}");
     }
 }
 

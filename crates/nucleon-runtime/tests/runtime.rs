@@ -316,12 +316,18 @@ async fn a_failing_adapter_stops_the_start_and_is_named() {
     let mut db = Recorder::new("db", &events);
     db.fail_start = true;
     let e0 = Arc::clone(&events);
+    let e1 = Arc::clone(&events);
     let (_, thread) = start(move || {
         builder()
             .workers(1)
             .adapter(Recorder::new("cache", &e0))
             .adapter(db)
             .adapter(Recorder::new("never", &e0))
+            // on_initialise ran, so on_stop runs too.
+            .on_stop(move || async move {
+                log(&e1, "on_stop");
+                Ok(())
+            })
             .build()
             .unwrap()
     });
@@ -332,7 +338,10 @@ async fn a_failing_adapter_stops_the_start_and_is_named() {
         "{message}"
     );
     assert_ne!(error.exit_code(), 0);
-    assert_eq!(entries(&events), ["start cache process", "stop cache"]);
+    assert_eq!(
+        entries(&events),
+        ["start cache process", "stop cache", "on_stop"]
+    );
 }
 
 #[tokio::test]
@@ -471,6 +480,37 @@ impl Adapter for HealthNeverAnswers {
     async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
         Ok(())
     }
+}
+
+/// A hook that panics is an error like one that fails: the workers are stopped, the
+/// on_stop hooks run, and `run` returns the error instead of unwinding.
+#[test]
+fn a_panicking_on_start_hook_is_an_error_and_the_workers_stop() {
+    let stopped = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stopped);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .on_start(|| async { panic!("cannot warm the cache") })
+            .on_stop(move || async move {
+                s.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    let error = thread
+        .join()
+        .expect("run returns, it does not unwind")
+        .expect_err("the hook's failure");
+    assert!(
+        error
+            .to_string()
+            .contains("on_start hook #0 failed: panicked: cannot warm the cache"),
+        "{error}"
+    );
+    assert!(stopped.load(Ordering::SeqCst), "on_stop ran");
+    assert_eq!(handle.phase(), Phase::Stopped);
 }
 
 /// A tokio blocking thread stuck in a call (a `spawn_blocking` that never returns)
