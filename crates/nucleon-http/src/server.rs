@@ -906,16 +906,26 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     // watcher's check, as HTTP/1's, see `ConnState::expired`) ends the connection with
     // a `GOAWAY`; streams already open still finish. A slow header block is one such
     // case: its request is not in service until all its headers have arrived.
+    //
+    // Once told to go away, it has `http.send_timeout` to finish its open streams,
+    // then it is closed: a client that grants no flow-control window (and answers
+    // pings, so that nothing else notices) would otherwise hold its streams' answers,
+    // and the connection, for ever. The watcher keeps waking an idle connection, so
+    // the check runs.
     let timeout = shared.header_read_timeout;
     shared.watcher.watch(&state);
-    let mut closing = false;
+    let mut closing_since: Option<Instant> = None;
     let result = std::future::poll_fn(|cx| {
         state.remember(cx.waker());
         loop {
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }
-            if closing {
+            if let Some(since) = closing_since {
+                if state.take(EXPIRED) && since.elapsed() >= state.send_timeout.get() {
+                    tracing::debug!(target: "nucleon::http", remote = %state.remote, "HTTP/2 streams unfinished http.send_timeout after GOAWAY: closed");
+                    return Poll::Ready(Ok(()));
+                }
                 return Poll::Pending;
             }
             let expired = state.take(EXPIRED) && state.expired(timeout).is_some();
@@ -925,7 +935,7 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
             if !expired && !state.is(CLOSING) {
                 return Poll::Pending;
             }
-            closing = true;
+            closing_since = Some(Instant::now());
             connection.as_mut().graceful_shutdown();
         }
     })

@@ -565,6 +565,41 @@ async fn http2_headers_too_large_get_the_json_431() {
     server.stop().await.expect("clean stop");
 }
 
+/// An HTTP/2 client that grants no flow-control window holds its streams' answers
+/// (and their memory) on the server forever, though it reads and answers pings: once
+/// the connection is told to go away, it has `http.send_timeout` to finish, then it is
+/// closed.
+#[tokio::test]
+async fn an_http2_client_that_grants_no_window_is_closed_after_the_send_timeout() {
+    use http_body_util::Empty;
+    let server = Server::start(router(), |c| {
+        c.header_read_timeout = Duration::from_millis(300);
+        c.send_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/countries/", server.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    // The head arrives (HEADERS are not flow-controlled); the body never can.
+    let response = sender.send_request(request).await.expect("a head");
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the server closed the connection")
+        .unwrap()
+        .ok();
+    drop(response);
+    server.stop().await.expect("clean stop");
+}
+
 /// HTTP/2 has no connection-level rule that drops a HEAD answer's body (hyper's
 /// HTTP/1 server drops it): the server's own answers (404, 405, 431…) to a HEAD carry
 /// none either, only its length.
