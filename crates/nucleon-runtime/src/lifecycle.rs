@@ -37,23 +37,51 @@ pub(crate) async fn run_hooks(
     stage: &'static str,
     hooks: Vec<Hook>,
 ) -> Result<(), crate::RuntimeError> {
+    for (index, hook) in hooks.into_iter().enumerate() {
+        run_hook(stage, index, hook).await?;
+    }
+    Ok(())
+}
+
+/// Runs every hook (cleanup: one that fails does not keep the next from closing what
+/// it opened); returns the first error, and logs the others.
+pub(crate) async fn run_cleanup_hooks(
+    stage: &'static str,
+    hooks: Vec<Hook>,
+) -> Result<(), crate::RuntimeError> {
+    let mut first = None;
+    for (index, hook) in hooks.into_iter().enumerate() {
+        if let Err(error) = run_hook(stage, index, hook).await {
+            if first.is_some() {
+                tracing::error!(target: "nucleon::runtime", "{error}");
+            } else {
+                first = Some(error);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+async fn run_hook(
+    stage: &'static str,
+    index: usize,
+    hook: Hook,
+) -> Result<(), crate::RuntimeError> {
     use futures_util::FutureExt as _;
     use std::panic::AssertUnwindSafe;
-    for (index, hook) in hooks.into_iter().enumerate() {
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(hook)) {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
-        let result = outcome.unwrap_or_else(|panic| {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(hook)) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    outcome
+        .unwrap_or_else(|panic| {
             Err(format!("panicked: {}", crate::task::panic_message(&*panic)).into())
-        });
-        result.map_err(|source| crate::RuntimeError::Hook {
+        })
+        .map_err(|source| crate::RuntimeError::Hook {
             stage,
             index,
             source,
-        })?;
-    }
-    Ok(())
+        })
 }
 
 type Handler<A> = Arc<dyn Fn(A) -> BoxFuture<'static, ()> + Send + Sync>;

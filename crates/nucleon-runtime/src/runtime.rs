@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, HEALTH_TIMEOUT, Health};
 use crate::config::{Config, RuntimeSettings};
 use crate::drain::Drain;
-use crate::lifecycle::{Hooks, hook, run_hooks};
+use crate::lifecycle::{Hooks, hook, run_cleanup_hooks, run_hooks};
 use crate::watchdog::{Watchdog, WatchdogConfig, lock};
 use crate::worker::{SetupFn, WorkerCommand, WorkerEvent, WorkerSetup, WorkerSpec, spawn_worker};
 use crate::{RuntimeError, offload};
@@ -460,7 +460,10 @@ impl Control {
             .await
         {
             // on_initialise ran: on_stop runs too (what the one opened, the other closes).
-            log_dropped("on_stop", run_hooks("on_stop", hooks.stop).await.err());
+            log_dropped(
+                "on_stop",
+                run_cleanup_hooks("on_stop", hooks.stop).await.err(),
+            );
             return Err(error);
         }
 
@@ -482,7 +485,10 @@ impl Control {
                 .adapters
                 .stop_all(drain.deadline(settings.shutdown_timeout))
                 .await;
-            log_dropped("on_stop", run_hooks("on_stop", hooks.stop).await.err());
+            log_dropped(
+                "on_stop",
+                run_cleanup_hooks("on_stop", hooks.stop).await.err(),
+            );
             return Err(error);
         }
 
@@ -538,8 +544,18 @@ impl Control {
         let deadline = drain.deadline(settings.shutdown_timeout);
         let stopped = self.stop_workers(deadline, settings.shutdown_timeout).await;
         let process_problems = self.runtime.adapters.stop_all(deadline).await;
-        let hooks_result = run_hooks("on_stop", hooks.stop).await;
+        let hooks_result = run_cleanup_hooks("on_stop", hooks.stop).await;
         if let Some(error) = restart_failed {
+            // The error returned is the restart's; what else went wrong is logged.
+            match stopped {
+                Ok(problems) => problems
+                    .iter()
+                    .for_each(|p| tracing::error!(target: "nucleon::runtime", "{p}")),
+                Err(stop_error) => tracing::error!(target: "nucleon::runtime", "{stop_error}"),
+            }
+            for problem in &process_problems {
+                tracing::error!(target: "nucleon::runtime", "{problem}");
+            }
             log_dropped("on_stop", hooks_result.err());
             return Err(error);
         }
@@ -735,21 +751,25 @@ impl Control {
         }
     }
 
+    /// The process adapters' health and every worker's, asked at once.
     async fn health(&self) -> Vec<AdapterHealth> {
-        let mut report: Vec<AdapterHealth> = self
-            .runtime
-            .adapters
-            .health()
-            .await
+        let (process, workers) =
+            futures_util::future::join(self.runtime.adapters.health(), self.workers_health()).await;
+        process
             .into_iter()
             .map(|(adapter, health)| AdapterHealth {
                 adapter,
                 worker: None,
                 health,
             })
-            .collect();
-        // Every worker is asked first, then the answers awaited against one deadline:
-        // a worker that does not answer costs the report one timeout, not one each.
+            .chain(workers)
+            .collect()
+    }
+
+    /// Every worker is asked first, then the answers awaited against one deadline: a
+    /// worker that does not answer costs the report one timeout, not one each.
+    async fn workers_health(&self) -> Vec<AdapterHealth> {
+        let mut report = Vec::new();
         let mut asked = Vec::with_capacity(self.workers.len());
         for (id, worker) in self.workers.iter().enumerate() {
             let (tx, rx) = oneshot::channel();

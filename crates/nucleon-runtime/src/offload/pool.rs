@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,24 @@ use crate::watchdog::lock;
 /// the result sees the pool's figures and room as they are after the job. A job whose
 /// caller has stopped waiting is not run: `finished(false)`.
 type Job = Box<dyn FnOnce(&mut dyn FnMut(bool)) + Send>;
+
+/// A job in the queue, and whether its caller still waits for it (cleared when the
+/// caller's future is dropped): a full queue drops the jobs nobody waits for before
+/// it refuses a new one.
+struct Queued {
+    job: Job,
+    waited_for: Arc<AtomicBool>,
+}
+
+/// Clears its flag when dropped: the caller's future has ended (its result taken, or
+/// the future dropped).
+struct Waiting(Arc<AtomicBool>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
 
 /// Limits of an [`OffloadPool`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +102,7 @@ struct Shared {
 #[derive(Default)]
 struct State {
     /// Jobs waiting for a thread.
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Queued>,
     /// Live threads: running a job, idle, or just started.
     threads: usize,
     /// Threads waiting on the condition variable.
@@ -129,15 +147,20 @@ impl OffloadPool {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.submit(Box::new(move |finished: &mut dyn FnMut(bool)| {
-            if tx.is_closed() {
-                finished(false);
-                return;
-            }
-            let result = catch_unwind(AssertUnwindSafe(f));
-            finished(true);
-            let _ = tx.send(result);
-        }))?;
+        let waited_for = Arc::new(AtomicBool::new(true));
+        let _waiting = Waiting(Arc::clone(&waited_for));
+        self.submit(Queued {
+            job: Box::new(move |finished: &mut dyn FnMut(bool)| {
+                if tx.is_closed() {
+                    finished(false);
+                    return;
+                }
+                let result = catch_unwind(AssertUnwindSafe(f));
+                finished(true);
+                let _ = tx.send(result);
+            }),
+            waited_for,
+        })?;
         match rx.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(panic)) => Err(OffloadError::Panicked {
@@ -151,11 +174,23 @@ impl OffloadPool {
         }
     }
 
-    fn submit(&self, job: Job) -> Result<(), OffloadError> {
+    fn submit(&self, job: Queued) -> Result<(), OffloadError> {
         let shared = &self.shared;
         let mut state = lock(&shared.state);
+        let room = shared.config.max_threads + shared.config.queue;
+        if state.running + state.jobs.len() >= room {
+            // Full: first drop the queued jobs whose callers have gone.
+            let before = state.jobs.len();
+            state
+                .jobs
+                .retain(|queued| queued.waited_for.load(Ordering::Relaxed));
+            let dropped = before - state.jobs.len();
+            shared
+                .abandoned
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
         let admitted = state.running + state.jobs.len();
-        if admitted >= shared.config.max_threads + shared.config.queue {
+        if admitted >= room {
             shared.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(OffloadError::Saturated {
                 pool: shared.name.clone(),
@@ -213,7 +248,7 @@ impl Shared {
     fn work(&self) {
         let mut state = lock(&self.state);
         loop {
-            if let Some(job) = state.jobs.pop_front() {
+            if let Some(Queued { job, .. }) = state.jobs.pop_front() {
                 state.running += 1;
                 drop(state);
                 job(&mut |ran| {
