@@ -513,6 +513,34 @@ fn a_panicking_on_start_hook_is_an_error_and_the_workers_stop() {
     assert_eq!(handle.phase(), Phase::Stopped);
 }
 
+/// on_stop hooks are cleanup: one that fails does not keep the next from running.
+#[tokio::test]
+async fn every_on_stop_hook_runs_and_the_first_error_is_returned() {
+    let second = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&second);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .on_stop(|| async { Err::<(), BoxError>("cannot flush".into()) })
+            .on_stop(move || async move {
+                s.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    handle.wait_for(Phase::Serving).await;
+    handle.shutdown();
+    let error = thread.join().unwrap().expect_err("the first hook's error");
+    assert!(
+        error
+            .to_string()
+            .contains("on_stop hook #0 failed: cannot flush"),
+        "{error}"
+    );
+    assert!(second.load(Ordering::SeqCst), "the second on_stop hook ran");
+}
+
 /// A tokio blocking thread stuck in a call (a `spawn_blocking` that never returns)
 /// does not keep the worker's thread, and so the process, from ending.
 #[test]
