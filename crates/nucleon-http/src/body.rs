@@ -233,11 +233,13 @@ pub(crate) fn read_error(error: &BoxError, limit: usize) -> HttpError {
             return HttpError::payload_too_large(limit);
         }
         if let Some(timeout) = error.downcast_ref::<BodyReadTimeout>() {
-            return HttpError::new(
+            let mut error = HttpError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "REQUEST_TIMEOUT",
                 timeout.to_string(),
             );
+            error.body_left_unread = true;
+            return error;
         }
         source = error.source();
     }

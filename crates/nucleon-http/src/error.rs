@@ -33,6 +33,8 @@ pub struct HttpError {
     messages: Option<BTreeMap<String, String>>,
     headers: Option<Box<HeaderMap>>,
     cause: Option<String>,
+    /// Answered before the request's body was read to its end (see [`BodyLeftUnread`]).
+    pub(crate) body_left_unread: bool,
 }
 
 impl HttpError {
@@ -49,6 +51,7 @@ impl HttpError {
             messages: None,
             headers: None,
             cause: None,
+            body_left_unread: false,
         }
     }
 
@@ -98,11 +101,13 @@ impl HttpError {
 
     /// 413 `PAYLOAD_TOO_LARGE`: a request body past `limit` bytes.
     pub(crate) fn payload_too_large(limit: usize) -> Self {
-        Self::new(
+        let mut error = Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             format!("the request body is larger than the limit of {limit} bytes"),
-        )
+        );
+        error.body_left_unread = true;
+        error
     }
 
     /// 503 `SERVICE_UNAVAILABLE` with `Retry-After: <seconds>`.
@@ -124,21 +129,43 @@ impl HttpError {
         self
     }
 
-    /// Adds a response header (`Allow`, `Retry-After`, `WWW-Authenticate`…). Called
-    /// twice with one name, it sends both values (two challenges, say); on the
+    /// Sets a response header (`Allow`, `Retry-After`, `Location`…), replacing a value
+    /// the error already has for that name (`HttpError::unavailable(…, 1)
+    /// .with_header(RETRY_AFTER, 30.into())` sends `Retry-After: 30`). For a header
+    /// that may have several values, see [`HttpError::append_header`]. On the
     /// response, the error's values of a name replace any the response had.
+    ///
+    /// ```
+    /// use nucleon_http::{HttpError, IntoResponse};
+    /// use nucleon_http::header::{HeaderValue, RETRY_AFTER};
+    ///
+    /// let response = HttpError::unavailable("busy", 1)
+    ///     .with_header(RETRY_AFTER, HeaderValue::from(30))
+    ///     .into_response();
+    /// let values: Vec<_> = response.headers().get_all(RETRY_AFTER).iter().collect();
+    /// assert_eq!(values, ["30"]);
+    /// ```
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .insert(name, value);
+        self
+    }
+
+    /// Adds a value to a header that may have several (`WWW-Authenticate` with one
+    /// challenge per scheme, `Link`, `Vary`), keeping those already set.
     ///
     /// ```
     /// use nucleon_http::{HttpError, IntoResponse, StatusCode};
     /// use nucleon_http::header::{HeaderValue, WWW_AUTHENTICATE};
     ///
     /// let response = HttpError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "sign in")
-    ///     .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-    ///     .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"api\""))
+    ///     .append_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+    ///     .append_header(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"api\""))
     ///     .into_response();
     /// assert_eq!(response.headers().get_all(WWW_AUTHENTICATE).iter().count(), 2);
     /// ```
-    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+    pub fn append_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers
             .get_or_insert_with(Default::default)
             .append(name, value);
@@ -189,6 +216,12 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// Marks an answer made before the request's body was read to its end (past the body
+/// limit, or stopped arriving): its connection closes after it, reading what the
+/// client still sends first (the server's `linger_close`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLeftUnread;
+
 /// The cause of a 500, carried in the response's extensions so the access log can
 /// name it with the request id.
 #[derive(Debug, Clone)]
@@ -215,6 +248,9 @@ impl IntoResponse for HttpError {
         }
         if let Some(cause) = self.cause {
             response.extensions_mut().insert(InternalCause(cause));
+        }
+        if self.body_left_unread {
+            response.extensions_mut().insert(BodyLeftUnread);
         }
         response
     }

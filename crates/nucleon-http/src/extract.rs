@@ -476,7 +476,7 @@ impl<T: Clone + Send + Sync + 'static> FromRequestParts for State<T> {
             .map(State)
             .ok_or_else(|| {
                 HttpError::internal(format_args!(
-                    "no shared state of type {} is registered: add it with Router::state",
+                    "no shared state of type {} is registered: add it with App::state (or Router::state)",
                     std::any::type_name::<T>()
                 ))
             })

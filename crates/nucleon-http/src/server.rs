@@ -471,11 +471,15 @@ async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
                 start_connection(&shared, stream, remote);
             }
             Err(error) => {
-                // Out of file descriptors and the like: back off, keep serving.
+                // Out of file descriptors and the like: back off, keep serving (and
+                // stop backing off when the drain closes the listener).
                 let pause = backoff.failed(Instant::now(), |failures| {
                     tracing::warn!(target: "nucleon::http", %error, failures, "accept failed: {error} ({failures} time(s) since the last such line; backing off)");
                 });
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    _ = shutdown.wait_for(|closing| *closing) => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
         }
     }
@@ -907,24 +911,31 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     // a `GOAWAY`; streams already open still finish. A slow header block is one such
     // case: its request is not in service until all its headers have arrived.
     //
-    // Once told to go away, it has `http.send_timeout` to finish its open streams,
-    // then it is closed: a client that grants no flow-control window (and answers
-    // pings, so that nothing else notices) would otherwise hold its streams' answers,
-    // and the connection, for ever. The watcher keeps waking an idle connection, so
-    // the check runs.
+    // Once told to go away, its open streams may finish as long as they make progress:
+    // when nothing has been written to it for `http.send_timeout`, it is closed. A
+    // client that grants no flow-control window (and answers pings, so that nothing
+    // else notices) would otherwise hold its streams' answers, and the connection, for
+    // ever; a slow reader that keeps granting window keeps its download. The watcher
+    // keeps waking a connection with nothing in service, so the check runs.
     let timeout = shared.header_read_timeout;
     shared.watcher.watch(&state);
-    let mut closing_since: Option<Instant> = None;
+    // After the GOAWAY: the bytes written so far, and since when that count stands.
+    let mut progress: Option<(u64, Instant)> = None;
     let result = std::future::poll_fn(|cx| {
         state.remember(cx.waker());
         loop {
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }
-            if let Some(since) = closing_since {
-                if state.take(EXPIRED) && since.elapsed() >= state.send_timeout.get() {
-                    tracing::debug!(target: "nucleon::http", remote = %state.remote, "HTTP/2 streams unfinished http.send_timeout after GOAWAY: closed");
-                    return Poll::Ready(Ok(()));
+            if let Some((seen, since)) = &mut progress {
+                if state.take(EXPIRED) {
+                    let written = state.written.get();
+                    if written != *seen {
+                        (*seen, *since) = (written, Instant::now());
+                    } else if since.elapsed() >= state.send_timeout.get() {
+                        tracing::debug!(target: "nucleon::http", remote = %state.remote, "HTTP/2 streams made no progress for http.send_timeout after GOAWAY: closed");
+                        return Poll::Ready(Ok(()));
+                    }
                 }
                 return Poll::Pending;
             }
@@ -935,7 +946,7 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
             if !expired && !state.is(CLOSING) {
                 return Poll::Pending;
             }
-            closing_since = Some(Instant::now());
+            progress = Some((state.written.get(), Instant::now()));
             connection.as_mut().graceful_shutdown();
         }
     })
@@ -1137,6 +1148,9 @@ struct ConnState {
     in_service: Cell<u32>,
     /// The last write did not go through: the client is slow to read, not to send.
     write_blocked: Cell<bool>,
+    /// Bytes written so far in writes longer than [`CONTROL_WRITE`]: an HTTP/2
+    /// connection's progress after its GOAWAY (its keep-alive pings are not).
+    written: Cell<u64>,
     /// Since when writes have been blocked (read only while they are).
     write_blocked_since: Cell<Instant>,
     /// `http.send_timeout`: how long writes may stay blocked.
@@ -1174,6 +1188,7 @@ impl ConnState {
             awaiting_response: Cell::new(false),
             in_service: Cell::new(0),
             write_blocked: Cell::new(false),
+            written: Cell::new(0),
             write_blocked_since: Cell::new(Instant::now()),
             send_timeout: Cell::new(Duration::from_secs(60)),
             sending: OnceCell::new(),
@@ -1333,7 +1348,7 @@ async fn write_error_response(
 /// The longest a connection is kept to read what its client still sends after the
 /// last answer (as nginx's `lingering_time`), and the longest it waits for more.
 const LINGER_TIME: Duration = Duration::from_secs(5);
-const LINGER_IDLE: Duration = Duration::from_secs(1);
+const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 /// Closes the writing side, then reads and drops what the client still sends (the rest
 /// of a body the answer did not need, a pipelined request) until it closes its side,
@@ -1360,6 +1375,10 @@ async fn linger_close(stream: &RefCell<TcpStream>) {
     };
     let _ = tokio::time::timeout(LINGER_TIME, linger).await;
 }
+
+/// The longest write that is only HTTP/2 control (a PING or its ack: 17 bytes; a
+/// WINDOW_UPDATE: 13): not counted as a connection's progress.
+const CONTROL_WRITE: usize = 32;
 
 struct SharedIo(Rc<ConnState>);
 
@@ -1448,8 +1467,13 @@ impl SharedIo {
         }
     }
 
-    fn wrote<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn wrote(&self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         let state = &self.0;
+        if let Poll::Ready(Ok(n)) = result
+            && n > CONTROL_WRITE
+        {
+            state.written.set(state.written.get() + n as u64);
+        }
         if result.is_pending() {
             if !state.write_blocked.replace(true) {
                 state.write_blocked_since.set(Instant::now());

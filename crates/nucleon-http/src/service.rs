@@ -16,7 +16,7 @@ use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::{LabelHandle, StaticLabel};
 use nucleon_runtime::{Drain, InFlightGuard, TaskLabel};
 
-use crate::error::InternalCause;
+use crate::error::{BodyLeftUnread, InternalCause};
 use crate::extract::{Params, RequestContext, limit_body};
 use crate::limits::{Limited, Limits, strip_body};
 use crate::request_ids::IdSource;
@@ -439,7 +439,10 @@ impl Started {
                 task_label,
             );
         }
-        let unread_body = body_left_unread(response.status());
+        let unread_body = response
+            .extensions_mut()
+            .remove::<BodyLeftUnread>()
+            .is_some();
         let close = (service.inner.closing.get()
             || unread_body
             || response.status() == StatusCode::SERVICE_UNAVAILABLE && service.draining())
@@ -481,13 +484,6 @@ impl Started {
             access.log_cancelled(&self.method, &self.request_id);
         }
     }
-}
-
-/// The answers made before a request's body was read to its end: a body past the
-/// limit (413), or one that stopped arriving (408). The connection closes after them
-/// (`Connection: close`), reading what the client still sends first.
-fn body_left_unread(status: StatusCode) -> bool {
-    status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT
 }
 
 /// A streaming response body is counted by its connection until hyper has sent it
