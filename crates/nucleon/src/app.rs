@@ -64,7 +64,7 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// A new application; `name` is shown by the command line and in logs.
+    /// A new application; `name` is its name in the log (the `serving` line).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -152,9 +152,14 @@ impl App {
     /// let app = App::new("no-outbound-calls").without_dns();
     /// # drop(app);
     /// ```
-    #[cfg(feature = "dns")]
-    pub fn without_dns(mut self) -> Self {
-        self.dns = false;
+    ///
+    /// Without the `dns` feature there is nothing to leave out, and it does nothing:
+    /// an app can say it needs no DNS whatever features the build has (a workspace's
+    /// other packages may turn `dns` on for it).
+    pub fn without_dns(self) -> Self {
+        #[cfg(feature = "dns")]
+        return Self { dns: false, ..self };
+        #[cfg(not(feature = "dns"))]
         self
     }
 

@@ -51,8 +51,8 @@ struct StartArgs {
     #[arg(long)]
     port: Option<u16>,
     /// The number of workers (default: `runtime.workers`, else one per core).
-    #[arg(long, short = 'j')]
-    workers: Option<usize>,
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -128,7 +128,11 @@ pub fn run(app: App) -> ExitCode {
     // signal) runs no destructors, so it drops the guard through the runtime's hook.
     *lock_log_guard() = Some(guard);
     // The writer drops a line rather than make a worker wait; this says how many.
-    let drops = crate::dropped_lines::DropWatch::start(writer.error_counter());
+    // Its last report comes before the writer stops: a line logged after that (by a
+    // thread still running) is refused, and would be counted as dropped too.
+    let mut drops = Some(crate::dropped_lines::DropWatch::start(
+        writer.error_counter(),
+    ));
     nucleon_runtime::before_forced_exit(|| drop(lock_log_guard().take()));
     let filter = log_filter(
         std::env::var("NUCLEON_LOG").ok(),
@@ -146,14 +150,15 @@ pub fn run(app: App) -> ExitCode {
         }
         Err(error) => {
             tracing::error!(target: "nucleon", "{error}");
+            drop(drops.take());
             drop(lock_log_guard().take());
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "error: {error}");
             ExitCode::from(error.exit_code())
         }
     };
+    drop(drops.take());
     drop(lock_log_guard().take());
-    drop(drops);
     code
 }
 
@@ -184,7 +189,11 @@ where
         Some(Command::Routes) => {
             let mut out = std::io::stdout().lock();
             for route in app.router.routes() {
-                writeln!(out, "{route}")?;
+                match writeln!(out, "{route}") {
+                    // `app routes | head -1`: the reader has all it wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    other => other?,
+                }
             }
             Ok(())
         }
@@ -199,15 +208,16 @@ where
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "configuration OK: {} (environment `{}`); http on {addr}, {} worker(s)",
+                "configuration OK: {} (environment `{}`); http on {addr}, {}",
                 config.file().map_or_else(
                     || "embedded defaults".to_owned(),
                     |f| format!("`{}`", f.display())
                 ),
                 config.environment(),
-                settings
-                    .workers
-                    .map_or_else(|| "one per core".to_owned(), |n| n.to_string()),
+                settings.workers.map_or_else(
+                    || "one worker per core".to_owned(),
+                    |n| format!("{n} worker(s)")
+                ),
             )?;
             Ok(())
         }
@@ -256,9 +266,13 @@ fn load_config(
     }
 }
 
+/// The test client's configuration: the `test` environment, else `default` (never
+/// the one `NUCLEON_ENV` names: tests run where a shell exported `production` too).
 pub(crate) fn config_for_tests(app: &App) -> Result<Config, ConfigError> {
     match load_config(app, None, Some("test".to_owned())) {
-        Err(ConfigError::UnknownEnvironment { .. }) => load_config(app, None, None),
+        Err(ConfigError::UnknownEnvironment { .. }) => {
+            load_config(app, None, Some("default".to_owned()))
+        }
         other => other,
     }
 }
@@ -274,7 +288,7 @@ fn options(start: StartArgs, config: ConfigArgs) -> StartOptions {
     StartOptions {
         host: start.host,
         port: start.port,
-        workers: start.workers,
+        workers: start.workers.map(usize::from),
         environment: config.environment,
         config_file: config.config,
         handle_signals: true,

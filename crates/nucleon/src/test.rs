@@ -1,9 +1,11 @@
 //! In-process testing: call the app without a socket.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
@@ -74,10 +76,14 @@ impl TestClient {
             |e: &dyn std::fmt::Display| -> ! { panic!("TestClient: invalid configuration: {e}") };
         let config = crate::cli::config_for_tests(&app).unwrap_or_else(|e| invalid(&e));
         let http: HttpConfig = config.extract_at("http").unwrap_or_else(|e| invalid(&e));
-        let shutdown_timeout = config
-            .runtime_settings()
-            .unwrap_or_else(|e| invalid(&e))
-            .shutdown_timeout;
+        let settings = config.runtime_settings().unwrap_or_else(|e| invalid(&e));
+        let shutdown_timeout = settings.shutdown_timeout;
+        // The offload pools as `[test.runtime.offload]` says, as the runtime sets them
+        // at start. They are the process's: the first client (or runtime) of a test
+        // binary sets them, and a later one with other settings cannot.
+        if !nucleon_runtime::offload::configure(&settings.offload) {
+            tracing::warn!(target: "nucleon::test", "TestClient: the offload pools were already set up with other settings in this process; runtime.offload is not applied");
+        }
         let plan = app.worker_plan(&config).unwrap_or_else(|e| invalid(&e));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -159,9 +165,19 @@ impl TestClient {
             if let Some(worker) = worker {
                 worker.stop(timeout).await;
             }
+            // Every hook runs, as the runtime runs them; a panic is a failure like an
+            // error (this may run in `Drop`, while a failed assertion unwinds: a
+            // second panic there would abort the test binary).
             let mut first = None;
             for (index, hook) in hooks.into_iter().enumerate() {
-                if let Err(e) = hook().await {
+                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(hook)) {
+                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                    Err(panic) => Err(panic),
+                };
+                let result = outcome.unwrap_or_else(|panic| {
+                    Err(format!("panicked: {}", panic_text(&*panic)).into())
+                });
+                if let Err(e) = result {
                     tracing::error!(target: "nucleon::test", "on_stop hook #{index} failed: {e}");
                     first
                         .get_or_insert_with(|| format!("on_stop hook #{index} failed: {e}").into());
@@ -225,6 +241,15 @@ impl TestClient {
 }
 
 /// Runs start hooks in order; a failure is a test failure.
+/// A panic's message, for the error that reports it.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic payload>".to_owned())
+}
+
 async fn run_hooks(stage: &str, hooks: Vec<Hook>) {
     for (index, hook) in hooks.into_iter().enumerate() {
         if let Err(e) = hook().await {

@@ -131,8 +131,12 @@ fn command_line_routes_check_and_bad_configuration() {
         .expect_err("unknown environment");
     assert_eq!(error.exit_code(), 78);
     assert!(error.to_string().contains("staging"), "{error}");
-    let error = nucleon::run_from(app(log), ["notes", "--port", "nope"]).expect_err("bad port");
+    let error =
+        nucleon::run_from(app(Rc::clone(&log)), ["notes", "--port", "nope"]).expect_err("bad port");
     assert_eq!(error.exit_code(), 64);
+    // No workers is not one worker: a usage error.
+    let error = nucleon::run_from(app(log), ["notes", "-j", "0"]).expect_err("-j 0");
+    assert_eq!(error.exit_code(), 64, "{error}");
 }
 
 /// What the per-worker adapter below registers at start.
@@ -299,4 +303,29 @@ fn stop_returns_an_on_stop_hook_s_error() {
     );
     let error = client.stop().expect_err("the hook's error");
     assert!(error.to_string().contains("the flush failed"), "{error}");
+}
+
+/// A panicking on_stop hook is an error like a failing one (the runtime's rule), and
+/// the hooks after it still run; in `Drop` it would otherwise panic while a failed
+/// assertion unwinds, and abort the test binary.
+#[test]
+fn an_on_stop_hook_that_panics_is_an_error_and_the_next_hooks_run() {
+    let after = Rc::new(Cell::new(false));
+    let ran = Rc::clone(&after);
+    let client = TestClient::new(
+        counting_app()
+            .on_stop(|| async { panic!("the flush panicked") })
+            .on_stop(move || async move {
+                ran.set(true);
+                Ok(())
+            }),
+    );
+    let error = client.stop().expect_err("the hook's panic");
+    assert!(
+        error
+            .to_string()
+            .contains("on_stop hook #0 failed: panicked: the flush panicked"),
+        "{error}"
+    );
+    assert!(after.get(), "the next on_stop hook ran");
 }

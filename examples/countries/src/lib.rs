@@ -91,6 +91,8 @@ pub async fn hits(Local(hits): Local<u64>) -> Json<Hits> {
 pub fn app() -> App {
     App::new("countries")
         .default_config(include_str!("../app.toml"))
+        // It calls nothing outside: no resolver, no outbound client on its workers.
+        .without_dns()
         .local_state(|| 0_u64)
         .route("/countries/", get(list))
         .route("/countries/{code:[a-z]{2}}/", get(country))
