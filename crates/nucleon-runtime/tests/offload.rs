@@ -28,24 +28,33 @@ fn pool(threads: usize, queue: usize) -> OffloadPool {
     )
 }
 
-#[tokio::test]
-async fn a_full_pool_refuses_at_once_and_recovers() {
-    let pool = pool(1, 1);
+/// A job that occupies one of the pool's threads until the returned sender is used.
+async fn occupy(
+    pool: &OffloadPool,
+) -> (
+    mpsc::Sender<()>,
+    tokio::task::JoinHandle<Result<(), OffloadError>>,
+) {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    // Occupies the only thread until released.
     let running = tokio::spawn({
         let pool = pool.clone();
         async move {
             pool.run(move || {
                 let _ = started_tx.send(());
                 release_rx.recv().unwrap();
-                1
             })
             .await
         }
     });
     started_rx.await.unwrap();
+    (release_tx, running)
+}
+
+#[tokio::test]
+async fn a_full_pool_refuses_at_once_and_recovers() {
+    let pool = pool(1, 1);
+    let (release_tx, running) = occupy(&pool).await;
     // Fills the queue.
     let queued = tokio::spawn({
         let pool = pool.clone();
@@ -59,7 +68,7 @@ async fn a_full_pool_refuses_at_once_and_recovers() {
     assert_eq!(pool.stats().rejected, 1);
 
     release_tx.send(()).unwrap();
-    assert_eq!(running.await.unwrap(), Ok(1));
+    assert_eq!(running.await.unwrap(), Ok(()));
     assert_eq!(queued.await.unwrap(), Ok(2));
     assert_eq!(pool.run(|| 4).await, Ok(4));
     let stats = pool.stats();
@@ -71,19 +80,7 @@ async fn a_full_pool_refuses_at_once_and_recovers() {
 #[tokio::test]
 async fn a_queued_job_whose_caller_left_is_not_run() {
     let pool = pool(1, 1);
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let running = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            pool.run(move || {
-                let _ = started_tx.send(());
-                release_rx.recv().unwrap();
-            })
-            .await
-        }
-    });
-    started_rx.await.unwrap();
+    let (release_tx, running) = occupy(&pool).await;
     let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let queued = tokio::spawn({
         let (pool, ran) = (pool.clone(), std::sync::Arc::clone(&ran));
