@@ -166,7 +166,17 @@ impl AdapterSet {
             let adapter = &mut self.adapters[index];
             let name = adapter.name().to_owned();
             tracing::debug!(target: "nucleon::adapter", adapter = %name, worker = ?ctx.worker, "starting");
-            let outcome = tokio::time::timeout(timeout, adapter.start(ctx)).await;
+            // A drain (a signal) during the start ends it: what started stops, and the
+            // process goes on to its end rather than wait out the start first.
+            let outcome = tokio::select! {
+                biased;
+                () = ctx.drain.draining() => {
+                    tracing::info!(target: "nucleon::adapter", adapter = %name, worker = ?ctx.worker, "draining: start of adapter `{name}` abandoned");
+                    self.stop_all(Instant::now() + shutdown_timeout).await;
+                    return Ok(());
+                }
+                outcome = tokio::time::timeout(timeout, adapter.start(ctx)) => outcome,
+            };
             let error = match outcome {
                 Ok(Ok(())) => {
                     self.started = index + 1;

@@ -467,11 +467,16 @@ impl Control {
             return Err(error);
         }
 
-        let started = match self.start_workers().await {
-            // A signal during start: drain at once, without announcing a start.
-            Ok(()) if drain.is_draining() => Ok(()),
-            Ok(()) => run_hooks("on_start", hooks.start).await,
-            Err(error) => Err(error),
+        let started = if drain.is_draining() {
+            // A signal while the process adapters started: no worker starts.
+            Ok(())
+        } else {
+            match self.start_workers().await {
+                // A signal during start: drain at once, without announcing a start.
+                Ok(()) if drain.is_draining() => Ok(()),
+                Ok(()) => run_hooks("on_start", hooks.start).await,
+                Err(error) => Err(error),
+            }
         };
         if let Err(error) = started {
             drain.start();

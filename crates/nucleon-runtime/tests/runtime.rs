@@ -482,6 +482,60 @@ impl Adapter for HealthNeverAnswers {
     }
 }
 
+/// A per-process adapter whose start never ends (a connect that retries for ever).
+struct StartsForEver;
+
+impl Adapter for StartsForEver {
+    fn name(&self) -> &str {
+        "starts-for-ever"
+    }
+
+    async fn start(&mut self, _ctx: &AdapterContext) -> Result<(), BoxError> {
+        std::future::pending().await
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// A signal (here `shutdown`) while a process adapter starts ends the start: the
+/// adapters that started stop, no worker starts, and `run` returns at once rather
+/// than after the start timeout (30 s).
+#[test]
+fn a_drain_during_the_start_ends_it_at_once() {
+    let events: Log = Arc::default();
+    let e0 = Arc::clone(&events);
+    let (handle, thread) = start(move || {
+        builder()
+            .workers(1)
+            .adapter(Recorder::new("cache", &e0))
+            .adapter(StartsForEver)
+            .build()
+            .unwrap()
+    });
+    // Once the first adapter has started (the second is starting, for ever).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while entries(&events).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first adapter started"
+        );
+        std::thread::yield_now();
+    }
+    handle.shutdown();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(thread.join().expect("no panic"));
+    });
+    let result = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("run ended without waiting out the start timeout");
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(entries(&events), ["start cache process", "stop cache"]);
+    assert_eq!(handle.phase(), Phase::Stopped);
+}
+
 /// A hook that panics is an error like one that fails: the workers are stopped, the
 /// on_stop hooks run, and `run` returns the error instead of unwinding.
 #[test]
