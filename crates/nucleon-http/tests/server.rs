@@ -508,6 +508,16 @@ async fn the_watchdog_names_a_blocking_handler_by_its_route() {
         "reports: {reports:?}"
     );
     let before = slow_polls_reach(&server, 1).await;
+    // Its total, once the poll has ended, is reported under the route too (the
+    // connection had already named itself again when that poll ended).
+    let reports = server.handle.watchdog().recent_reports();
+    assert!(
+        reports.iter().any(
+            |r| r.kind == nucleon_runtime::watchdog::ReportKind::SlowPollEnded
+                && r.task.as_deref() == Some("GET /block")
+        ),
+        "reports: {reports:?}"
+    );
 
     // A route that awaits for 6x the threshold in all is never reported: the watchdog
     // times polls, not requests. Bracketed by a second blocking request, so the

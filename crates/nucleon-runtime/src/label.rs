@@ -192,14 +192,20 @@ fn interner() -> &'static Mutex<Interner> {
 pub(crate) struct LabelCell {
     /// The interned label's number; 0 when the label is `other`'s.
     interned: AtomicU32,
+    /// The interned label before the last interned one (0: none).
+    previous: AtomicU32,
     other: Mutex<TaskLabel>,
+    /// The label the task was spawned with.
+    initial: TaskLabel,
 }
 
 impl LabelCell {
     pub(crate) fn new(label: TaskLabel) -> Self {
         let cell = Self {
             interned: AtomicU32::new(0),
+            previous: AtomicU32::new(0),
             other: Mutex::new(TaskLabel::from("")),
+            initial: label.clone(),
         };
         cell.set(label);
         cell
@@ -209,13 +215,33 @@ impl LabelCell {
     #[inline]
     pub(crate) fn set(&self, label: TaskLabel) {
         match label.0 {
-            // The monitor may read the old label once more: harmless in a report.
-            Repr::Interned(label) => self.interned.store(label.number, Ordering::Release),
+            // The monitor may read the old label once more: harmless in a report. Only
+            // the task's own thread sets its label, so a load and two stores will do.
+            Repr::Interned(label) => {
+                let before = self.interned.load(Ordering::Relaxed);
+                self.interned.store(label.number, Ordering::Release);
+                self.previous.store(before, Ordering::Relaxed);
+            }
             _ => {
                 *lock(&self.other) = label;
                 self.interned.store(0, Ordering::Release);
             }
         }
+    }
+
+    /// The label to report a poll that has just ended under: the label now, unless
+    /// the task took its spawn label back during the poll (a connection naming the
+    /// route of a request, then itself again once the answer is ready: the blocking
+    /// was the route's), in which case the label it had before.
+    pub(crate) fn of_last_poll(&self) -> TaskLabel {
+        let now = self.get();
+        if now == self.initial
+            && let Some(before) = StaticLabel::from_number(self.previous.load(Ordering::Relaxed))
+            && before.as_str() != self.initial.as_str()
+        {
+            return before.into();
+        }
+        now
     }
 
     /// The task's label now.

@@ -178,10 +178,10 @@ impl<F: Future> Future for Tracked<F> {
             tracking.watchdog.publish(WatchdogReport {
                 kind: ReportKind::SlowPollEnded,
                 worker: tracking.slot.worker,
-                task: Some(
-                    meta.as_ref()
-                        .map_or_else(|| this.label.to_string(), |m| m.label.get().to_string()),
-                ),
+                task: Some(meta.as_ref().map_or_else(
+                    || this.label.to_string(),
+                    |m| m.label.of_last_poll().to_string(),
+                )),
                 span: meta.and_then(|m| m.span.map(str::to_owned)),
                 elapsed,
                 backtrace: None,

@@ -20,6 +20,18 @@ fn run_watched(
     untracked: bool,
     work: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
 ) -> (Vec<(WatchdogReport, bool)>, nucleon_runtime::WatchdogStats) {
+    run_watched_with(config, label, untracked, work, false)
+}
+
+/// As [`run_watched`]; with `panicking_listener`, a listener that panics on every
+/// report is registered before the one that records them.
+fn run_watched_with(
+    config: WatchdogConfig,
+    label: &'static str,
+    untracked: bool,
+    work: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    panicking_listener: bool,
+) -> (Vec<(WatchdogReport, bool)>, nucleon_runtime::WatchdogStats) {
     let finished = Arc::new(AtomicBool::new(false));
     let seen: Seen = Arc::default();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -55,6 +67,11 @@ fn run_watched(
             .build()
             .unwrap();
         let handle = runtime.handle();
+        if panicking_listener {
+            handle
+                .watchdog()
+                .on_report(|report| panic!("a listener that fails on {:?}", report.kind));
+        }
         handle.watchdog().on_report(move |report| {
             s.lock()
                 .unwrap()
@@ -278,4 +295,21 @@ fn the_teardown_after_the_loop_is_not_a_stall() {
     );
     assert!(seen.is_empty(), "{seen:#?}");
     assert_eq!(stats.stalls, 0);
+}
+
+/// A report listener that panics takes nothing down: the other listeners get every
+/// report, the watchdog goes on, and the watched task ends as it would have.
+#[test]
+fn a_panicking_report_listener_takes_nothing_down() {
+    let (seen, stats) = run_watched_with(
+        WatchdogConfig::default(),
+        "sleepy",
+        false,
+        block_the_loop,
+        true,
+    );
+    let kinds: Vec<_> = seen.iter().map(|(r, _)| r.kind).collect();
+    assert!(kinds.contains(&ReportKind::Blocking), "{seen:#?}");
+    assert!(kinds.contains(&ReportKind::SlowPollEnded), "{seen:#?}");
+    assert_eq!((stats.blocking_reports, stats.slow_polls), (1, 1));
 }

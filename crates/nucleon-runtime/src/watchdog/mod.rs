@@ -237,7 +237,13 @@ impl Inner {
         }
         let listeners: Vec<Listener> = lock(&self.listeners).clone();
         for listener in listeners {
-            listener(&report);
+            // A listener that panics must not take the watchdog down with it (this runs
+            // on the monitor thread, in a worker's heartbeat, after a task's poll).
+            let called =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&report)));
+            if let Err(panic) = called {
+                tracing::error!(target: "nucleon::watchdog", "a watchdog report listener panicked: {}", crate::task::panic_message(&*panic));
+            }
         }
         let mut recent = lock(&self.recent);
         if recent.len() == RECENT_REPORTS {
