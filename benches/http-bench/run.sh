@@ -14,7 +14,7 @@
 # benches/results/. Traffic goes to 127.0.0.1 only.
 #
 # Knobs (environment): ROUNDS=8 DURATION=4s CONNS=256 IDLE_CONNS=10000
-#   SERVERS="hyper nucleon nucleon-log axum actix" ROUTES="/json /countries/gb/"
+#   SERVERS="hyper hyper-1send nucleon nucleon-log axum actix" ROUTES="/json /countries/gb/"
 #   SKIP_BUILD=1 (use the existing release build)
 set -euo pipefail
 
@@ -22,7 +22,7 @@ ROUNDS=${ROUNDS:-8}
 DURATION=${DURATION:-4s}
 CONNS=${CONNS:-256}
 IDLE_CONNS=${IDLE_CONNS:-10000}
-SERVERS=${SERVERS:-"hyper nucleon nucleon-log axum actix"}
+SERVERS=${SERVERS:-"hyper hyper-1send nucleon nucleon-log axum actix"}
 ROUTES=${ROUTES:-"/json /countries/gb/"}
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -64,10 +64,17 @@ declare -A PORT PID
 port=18100
 for s in $SERVERS; do PORT[$s]=$port; port=$((port + 1)); done
 
+# The shell's own settings do not reach the servers (RUST_LOG=warn would turn
+# nucleon-log's access log off; RUST_LOG=debug would add a span per request).
+unset RUST_LOG NUCLEON_LOG NUCLEON_ENV NUCLEON_CONFIGURATION
+while read -r var; do unset "$var"; done < <(env | sed -n 's/^\(NUCLEON_[A-Z_]*\)=.*/\1/p')
+
 start_server() { # name port [extra env...] -> sets PID[name]
     local name=$1 p=$2
     case $name in
         hyper) taskset -c $SERVER_CPU "$bin/hyper-server" --port "$p" -j 1 & ;;
+        # Bare hyper sending each response in one buffer, as nucleon does (see hyper.rs).
+        hyper-1send) BARE_HYPER_WRITEV=false taskset -c $SERVER_CPU "$bin/hyper-server" --port "$p" -j 1 & ;;
         axum) taskset -c $SERVER_CPU "$bin/axum-server" --port "$p" -j 1 & ;;
         actix) taskset -c $SERVER_CPU "$bin/actix-server" --port "$p" -j 1 >/dev/null 2>&1 & ;;
         # Nucleon as configured by the countries example, without the access log (no
@@ -138,10 +145,25 @@ to_us() { # "1.23ms" -> microseconds
     python3 -c 'import re,sys; m=re.match(r"([\d.]+)(us|ms|s)$", sys.argv[1]); print(float(m[1])*{"us":1,"ms":1e3,"s":1e6}[m[2]])' "$1"
 }
 
+# Each round starts one server further along (and every other round takes the routes
+# the other way round): a drift in the machine's speed during a round does not always
+# fall on the same servers.
+read -ra ALL_SERVERS <<<"$SERVERS"
+read -ra ALL_ROUTES <<<"$ROUTES"
+in_turn() { # round -> the servers, rotated by round - 1
+    local r=$1 n=${#ALL_SERVERS[@]} i
+    for ((i = 0; i < n; i++)); do printf '%s ' "${ALL_SERVERS[(i + r - 1) % n]}"; done
+}
+routes_for() { # round -> the routes, reversed on even rounds
+    local r=$1 i n=${#ALL_ROUTES[@]}
+    if ((r % 2)); then printf '%s ' "${ALL_ROUTES[@]}"
+    else for ((i = n - 1; i >= 0; i--)); do printf '%s ' "${ALL_ROUTES[i]}"; done; fi
+}
+
 hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
-    for route in $ROUTES; do
-        for s in $SERVERS; do
+    for route in $(routes_for "$round"); do
+        for s in $(in_turn "$round"); do
             pid=${PID[$s]}
             t0=$(cpu_ticks "$pid"); k0=$(sys_ticks "$pid")
             text=$(taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$s]}$route")
@@ -166,6 +188,7 @@ cleanup; PID=()
 fifo=$out/hold
 for s in $SERVERS; do
     [ "$s" = nucleon-log ] && continue # same server, the log does not change idle memory
+    [ "$s" = hyper-1send ] && continue # same server as hyper
     p=${PORT[$s]}
     # Nucleon's idle keep-alive timeout is its header read timeout (10 s by default):
     # raised so that no connection times out while the 10,000 open.

@@ -1,5 +1,10 @@
 //! The baseline: bare hyper 1, HTTP/1.1, one `current_thread` tokio runtime per worker
 //! thread, each with its own `SO_REUSEPORT` listener. No router, no middleware.
+//!
+//! `BARE_HYPER_WRITEV=false` sets hyper's `writev(false)`: a response's head and body
+//! go out in one buffer, one `send` (nucleon does the same with its own socket
+//! wrapper), instead of hyper's default `writev` of the two. `run.sh` runs both, as
+//! `hyper` (the baseline of the ratios) and `hyper-1send`.
 
 use std::convert::Infallible;
 
@@ -51,6 +56,7 @@ fn listener(args: &Args) -> std::io::Result<tokio::net::TcpListener> {
 
 async fn serve(args: Args) {
     let listener = listener(&args).expect("bind");
+    let writev = std::env::var("BARE_HYPER_WRITEV").map_or(true, |v| v != "false");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -59,6 +65,7 @@ async fn serve(args: Args) {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _ = http1::Builder::new()
+                .writev(writev)
                 .serve_connection(TokioIo::new(stream), service_fn(handle))
                 .await;
         });
