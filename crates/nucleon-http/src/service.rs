@@ -405,11 +405,7 @@ impl<F: Future<Output = Response>> Future for Finishing<F> {
 #[cold]
 #[inline(never)]
 fn panic_response(panic: &(dyn std::any::Any + Send)) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "<non-string panic payload>".into());
+    let message = nucleon_runtime::task::panic_message(panic);
     HttpError::internal(format_args!("handler panicked: {message}")).into_response()
 }
 

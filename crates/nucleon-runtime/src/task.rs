@@ -221,8 +221,13 @@ fn log_panic(label: &TaskLabel, panic: &(dyn std::any::Any + Send)) {
     );
 }
 
-/// The text of a panic payload, when it has one.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// The text of a panic payload (from `catch_unwind`, a `JoinError`), when it has one.
+///
+/// ```
+/// let panic = std::panic::catch_unwind(|| panic!("out of {}", "cheese")).unwrap_err();
+/// assert_eq!(nucleon_runtime::task::panic_message(&*panic), "out of cheese");
+/// ```
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {

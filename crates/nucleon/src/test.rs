@@ -175,7 +175,11 @@ impl TestClient {
                     Err(panic) => Err(panic),
                 };
                 let result = outcome.unwrap_or_else(|panic| {
-                    Err(format!("panicked: {}", panic_text(&*panic)).into())
+                    Err(format!(
+                        "panicked: {}",
+                        nucleon_runtime::task::panic_message(&*panic)
+                    )
+                    .into())
                 });
                 if let Err(e) = result {
                     tracing::error!(target: "nucleon::test", "on_stop hook #{index} failed: {e}");
@@ -241,15 +245,6 @@ impl TestClient {
 }
 
 /// Runs start hooks in order; a failure is a test failure.
-/// A panic's message, for the error that reports it.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "<non-string panic payload>".to_owned())
-}
-
 async fn run_hooks(stage: &str, hooks: Vec<Hook>) {
     for (index, hook) in hooks.into_iter().enumerate() {
         if let Err(e) = hook().await {
