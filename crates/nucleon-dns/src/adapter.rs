@@ -65,8 +65,8 @@ impl Adapter for DnsAdapter {
     }
 
     async fn health(&self) -> Health {
-        match self.resolver {
-            Some(_) => Health::Healthy,
+        match &self.resolver {
+            Some(resolver) => resolver.health().await,
             None => Health::Unhealthy("not started".to_owned()),
         }
     }
@@ -136,6 +136,14 @@ impl Adapter for HttpClientAdapter {
         Ok(())
     }
 
+    /// Healthy once started: an outbound client's own health is not applicable. It holds
+    /// no connection of its own to lose (only a pool of idle ones, reopened on demand),
+    /// so its health is that of its peers, one per host it calls; and each call's own
+    /// [`crate::HttpError`] reports those, naming the URL, when the call is made. One
+    /// unreachable peer must not make the whole service unhealthy; a peer the service
+    /// cannot do without is checked by a health check of its own (a route that calls
+    /// it, or a readiness check of yours). Its name lookups are checked by the `dns`
+    /// adapter's health ([`crate::Resolver::health`]).
     async fn health(&self) -> Health {
         match self.client {
             Some(_) => Health::Healthy,

@@ -23,7 +23,11 @@ use serde::Deserialize;
 /// positive_max_ttl = "5m"
 /// ip_preference = "ipv4_first"
 /// hosts_file = "/etc/hosts"
+/// health_probe = "db.internal."
 /// ```
+///
+/// The resolver's health (the `dns` adapter's health check, [`crate::Resolver::health`])
+/// comes from its latest lookups, or from `health_probe` when it is set.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
@@ -84,6 +88,17 @@ pub struct DnsConfig {
     /// default 250 ms).
     #[serde(with = "duration")]
     pub connect_attempt_delay: Duration,
+    /// A name each health check resolves (say `"db.internal."`, a name the service
+    /// needs), asked of the name servers every time (not the cache, not the hosts
+    /// file), within 1.5 s. The check reports healthy when it has addresses, and
+    /// unhealthy, naming it and the name servers, when it does not exist, has no
+    /// addresses, or gets no answer. End it with a dot to spare the search domains.
+    ///
+    /// Unset (the default), health comes from the latest lookups that reached a name
+    /// server: healthy when they were answered (or before any), degraded when some of
+    /// the latest 8 got no answer, unhealthy when the last 3 in a row got none
+    /// ([`crate::Resolver::recent_health`]).
+    pub health_probe: Option<String>,
 }
 
 impl Default for DnsConfig {
@@ -104,6 +119,7 @@ impl Default for DnsConfig {
             ip_preference: IpPreference::default(),
             connect_timeout: Duration::from_secs(5),
             connect_attempt_delay: Duration::from_millis(250),
+            health_probe: None,
         }
     }
 }
@@ -113,9 +129,9 @@ const DEFAULT_MAX_TTL: Duration = Duration::from_secs(86_400);
 
 impl DnsConfig {
     /// Checks what the types alone cannot: each minimum TTL is no longer than its
-    /// maximum (set, or the default of one day). The cache clamps every answer's TTL
-    /// between the two, and a minimum past the maximum would fail every lookup that
-    /// misses the cache.
+    /// maximum (set, or the default of one day), and `health_probe` is a name that
+    /// needs a query. The cache clamps every answer's TTL between the two, and a
+    /// minimum past the maximum would fail every lookup that misses the cache.
     ///
     /// [`crate::Resolver::from_config`] runs it, and so does the umbrella crate when it
     /// loads the configuration (`app check` included).
@@ -156,6 +172,31 @@ impl DnsConfig {
                     ),
                 });
             }
+        }
+        if let Some(probe) = &self.health_probe {
+            let misconfigured = |reason: String| crate::DnsError::Misconfigured {
+                source_of: "dns.health_probe".to_owned(),
+                reason,
+            };
+            let bare = probe.trim_end_matches('.').to_ascii_lowercase();
+            if bare
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+                || bare == "localhost"
+                || bare.ends_with(".localhost")
+            {
+                return Err(misconfigured(format!(
+                    "`{probe}` is answered without asking a name server: give a name they serve"
+                )));
+            }
+            if probe.trim().is_empty() {
+                return Err(misconfigured(
+                    "it is empty: give a name, or remove it".to_owned(),
+                ));
+            }
+            hickory_resolver::proto::rr::Name::from_utf8(probe)
+                .map_err(|e| misconfigured(format!("`{probe}` is not a domain name: {e}")))?;
         }
         Ok(())
     }
@@ -356,6 +397,38 @@ mod tests {
         check("positive_min_ttl = \"1m\"\npositive_max_ttl = \"1m\"").unwrap();
         check("positive_min_ttl = \"24h\"\nnegative_max_ttl = \"1s\"").unwrap();
         check("").unwrap();
+    }
+
+    #[test]
+    fn a_health_probe_must_be_a_name_a_server_answers() {
+        let check = |probe: &str| {
+            DnsConfig {
+                health_probe: Some(probe.to_owned()),
+                ..DnsConfig::default()
+            }
+            .check()
+            .map_err(|e| e.to_string())
+        };
+        check("db.internal.").unwrap();
+        check("db").unwrap();
+        for bad in [
+            "10.0.0.1",
+            "[::1]",
+            "localhost",
+            "api.localhost.",
+            "",
+            "a..b",
+        ] {
+            let error = check(bad).unwrap_err();
+            assert!(error.contains("dns.health_probe"), "{bad}: {error}");
+        }
+        let config = nucleon_runtime::Config::from_toml(
+            "[default.dns]\nhealth_probe = \"db.internal.\"\n",
+            "default",
+        )
+        .unwrap();
+        let dns: DnsConfig = config.extract_at("dns").unwrap();
+        assert_eq!(dns.health_probe.as_deref(), Some("db.internal."));
     }
 
     #[test]

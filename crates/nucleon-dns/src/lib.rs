@@ -22,6 +22,15 @@
 //!   helpers, typed [`HttpError`]s, and the current request id forwarded as
 //!   `x-request-id` (see [`request_id`]).
 //!
+//! Health: each resolver records how its latest lookups that reached a name server
+//! went, cheaply, and [`Resolver::health`] (the `dns` adapter's health check) reports
+//! from it: healthy while they are answered, degraded when some of the latest got no
+//! answer, unhealthy when the last 3 in a row got none, with a message naming the
+//! name servers and where they were configured. Set `health_probe` (a name, e.g.
+//! `health_probe = "db.internal."` in `[<env>.dns]`) and each check resolves that name
+//! instead, asking the name servers each time, and reports from its answer: found,
+//! not found, or no answer. See [`DnsConfig::health_probe`].
+//!
 //! In a Nucleon service:
 //!
 //! ```no_run
@@ -62,6 +71,7 @@ mod client;
 mod config;
 mod connect;
 mod error;
+mod health;
 /// The current request's id (defined in `nucleon-runtime`, set by `nucleon-http`).
 pub use nucleon_runtime::request_id;
 mod resolver;

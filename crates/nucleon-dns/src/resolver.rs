@@ -15,12 +15,13 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::op::Query;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Hosts, TokioResolver};
-use nucleon_runtime::LocalState;
+use nucleon_runtime::{Health, LocalState};
 use tokio::net::TcpStream;
 
 use crate::config::{DnsConfig, IpPreference};
 use crate::connect;
 use crate::error::{ConnectError, DnsError};
+use crate::health::{self, PROBE_TIMEOUT, Record, Servers};
 
 /// An asynchronous, caching DNS resolver: cheap to clone, clones share one cache.
 ///
@@ -30,6 +31,8 @@ use crate::error::{ConnectError, DnsError};
 ///
 /// Its sockets belong to the tokio runtime it was first used on: use it on one worker
 /// (the adapter does), never share it across workers' runtimes.
+///
+/// It keeps a record of how its recent lookups went, for [`Resolver::health`].
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
@@ -44,10 +47,19 @@ struct Shared {
     connect_timeout: Duration,
     connect_attempt_delay: Duration,
     nameservers: Vec<SocketAddr>,
+    /// Where the name servers were configured: `dns.nameservers`, or the resolv.conf file.
+    nameservers_from: String,
     /// What turns a name into the candidate names tried.
     search: SearchList,
     /// The hosts file, consulted before any query.
     hosts: Option<Arc<Hosts>>,
+    /// How the latest lookups that reached the network went.
+    record: Record,
+    /// `dns.health_probe`: the name a health check resolves.
+    probe: Option<String>,
+    /// The resolver of health checks: the same name servers, no cache (each check asks
+    /// them), no hosts file, a timeout within [`PROBE_TIMEOUT`].
+    check: TokioResolver,
 }
 
 /// `resolv.conf`'s `ndots`, `domain` and `search`, as hickory applies them.
@@ -163,6 +175,11 @@ impl Resolver {
     /// hosts file is only logged).
     pub async fn from_config(config: &DnsConfig) -> Result<Self, DnsError> {
         config.check()?;
+        let nameservers_from = if config.nameservers.is_empty() {
+            config.resolv_conf.display().to_string()
+        } else {
+            "dns.nameservers".to_owned()
+        };
         let (resolver_config, mut opts) = if config.nameservers.is_empty() {
             read_resolv_conf(&config.resolv_conf).await?
         } else {
@@ -228,14 +245,21 @@ impl Resolver {
         opts.use_hosts_file = ResolveHosts::Never;
         let deadline = candidate_deadline(opts.timeout, opts.attempts);
 
-        let mut inner =
+        let build = |resolver_config: ResolverConfig, opts: ResolverOpts| {
             TokioResolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
                 .with_options(opts)
                 .build()
                 .map_err(|e| DnsError::Misconfigured {
                     source_of: "dns".to_owned(),
                     reason: e.to_string(),
-                })?;
+                })
+        };
+        let mut check_opts = opts.clone();
+        check_opts.timeout = check_opts.timeout.min(PROBE_TIMEOUT / 2);
+        check_opts.attempts = 2;
+        check_opts.cache_size = 0;
+        let check = build(resolver_config.clone(), check_opts)?;
+        let mut inner = build(resolver_config, opts)?;
         let mut hosts = None;
         if let Some(path) = &config.hosts_file
             && let Some(read) = read_hosts(path).await?
@@ -260,8 +284,12 @@ impl Resolver {
                 connect_timeout: config.connect_timeout,
                 connect_attempt_delay: config.connect_attempt_delay,
                 nameservers,
+                nameservers_from,
                 search: search_list,
                 hosts,
+                record: Record::default(),
+                probe: config.health_probe.clone(),
+                check,
             }),
         })
     }
@@ -339,16 +367,8 @@ impl Resolver {
         }
         let preference = self.shared.preference;
         let addrs = self
-            .first_answer(host, "A/AAAA", candidates, |name| async move {
-                match preference {
-                    IpPreference::Ipv4First => self.both_families(name, false).await,
-                    IpPreference::Ipv6First => self.both_families(name, true).await,
-                    IpPreference::Ipv4Only | IpPreference::Ipv6Only => self
-                        .inner
-                        .lookup_ip(name)
-                        .await
-                        .map(|lookup| lookup.iter().collect::<Vec<IpAddr>>()),
-                }
+            .first_answer(host, "A/AAAA", candidates, |name| {
+                ip_lookup(&self.inner, name, preference)
             })
             .await?;
         tracing::trace!(target: "nucleon::dns", host, ?addrs, "resolved");
@@ -360,9 +380,13 @@ impl Resolver {
     /// (RFC 8305's resolution delay), so a server that never answers one family (AAAA,
     /// typically) costs that, not the lookup. hickory's own dual-stack lookup waits for
     /// both, and a family that never answers failed the whole lookup at its deadline.
-    async fn both_families(&self, name: Name, v6_first: bool) -> Result<Vec<IpAddr>, NetError> {
-        let mut v4 = std::pin::pin!(self.inner.ipv4_lookup(name.clone()));
-        let mut v6 = std::pin::pin!(self.inner.ipv6_lookup(name));
+    async fn both_families(
+        resolver: &TokioResolver,
+        name: Name,
+        v6_first: bool,
+    ) -> Result<Vec<IpAddr>, NetError> {
+        let mut v4 = std::pin::pin!(resolver.ipv4_lookup(name.clone()));
+        let mut v6 = std::pin::pin!(resolver.ipv6_lookup(name));
         let mut r4: Option<Result<Vec<IpAddr>, NetError>> = None;
         let mut r6: Option<Result<Vec<IpAddr>, NetError>> = None;
         let answered = |r: &Option<Result<Vec<IpAddr>, NetError>>| matches!(r, Some(Ok(addrs)) if !addrs.is_empty());
@@ -410,6 +434,11 @@ impl Resolver {
 
     /// Runs `query` for each candidate name in turn, each bounded by the per-candidate
     /// deadline, until one gives a non-empty answer; else the most telling error.
+    ///
+    /// Notes in the health record whether a name server answered: an answer that came
+    /// over the network (not at once, as the cache's do) for any candidate, else the
+    /// failure (a timeout, a refusal, a network error) of the lookup; a lookup that only
+    /// the cache answered is not noted.
     async fn first_answer<T, F, Fut>(
         &self,
         host: &str,
@@ -423,30 +452,156 @@ impl Resolver {
     {
         let started = Instant::now();
         let mut failure: Option<DnsError> = None;
+        // Whether a name server answered any candidate; the last candidate with no answer.
+        let mut answered = false;
+        let mut unanswered: Option<DnsError> = None;
         for candidate in candidates {
-            let error =
-                match tokio::time::timeout(self.shared.deadline, query(candidate.clone())).await {
-                    Ok(Ok(answers)) if !answers.is_empty() => return Ok(answers),
-                    Ok(Ok(_)) => DnsError::NoRecords {
-                        host: host.to_owned(),
-                        record_type: label.to_owned(),
-                    },
-                    Ok(Err(error)) => map_error(host, label, &error, started),
-                    Err(_) => DnsError::Timeout {
-                        host: host.to_owned(),
-                        after: started.elapsed(),
-                    },
-                };
+            // A query the cache answers is ready at its first poll; one that waited
+            // went to the name servers.
+            let mut waited = false;
+            let outcome = {
+                let mut asked = std::pin::pin!(query(candidate.clone()));
+                let watched = std::future::poll_fn(|cx| {
+                    let poll = asked.as_mut().poll(cx);
+                    waited |= poll.is_pending();
+                    poll
+                });
+                tokio::time::timeout(self.shared.deadline, watched).await
+            };
+            let error = match outcome {
+                Ok(Ok(answers)) if !answers.is_empty() => {
+                    self.note(answered || waited, unanswered.as_ref());
+                    return Ok(answers);
+                }
+                Ok(Ok(_)) => DnsError::NoRecords {
+                    host: host.to_owned(),
+                    record_type: label.to_owned(),
+                },
+                Ok(Err(error)) => map_error(host, label, &error, started),
+                Err(_) => DnsError::Timeout {
+                    host: host.to_owned(),
+                    after: started.elapsed(),
+                },
+            };
+            if error.is_not_found() {
+                answered |= waited;
+            } else {
+                unanswered = Some(error.clone());
+            }
             tracing::trace!(target: "nucleon::dns", host, %candidate, %error, "candidate failed");
             failure = Some(match failure {
                 Some(previous) if telling(&previous) >= telling(&error) => previous,
                 _ => error,
             });
         }
+        self.note(answered, unanswered.as_ref());
         Err(failure.unwrap_or_else(|| DnsError::NoRecords {
             host: host.to_owned(),
             record_type: label.to_owned(),
         }))
+    }
+
+    /// Notes a lookup in the health record: answered by a name server, else failed with
+    /// `unanswered`'s error, else (the cache answered) nothing.
+    fn note(&self, answered: bool, unanswered: Option<&DnsError>) {
+        if answered {
+            self.shared.record.answered();
+        } else if let Some(error) = unanswered {
+            self.shared.record.failed(error);
+        }
+    }
+
+    /// The resolver's health, for [`crate::DnsAdapter`]'s health check.
+    ///
+    /// With `dns.health_probe` set, from a lookup of that name, asked of the name servers
+    /// on each check (never answered from the cache or the hosts file) within 1.5 s:
+    /// healthy when it has addresses; unhealthy when it does not exist or has no
+    /// addresses (the name servers answer, but they are not the ones that know it), or
+    /// when no answer came.
+    ///
+    /// Without it, from the record of the latest lookups that reached a name server
+    /// (see [`Resolver::recent_health`]). When that record says unhealthy, the check
+    /// also asks the name servers again for the last name that got no answer, so a
+    /// resolver that sees no traffic recovers once they answer again.
+    ///
+    /// ```no_run
+    /// # async fn check() -> Result<(), nucleon_dns::DnsError> {
+    /// use nucleon_dns::{DnsConfig, Resolver};
+    /// use nucleon_runtime::Health;
+    ///
+    /// let resolver = Resolver::from_config(&DnsConfig {
+    ///     health_probe: Some("db.internal.".to_owned()),
+    ///     ..DnsConfig::default()
+    /// })
+    /// .await?;
+    /// if let Health::Unhealthy(why) = resolver.health().await {
+    ///     tracing::warn!("{why}"); // names the probe and the name servers
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn health(&self) -> Health {
+        let servers = self.servers();
+        if let Some(probe) = &self.shared.probe {
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, self.check_lookup(probe))
+                .await
+                .ok();
+            return health::probe_health(probe, answer, &servers);
+        }
+        let recent = self.shared.record.health(&servers);
+        if matches!(recent, Health::Unhealthy(_))
+            && let Some(host) = self
+                .shared
+                .record
+                .last_failure()
+                .and_then(|error| error.host().map(str::to_owned))
+        {
+            // Noted in the record by `first_answer`, if it ends in time.
+            let _ = tokio::time::timeout(PROBE_TIMEOUT, self.check_lookup(&host)).await;
+            return self.shared.record.health(&servers);
+        }
+        recent
+    }
+
+    /// What the record of the latest lookups says, without a query: healthy when they
+    /// were answered, or before any lookup reached a name server; degraded when some of
+    /// the latest 8 got no answer (in the last 5 minutes), and unhealthy when the last 3
+    /// in a row got none. The messages name the name servers and where they were
+    /// configured.
+    ///
+    /// Only lookups that reached the network count: answers from the cache, the hosts
+    /// file, IP literals and `localhost` say nothing about the name servers. An answer
+    /// (addresses, or NXDOMAIN, or no records of the type) is a name server answering;
+    /// a timeout, a refusal, a SERVFAIL or a network error is a lookup with no answer.
+    /// The record is shared by clones of the resolver, and costs a lookup that went
+    /// well two relaxed atomic loads.
+    ///
+    /// The lookups are your own: a name whose own servers are broken upstream (the name
+    /// servers answer SERVFAIL, or time out, for it alone) counts too. A probe
+    /// (`dns.health_probe`, see [`Resolver::health`]) checks a name you choose.
+    pub fn recent_health(&self) -> Health {
+        self.shared.record.health(&self.servers())
+    }
+
+    fn servers(&self) -> Servers<'_> {
+        Servers {
+            addrs: &self.shared.nameservers,
+            from: &self.shared.nameservers_from,
+        }
+    }
+
+    /// Looks `host` up for a health check: asks the name servers, whatever the cache,
+    /// the hosts file and the configured families' order.
+    async fn check_lookup(&self, host: &str) -> Result<(), DnsError> {
+        let name = parse_name(host)?;
+        let candidates = self.shared.search.candidates(&name);
+        let check = &self.shared.check;
+        check.clear_cache();
+        let preference = self.shared.preference;
+        self.first_answer(host, "A/AAAA", candidates, |name| {
+            ip_lookup(check, name, preference)
+        })
+        .await
+        .map(drop)
     }
 
     /// The socket addresses of `host` with `port`, in preference order.
@@ -579,6 +734,23 @@ impl Resolver {
             IpPreference::Ipv4First => vec![v4, v6],
             IpPreference::Ipv6First => vec![v6, v4],
         }
+    }
+}
+
+/// `name`'s addresses from `resolver`, of the families `preference` asks for, in its
+/// order.
+async fn ip_lookup(
+    resolver: &TokioResolver,
+    name: Name,
+    preference: IpPreference,
+) -> Result<Vec<IpAddr>, NetError> {
+    match preference {
+        IpPreference::Ipv4First => Resolver::both_families(resolver, name, false).await,
+        IpPreference::Ipv6First => Resolver::both_families(resolver, name, true).await,
+        IpPreference::Ipv4Only | IpPreference::Ipv6Only => resolver
+            .lookup_ip(name)
+            .await
+            .map(|lookup| lookup.iter().collect::<Vec<IpAddr>>()),
     }
 }
 

@@ -96,7 +96,8 @@ fn suffixes(domains: &[&str]) -> Vec<String> {
 pub struct TestDns {
     pub addr: SocketAddr,
     queries: Arc<AtomicUsize>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 fn name(label: &str) -> Name {
@@ -179,7 +180,29 @@ impl TestDns {
         Self::start_with(records, Duration::ZERO, Vec::new(), suffixes(domains))
     }
 
+    /// Starts a server for `records` on `addr` (UDP and TCP), say where a stopped one
+    /// was: a name server that comes back.
+    pub fn start_on(addr: SocketAddr, records: Vec<Rec>) -> Self {
+        Self::start_at(Some(addr), records, Duration::ZERO, Vec::new(), Vec::new())
+    }
+
+    /// Stops the server and waits until its port is closed.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+
     fn start_with(
+        records: Vec<Rec>,
+        delay: Duration,
+        black_holes: Vec<String>,
+        silent_aaaa: Vec<String>,
+    ) -> Self {
+        Self::start_at(None, records, delay, black_holes, silent_aaaa)
+    }
+
+    fn start_at(
+        at: Option<SocketAddr>,
         records: Vec<Rec>,
         delay: Duration,
         black_holes: Vec<String>,
@@ -195,7 +218,7 @@ impl TestDns {
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("test-dns".into())
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -203,7 +226,10 @@ impl TestDns {
                     .build()
                     .unwrap();
                 runtime.block_on(async move {
-                    let (udp, tcp, addr) = udp_and_tcp_on_one_port().await;
+                    let (udp, tcp, addr) = match at {
+                        Some(addr) => udp_and_tcp_on(addr).await,
+                        None => udp_and_tcp_on_one_port().await,
+                    };
                     let mut server = Server::new(handler);
                     server.register_socket(udp);
                     server.register_listener(tcp, Duration::from_secs(5), 16);
@@ -217,7 +243,8 @@ impl TestDns {
         Self {
             addr,
             queries,
-            _stop: stop_tx,
+            stop: stop_tx,
+            thread,
         }
     }
 
@@ -253,6 +280,19 @@ async fn udp_and_tcp_on_one_port() -> (tokio::net::UdpSocket, tokio::net::TcpLis
         }
     }
     panic!("no loopback port free for both UDP and TCP after 100 tries");
+}
+
+/// A UDP socket and a TCP listener on `addr`.
+async fn udp_and_tcp_on(
+    addr: SocketAddr,
+) -> (tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr) {
+    let udp = tokio::net::UdpSocket::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot bind UDP {addr} again: {e}"));
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen on TCP {addr} again: {e}"));
+    (udp, tcp, addr)
 }
 
 /// A resolver configuration asking only `addr`.
