@@ -39,7 +39,10 @@ impl Running {
             let runtime = make()
                 .into_runtime(options)
                 .unwrap_or_else(|e| panic!("into_runtime: {e}"));
-            let _ = tx.send((runtime.addr(), runtime.handle()));
+            let _ = tx.send((
+                runtime.addr().expect("the app has routes"),
+                runtime.handle(),
+            ));
             runtime.run()
         });
         let Ok((addr, handle)) = rx.await else {

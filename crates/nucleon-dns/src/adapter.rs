@@ -8,7 +8,8 @@ use crate::client::HttpClient;
 use crate::config::{DnsConfig, HttpClientConfig};
 use crate::resolver::Resolver;
 
-/// Builds the worker's [`Resolver`] at start and registers it ([`Resolver::current`]).
+/// Builds the worker's [`Resolver`] at start: its handle ([`Resolver::current`], a
+/// handler's `Dep<Resolver>`).
 ///
 /// Settings come from `[<env>.dns]` (see [`DnsConfig`]) unless given with
 /// [`DnsAdapter::with_config`]. Start fails, naming the file or key, when no name server
@@ -48,20 +49,21 @@ impl DnsAdapter {
 }
 
 impl Adapter for DnsAdapter {
+    type Handle = Resolver;
+
     fn name(&self) -> &str {
         "dns"
     }
 
-    async fn start(&mut self, ctx: &AdapterContext) -> Result<(), BoxError> {
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<Resolver, BoxError> {
         let config = match &self.config {
             Some(config) => config.clone(),
             None => ctx.config().extract_at::<DnsConfig>("dns")?,
         };
         let resolver = Resolver::from_config(&config).await?;
-        resolver.register();
         tracing::debug!(target: "nucleon::dns", worker = ?ctx.worker(), ?resolver, "resolver started");
-        self.resolver = Some(resolver);
-        Ok(())
+        self.resolver = Some(resolver.clone());
+        Ok(resolver)
     }
 
     async fn health(&self) -> Health {
@@ -77,8 +79,9 @@ impl Adapter for DnsAdapter {
     }
 }
 
-/// Builds the worker's [`HttpClient`] at start, on the worker's [`Resolver`], and
-/// registers it ([`HttpClient::current`]). Add it after [`crate::DnsAdapter`].
+/// Builds the worker's [`HttpClient`] at start, on the worker's [`Resolver`]: its handle
+/// ([`HttpClient::current`], a handler's `Dep<HttpClient>`). Add it after
+/// [`crate::DnsAdapter`].
 ///
 /// Settings come from `[<env>.http_client]` (see [`HttpClientConfig`]) unless given
 /// with [`HttpClientAdapter::with_config`].
@@ -117,11 +120,13 @@ impl HttpClientAdapter {
 }
 
 impl Adapter for HttpClientAdapter {
+    type Handle = HttpClient;
+
     fn name(&self) -> &str {
         "http-client"
     }
 
-    async fn start(&mut self, ctx: &AdapterContext) -> Result<(), BoxError> {
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<HttpClient, BoxError> {
         let config = match &self.config {
             Some(config) => config.clone(),
             None => ctx.config().extract_at::<HttpClientConfig>("http_client")?,
@@ -131,9 +136,8 @@ impl Adapter for HttpClientAdapter {
              `nucleon_dns::DnsAdapter` before `HttpClientAdapter` in the per-worker setup",
         )?;
         let client = HttpClient::new(resolver, &config).await?;
-        client.register();
-        self.client = Some(client);
-        Ok(())
+        self.client = Some(client.clone());
+        Ok(client)
     }
 
     /// Healthy once started: an outbound client's own health is not applicable. It holds

@@ -95,10 +95,11 @@ impl HttpClient {
         })
     }
 
-    /// The client registered on this worker (by [`crate::HttpClientAdapter`], or
-    /// [`HttpClient::register`]); `None` elsewhere.
+    /// The client of this worker: the [`crate::HttpClientAdapter`]'s handle, else one
+    /// registered with [`HttpClient::register`]; `None` elsewhere.
     pub fn current() -> Option<Self> {
-        LocalState::<HttpClient>::current().map(|state| state.with(Clone::clone))
+        nucleon_runtime::handle::get::<HttpClient>()
+            .or_else(|| LocalState::<HttpClient>::current().map(|state| state.with(Clone::clone)))
     }
 
     /// Registers this client as the current thread's (worker's), for

@@ -297,7 +297,8 @@ impl Resolver {
     /// The resolver registered on this worker (by [`crate::DnsAdapter`], or
     /// [`Resolver::register`]); `None` elsewhere.
     pub fn current() -> Option<Self> {
-        LocalState::<Resolver>::current().map(|state| state.with(Clone::clone))
+        nucleon_runtime::handle::get::<Resolver>()
+            .or_else(|| LocalState::<Resolver>::current().map(|state| state.with(Clone::clone)))
     }
 
     /// Registers this resolver as the current thread's (worker's), for

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
-use nucleon_runtime::{LocalState, request_id};
+use nucleon_runtime::{HandleKey, LocalState, request_id};
 use serde::de::DeserializeOwned;
 
 use crate::de;
@@ -220,6 +220,13 @@ pub trait FromRequestParts: Sized {
         parts: &mut Parts,
         ctx: &RequestContext,
     ) -> impl Future<Output = Result<Self, HttpError>>;
+
+    /// The adapter handles this extractor needs ([`Dep`](crate::Dep)): declared, so
+    /// that a route asking for a handle no adapter gives stops the start (and `app
+    /// check`), not its first request. Default: none.
+    fn required_handles(needs: &mut Vec<HandleKey>) {
+        let _ = needs;
+    }
 }
 
 /// Extracts a value from the whole request, consuming its body, and its
@@ -230,6 +237,12 @@ pub trait FromRequest<M = private::ViaRequest>: Sized {
         request: Request,
         ctx: &RequestContext,
     ) -> impl Future<Output = Result<Self, HttpError>>;
+
+    /// The adapter handles this extractor needs (see
+    /// [`FromRequestParts::required_handles`]). Default: none.
+    fn required_handles(needs: &mut Vec<HandleKey>) {
+        let _ = needs;
+    }
 }
 
 /// Markers keeping [`FromRequest`]'s blanket implementations apart.
@@ -251,6 +264,10 @@ impl<T: FromRequestParts> FromRequest<private::ViaParts> for T {
         // request as well.
         let (mut parts, _body) = request.into_parts();
         async move { T::from_request_parts(&mut parts, ctx).await }
+    }
+
+    fn required_handles(needs: &mut Vec<HandleKey>) {
+        <T as FromRequestParts>::required_handles(needs);
     }
 }
 

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use futures_util::future::LocalBoxFuture;
+use nucleon_runtime::HandleKey;
 
 use crate::Request;
 use crate::extract::{FromRequest, FromRequestParts, RequestContext, missing_context};
@@ -40,6 +41,11 @@ pub trait Handler<T>: Clone + Send + Sync + 'static {
         request: Request,
         ctx: RequestContext,
     ) -> impl Future<Output = Response> + 'static;
+
+    /// The adapter handles its arguments need ([`Dep`](crate::Dep)).
+    fn required_handles(needs: &mut Vec<HandleKey>) {
+        let _ = needs;
+    }
 }
 
 impl<F, Fut, R> Handler<()> for F
@@ -93,6 +99,11 @@ macro_rules! impl_handler {
                     handler($($ty,)* $last).await.into_response()
                 }
             }
+
+            fn required_handles(needs: &mut Vec<HandleKey>) {
+                $(<$ty as FromRequestParts>::required_handles(needs);)*
+                <$last as FromRequest<M>>::required_handles(needs);
+            }
         }
     };
 }
@@ -121,6 +132,10 @@ where
             drop(ctx);
             handler(argument).await.into_response()
         }
+    }
+
+    fn required_handles(needs: &mut Vec<HandleKey>) {
+        <T1 as FromRequest<M>>::required_handles(needs);
     }
 }
 
@@ -153,6 +168,9 @@ pub(crate) trait ErasedHandler: Send + Sync {
         ctx: RequestContext,
         finish: Finish,
     ) -> LocalBoxFuture<'static, Response>;
+
+    /// The adapter handles the handler's arguments need.
+    fn required_handles(&self, needs: &mut Vec<HandleKey>);
 }
 
 pub(crate) struct Erased<H, T> {
@@ -183,5 +201,9 @@ impl<H: Handler<T>, T> ErasedHandler for Erased<H, T> {
         finish: Finish,
     ) -> LocalBoxFuture<'static, Response> {
         Box::pin(finish.run(self.handler.call(request, ctx)))
+    }
+
+    fn required_handles(&self, needs: &mut Vec<HandleKey>) {
+        H::required_handles(needs);
     }
 }

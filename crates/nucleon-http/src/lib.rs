@@ -93,6 +93,7 @@
 
 mod body;
 mod de;
+mod dep;
 mod error;
 pub mod extract;
 mod handler;
@@ -107,6 +108,7 @@ mod static_routes;
 
 pub use body::{Body, BodyReadTimeout};
 pub use bytes::Bytes;
+pub use dep::{Dep, Named};
 pub use error::{HttpError, ServerError};
 pub use extract::{
     FromRequest, FromRequestParts, Local, OptionalFromRequestParts, Path, Query, RemoteAddr,

@@ -26,6 +26,7 @@ use crate::response::{IntoResponse, Response};
 use crate::service::name_task;
 use crate::static_routes::StaticRoutes;
 use crate::{Body, BoxError, HttpError, Request};
+use nucleon_runtime::{HandleKey, Requirement};
 
 /// A per-worker, type-erased HTTP service: what route and app [`Layer`]s wrap.
 ///
@@ -298,6 +299,8 @@ pub struct RouteInfo {
     pub method: String,
     /// The pattern as written (`/countries/{code:[a-z]{2}}/`).
     pub path: String,
+    /// The adapter handles its handler's arguments need ([`Dep`](crate::Dep)).
+    pub requires: Vec<HandleKey>,
 }
 
 impl fmt::Display for RouteInfo {
@@ -543,9 +546,12 @@ impl Router {
                 match &candidate.target {
                     Target::Methods(methods) => {
                         for entry in &methods.methods {
+                            let mut requires = Vec::new();
+                            entry.handler.required_handles(&mut requires);
                             out.push(RouteInfo {
                                 method: entry.method.to_string(),
                                 path: candidate.display.clone(),
+                                requires,
                             });
                         }
                     }
@@ -555,6 +561,7 @@ impl Router {
                             out.push(RouteInfo {
                                 method: "*".into(),
                                 path: candidate.display.clone(),
+                                requires: Vec::new(),
                             });
                         }
                     }
@@ -562,6 +569,21 @@ impl Router {
             }
         }
         out
+    }
+
+    /// What the routes need from the adapters ([`Dep`](crate::Dep) arguments), for the
+    /// runtime to check at start ([`nucleon_runtime::RuntimeBuilder::require`]).
+    pub fn requirements(&self) -> Vec<Requirement> {
+        self.routes()
+            .into_iter()
+            .flat_map(|route| {
+                let needed_by = format!("{} {}", route.method, route.path);
+                route.requires.into_iter().map(move |key| Requirement {
+                    key,
+                    needed_by: needed_by.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Builds this worker's instance: per-worker services, layers applied.

@@ -88,8 +88,16 @@ pub struct HttpConfig {
     /// The readiness route: 200 while serving, 503 from the moment a drain starts
     /// (default `/readyz`; an empty string turns it off). A path, so it starts with
     /// `/` (one without would never match, and is refused).
-    #[serde(deserialize_with = "readiness_path")]
+    /// Its body lists every adapter's health (this worker's and the per-process ones):
+    /// `{"status":"ready","adapters":[{"adapter":"http","worker":0,"health":"healthy"}]}`;
+    /// 503 with `Retry-After` and the same body when one is unhealthy.
+    #[serde(deserialize_with = "probe_path")]
     pub readiness_path: Option<String>,
+    /// The liveness route: 200 `{"status":"alive"}` while the process runs, draining
+    /// or not, asking nothing of the adapters (default `/livez`; an empty string turns
+    /// it off).
+    #[serde(deserialize_with = "probe_path")]
+    pub liveness_path: Option<String>,
     /// How long to keep serving normally after readiness turns 503, so a load balancer
     /// takes the instance out before the listener closes (default 0).
     #[serde(with = "duration")]
@@ -116,6 +124,7 @@ impl Default for HttpConfig {
             body_read_timeout: Duration::from_secs(30),
             request_timeout: None,
             readiness_path: Some("/readyz".into()),
+            liveness_path: Some("/livez".into()),
             lame_duck: Duration::ZERO,
             retry_after: 1,
             http2: true,
@@ -214,6 +223,9 @@ impl HttpConfig {
     }
 
     fn normalised(mut self) -> Self {
+        if self.liveness_path.as_deref() == Some("") {
+            self.liveness_path = None;
+        }
         if self.readiness_path.as_deref() == Some("") {
             self.readiness_path = None;
         }
@@ -221,14 +233,14 @@ impl HttpConfig {
     }
 }
 
-/// `http.readiness_path`: empty (off) or a path.
-fn readiness_path<'de, D: serde::Deserializer<'de>>(
+/// `http.readiness_path`, `http.liveness_path`: empty (off) or a path.
+fn probe_path<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     let path = Option::<String>::deserialize(deserializer)?;
     match path.as_deref() {
         Some(path) if !path.is_empty() && !path.starts_with('/') => Err(serde::de::Error::custom(
-            format!("`{path}` is not a path: write \"/{path}\" (or \"\" for no readiness route)"),
+            format!("`{path}` is not a path: write \"/{path}\" (or \"\" for no such route)"),
         )),
         _ => Ok(path),
     }
@@ -290,7 +302,8 @@ pub struct HttpServer {
 
 struct Running {
     shared: Rc<Shared>,
-    accept: tokio::task::JoinHandle<()>,
+    /// `None` once the drain closed the listener.
+    accept: Option<tokio::task::JoinHandle<()>>,
     watch: tokio::task::JoinHandle<()>,
     local_addr: SocketAddr,
 }
@@ -338,6 +351,8 @@ impl HttpServer {
 }
 
 impl Adapter for HttpServer {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "http"
     }
@@ -369,7 +384,7 @@ impl Adapter for HttpServer {
         tracing::info!(target: "nucleon::http", worker = ?ctx.worker(), "listening on http://{local_addr}");
         self.running = Some(Running {
             shared,
-            accept,
+            accept: Some(accept),
             watch,
             local_addr,
         });
@@ -386,9 +401,12 @@ impl Adapter for HttpServer {
         }
     }
 
-    async fn stop(&mut self, deadline: Instant) -> Result<(), BoxError> {
-        let Some(running) = self.running.take() else {
-            return Ok(());
+    /// Readiness answers 503 from the drain's start (the pipeline sees the drain); after
+    /// `http.lame_duck` (bounded by `deadline`) the listener closes, and requests that
+    /// still arrive are answered 503 with `Retry-After` and `Connection: close`.
+    async fn drain(&mut self, deadline: Instant) {
+        let Some(running) = self.running.as_mut() else {
+            return;
         };
         let lame_duck = self.config.lame_duck;
         if !lame_duck.is_zero() {
@@ -401,7 +419,20 @@ impl Adapter for HttpServer {
         running.shared.shutdown.send_replace(true);
         running.shared.closed.notify_waiters();
         running.shared.watcher.close_all();
-        let _ = running.accept.await;
+        if let Some(accept) = running.accept.take() {
+            let _ = accept.await;
+        }
+    }
+
+    /// Waits for the connections still open to end, by `deadline`.
+    async fn stop(&mut self, deadline: Instant) -> Result<(), BoxError> {
+        if self.running.as_ref().is_some_and(|r| r.accept.is_some()) {
+            // Not drained first (a start abandoned): close now.
+            self.drain(deadline).await;
+        }
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
         let shared = &running.shared;
         let wait = async {
             loop {

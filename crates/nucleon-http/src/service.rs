@@ -14,7 +14,7 @@ use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::{LabelHandle, StaticLabel};
-use nucleon_runtime::{Drain, InFlightGuard, TaskLabel};
+use nucleon_runtime::{Drain, Health, InFlightGuard, TaskLabel};
 
 use crate::error::{BodyLeftUnread, InternalCause};
 use crate::extract::{Params, RequestContext, limit_body};
@@ -55,6 +55,7 @@ struct Pipeline {
     config: Arc<HttpConfig>,
     drain: Option<Drain>,
     closing: Cell<bool>,
+    probes: Probes,
     ids: IdSource,
     /// [`CONNECTION_LABEL`], interned: a connection's task takes it back after each
     /// request without a lock.
@@ -74,6 +75,7 @@ impl HttpService {
                 config: Arc::new(config.clone()),
                 drain,
                 closing: Cell::new(false),
+                probes: Probes::new(config),
                 ids: IdSource::new(),
                 connection_label: StaticLabel::intern(CONNECTION_LABEL),
             }),
@@ -150,9 +152,6 @@ impl HttpService {
     #[inline]
     fn early_answer(&self, request: &Request) -> Option<Response> {
         let config = &*self.inner.config;
-        if config.readiness_path.as_deref() == Some(request.uri().path()) {
-            return Some(self.readiness_answer(request));
-        }
         if self.inner.closing.get() {
             return Some(closing_answer(config.retry_after));
         }
@@ -166,31 +165,66 @@ impl HttpService {
         None
     }
 
-    /// The readiness route's answer: 200 until the drain starts, then 503.
+    /// The probes' answer when `request` is for one: the liveness route's at once, the
+    /// readiness route's as a future (it asks the adapters).
     #[cold]
     #[inline(never)]
-    fn readiness_answer(&self, request: &Request) -> Response {
+    fn probe(
+        &self,
+        request: &Request,
+    ) -> Option<Result<Response, LocalBoxFuture<'static, Response>>> {
+        let config = &*self.inner.config;
+        let path = request.uri().path();
+        let readiness = config.readiness_path.as_deref() == Some(path);
+        if !readiness && config.liveness_path.as_deref() != Some(path) {
+            return None;
+        }
         let method = request.method();
         if method != Method::GET && method != Method::HEAD {
-            HttpError::new(
+            return Some(Ok(HttpError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
-                format!(
-                    "{method} is not allowed on {}; allowed: GET, HEAD",
-                    request.uri().path()
-                ),
+                format!("{method} is not allowed on {path}; allowed: GET, HEAD"),
             )
             .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"))
-            .into_response()
-        } else if self.draining() {
-            HttpError::unavailable(
-                "draining: this instance is shutting down",
-                self.inner.config.retry_after,
-            )
-            .into_response()
-        } else {
-            Json(serde_json::json!({"status": "ready"})).into_response()
+            .into_response()));
         }
+        if !readiness {
+            return Some(Ok(
+                Json(serde_json::json!({"status": "alive"})).into_response()
+            ));
+        }
+        if self.draining() {
+            return Some(Ok(readiness_answer(
+                "draining",
+                "draining: this instance is shutting down".into(),
+                Vec::new(),
+                config.retry_after,
+            )));
+        }
+        let retry_after = config.retry_after;
+        Some(Err(Box::pin(async move {
+            let report = nucleon_runtime::health::report().await;
+            let sick: Vec<String> = report
+                .iter()
+                .filter(|entry| !entry.health.is_serving())
+                .map(|entry| {
+                    let Health::Unhealthy(reason) = &entry.health else {
+                        return entry.adapter.clone();
+                    };
+                    format!(
+                        "adapter `{}`{}: {reason}",
+                        entry.adapter,
+                        on_worker(entry.worker)
+                    )
+                })
+                .collect();
+            if sick.is_empty() {
+                readiness_answer("ready", String::new(), report, retry_after)
+            } else {
+                readiness_answer("unhealthy", sick.join("; "), report, retry_after)
+            }
+        })))
     }
 
     /// The synchronous part of [`HttpService::call`]: checks, routing; then either the
@@ -224,6 +258,19 @@ impl HttpService {
             _guard: None,
             _conn: conn,
         };
+        if self.inner.probes.contains(request.uri().path())
+            && let Some(answer) = self.probe(&request)
+        {
+            return match answer {
+                Ok(mut response) => {
+                    started.respond(&mut response);
+                    Outcome::Ready(response)
+                }
+                Err(future) => {
+                    Outcome::Pending(Box::pin(Finish::new(started, Limits::NONE).run(future)))
+                }
+            };
+        }
         if let Some(mut response) = self.early_answer(&request) {
             started.respond(&mut response);
             return Outcome::Ready(response);
@@ -276,6 +323,76 @@ fn request_span(request_id: &Id, request: &Request) -> tracing::Span {
         id = %request_id,
         method = %request.method(),
         path = %request.uri().path(),
+    )
+}
+
+/// The probes' paths, told from others with one length compare on the hot path.
+struct Probes {
+    lengths: [Option<usize>; 2],
+}
+
+impl Probes {
+    fn new(config: &HttpConfig) -> Self {
+        Self {
+            lengths: [
+                config.readiness_path.as_deref().map(str::len),
+                config.liveness_path.as_deref().map(str::len),
+            ],
+        }
+    }
+
+    /// Whether `path` may be a probe's (its length is one of theirs).
+    #[inline]
+    fn contains(&self, path: &str) -> bool {
+        self.lengths.contains(&Some(path.len()))
+    }
+}
+
+/// The readiness route's answer: 200 with each adapter's health while all serve, 503
+/// with `Retry-After` and the same body (and the error's code and message) when one
+/// does not, or the drain started.
+fn readiness_answer(
+    status: &str,
+    problem: String,
+    report: Vec<nucleon_runtime::AdapterHealth>,
+    retry_after: u64,
+) -> Response {
+    let adapters: Vec<serde_json::Value> = report
+        .into_iter()
+        .map(|entry| {
+            let (health, reason) = match entry.health {
+                Health::Healthy => ("healthy", None),
+                Health::Degraded(reason) => ("degraded", Some(reason)),
+                Health::Unhealthy(reason) => ("unhealthy", Some(reason)),
+            };
+            let mut value = serde_json::json!({
+                "adapter": entry.adapter,
+                "worker": entry.worker,
+                "health": health,
+            });
+            if let Some(reason) = reason {
+                value["reason"] = reason.into();
+            }
+            value
+        })
+        .collect();
+    let mut body = serde_json::json!({"status": status, "adapters": adapters});
+    if status == "ready" {
+        return Json(body).into_response();
+    }
+    body["error"] = "SERVICE_UNAVAILABLE".into();
+    body["message"] = problem.into();
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+fn on_worker(worker: Option<usize>) -> String {
+    worker.map_or_else(
+        || " (per process)".to_owned(),
+        |w| format!(" on worker {w}"),
     )
 }
 

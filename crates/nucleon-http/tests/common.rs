@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nucleon_http::{HttpConfig, HttpServer, Router};
-use nucleon_runtime::{Phase, Runtime, RuntimeHandle};
+use nucleon_runtime::{Phase, Runtime, RuntimeBuilder, RuntimeHandle, WorkerSetup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,6 +25,20 @@ pub struct Server {
 
 impl Server {
     pub async fn start(router: Router, configure: impl FnOnce(&mut HttpConfig)) -> Self {
+        Self::start_with(router, configure, |builder| builder, |_| {})
+            .await
+            .expect("the runtime starts")
+    }
+
+    /// Starts with more: the builder's own settings and adapters (`customize`), and
+    /// more per-worker adapters (`per_worker`, before the HTTP server). The routes'
+    /// handle requirements are declared, as the umbrella's `App` does.
+    pub async fn start_with(
+        router: Router,
+        configure: impl FnOnce(&mut HttpConfig),
+        customize: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder + Send + 'static,
+        per_worker: impl Fn(&mut WorkerSetup) + Send + Sync + 'static,
+    ) -> Result<Self, nucleon_runtime::RuntimeError> {
         let mut config = HttpConfig {
             port: 0,
             ..HttpConfig::default()
@@ -33,11 +47,16 @@ impl Server {
         let addr = config.resolve_port().expect("a free port");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || {
-            let runtime = Runtime::builder()
+            let mut builder = Runtime::builder()
                 .workers(2)
                 .handle_signals(false)
-                .shutdown_timeout(Duration::from_secs(10))
+                .shutdown_timeout(Duration::from_secs(10));
+            for requirement in router.requirements() {
+                builder = builder.require(requirement);
+            }
+            let runtime = customize(builder)
                 .per_worker(move |worker| {
+                    per_worker(worker);
                     worker.adapter(HttpServer::new(router.clone(), config.clone()));
                     Ok(())
                 })
@@ -47,12 +66,19 @@ impl Server {
             runtime.run()
         });
         let handle = rx.await.expect("runtime handle");
-        assert_eq!(handle.wait_for(Phase::Serving).await, Phase::Serving);
-        Self {
+        if handle.wait_for(Phase::Serving).await != Phase::Serving {
+            return Err(tokio::task::spawn_blocking(move || {
+                thread.join().expect("runtime thread")
+            })
+            .await
+            .expect("join")
+            .expect_err("stopped before serving: an error"));
+        }
+        Ok(Self {
             addr,
             handle,
             thread: Some(thread),
-        }
+        })
     }
 
     /// Drains and waits for `run` to return.

@@ -42,6 +42,21 @@ pub enum RuntimeError {
         #[source]
         source: BoxError,
     },
+    /// Something needs a handle that no adapter gives (a route's `Dep<T>` with no
+    /// adapter of that handle type, or not under that name).
+    #[error("{}", missing_handles(*worker, missing))]
+    MissingHandles {
+        /// The worker that found it out (`None`: the check before start).
+        worker: Option<usize>,
+        /// What is needed, and by whom.
+        missing: Vec<crate::handle::Requirement>,
+    },
+    /// The process loop (the thread of the per-process adapters) ended unexpectedly.
+    #[error("the process loop ended unexpectedly: {message}")]
+    ProcessLoopDied {
+        /// Its panic's message, or what else ended it.
+        message: String,
+    },
     /// A worker panicked while starting, too many times.
     #[error("worker {worker} panicked while starting ({attempts} attempts), last: {message}")]
     WorkerStartPanicked {
@@ -93,6 +108,18 @@ fn on_worker(worker: Option<usize>) -> String {
     worker
         .map(|w| format!(" on worker {w}"))
         .unwrap_or_default()
+}
+
+fn missing_handles(worker: Option<usize>, missing: &[crate::handle::Requirement]) -> String {
+    let needs: Vec<String> = missing
+        .iter()
+        .map(|r| format!("{} needs `{}`", r.needed_by, r.key))
+        .collect();
+    format!(
+        "no adapter gives the handle(s) needed{}: {}; add an adapter whose handle is that type (and whose `instance()` is that name, for a named one), per process or per worker",
+        on_worker(worker),
+        needs.join("; "),
+    )
 }
 
 impl RuntimeError {

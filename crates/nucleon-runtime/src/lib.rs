@@ -34,10 +34,14 @@ pub mod adapter;
 pub mod config;
 pub mod drain;
 mod error;
+pub mod handle;
+pub mod health;
 mod label;
 pub mod lifecycle;
 mod local_state;
+mod loop_thread;
 pub mod offload;
+mod process;
 pub mod request_id;
 mod runtime;
 pub mod task;
@@ -48,6 +52,7 @@ pub use adapter::{Adapter, AdapterContext, BoxError, HEALTH_TIMEOUT, Health};
 pub use config::{Config, ConfigError, ConfigOptions};
 pub use drain::{Drain, DrainTimeout, InFlightGuard};
 pub use error::RuntimeError;
+pub use handle::{HandleKey, HandleName, Requirement};
 pub use lifecycle::{Event, HandlerId};
 pub use local_state::LocalState;
 pub use runtime::{
@@ -55,4 +60,4 @@ pub use runtime::{
 };
 pub use task::{TaskLabel, spawn};
 pub use watchdog::{Watchdog, WatchdogConfig, WatchdogReport, WatchdogStats};
-pub use worker::{EnteredWorker, LocalWorker, WorkerSetup, current_worker};
+pub use worker::{WorkerSetup, current_worker};

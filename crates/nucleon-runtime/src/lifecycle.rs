@@ -11,8 +11,10 @@ use futures_util::future::{BoxFuture, LocalBoxFuture};
 use crate::adapter::BoxError;
 use crate::watchdog::lock;
 
-/// A lifecycle hook: an async function run once, on the control thread.
-pub(crate) type Hook = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), BoxError>>>;
+/// A lifecycle hook: an async function run once, on the control thread. The function
+/// is `Send` (the runtime may run on another thread than the one that built it: a test
+/// client's, an embedding program's); its future need not be.
+pub type Hook = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), BoxError>> + Send>;
 
 /// Hooks of each stage, run in registration order.
 #[derive(Default)]
@@ -22,9 +24,10 @@ pub(crate) struct Hooks {
     pub(crate) stop: Vec<Hook>,
 }
 
-pub(crate) fn hook<F, Fut>(f: F) -> Hook
+/// Boxes an async function as a [`Hook`].
+pub fn hook<F, Fut>(f: F) -> Hook
 where
-    F: FnOnce() -> Fut + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + 'static,
 {
     Box::new(move || Box::pin(f()))

@@ -147,26 +147,9 @@ thread_local! {
 /// A thread's registered states, by type.
 pub(crate) type Registered = HashMap<TypeId, Rc<dyn Any>>;
 
-/// The current thread's registered states (shared with the thread, not taken).
-pub(crate) fn registered() -> Registered {
-    LOCALS.with(|locals| locals.borrow().clone())
-}
-
 /// Makes `states` the current thread's registered states; returns those it replaces.
 pub(crate) fn replace_registered(states: Registered) -> Registered {
     LOCALS.with(|locals| std::mem::replace(&mut *locals.borrow_mut(), states))
-}
-
-/// Drops those of the current thread's registered states that are in `states` (the
-/// same ones, not others of the same types).
-pub(crate) fn unregister(states: &Registered) {
-    LOCALS.with(|locals| {
-        locals.borrow_mut().retain(|type_id, state| {
-            !states
-                .get(type_id)
-                .is_some_and(|mine| Rc::ptr_eq(mine, state))
-        });
-    });
 }
 
 /// Drops every registered local state of the current thread (a worker being rebuilt).

@@ -6,12 +6,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, HEALTH_TIMEOUT, Health};
+use crate::adapter::{Adapter, BoxError, HEALTH_TIMEOUT, Health, PerProcess};
 use crate::config::{Config, RuntimeSettings};
 use crate::drain::Drain;
+use crate::handle::{self, HandleKey, ProcessHandles, Requirement};
 use crate::lifecycle::{Hooks, hook, run_cleanup_hooks, run_hooks};
+use crate::process::{ProcessAdapter, ProcessEvent, ProcessLoop, ProcessSpec};
 use crate::watchdog::{Watchdog, WatchdogConfig, lock};
-use crate::worker::{SetupFn, WorkerCommand, WorkerEvent, WorkerSetup, WorkerSpec, spawn_worker};
+use crate::worker::{
+    SetupFn, WorkerCommand, WorkerEvent, WorkerSetup, WorkerSpec, check_requirements, dry_run,
+    spawn_worker,
+};
 use crate::{RuntimeError, offload};
 
 /// How many times a worker that panics while starting is retried before start fails.
@@ -56,7 +61,8 @@ pub struct RuntimeBuilder {
     watchdog: Option<WatchdogConfig>,
     shutdown_timeout: Option<Duration>,
     start_timeout: Option<Duration>,
-    adapters: AdapterSet,
+    adapters: Vec<ProcessAdapter>,
+    requirements: Vec<Requirement>,
     setup: Option<SetupFn>,
     hooks: Hooks,
     handle_signals: bool,
@@ -94,10 +100,23 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Adds a per-process adapter, run on the control thread. Per-process adapters start
-    /// before the workers and stop after them.
-    pub fn adapter(mut self, adapter: impl Adapter) -> Self {
-        self.adapters.push(Box::new(adapter));
+    /// Adds a per-process adapter: one instance for the process, run on the process
+    /// loop (a thread of its own, watched by the watchdog like a worker); its handle,
+    /// `Send + Sync`, is reachable from every worker (see [`crate::handle`]).
+    /// Per-process adapters start before the workers and stop after them.
+    pub fn adapter<A>(mut self, adapter: A) -> Self
+    where
+        A: Adapter + Send,
+        A::Handle: Send + Sync,
+    {
+        self.adapters.push(Box::new(PerProcess(adapter)));
+        self
+    }
+
+    /// Declares that something (a route, a consumer) needs a handle: the start fails,
+    /// naming it, when no adapter gives it (see [`Runtime::check`]).
+    pub fn require(mut self, requirement: Requirement) -> Self {
+        self.requirements.push(requirement);
         self
     }
 
@@ -114,7 +133,7 @@ impl RuntimeBuilder {
     /// Adds a hook run after configuration loads, before any adapter starts.
     pub fn on_initialise<F, Fut>(mut self, f: F) -> Self
     where
-        F: FnOnce() -> Fut + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BoxError>> + 'static,
     {
         self.hooks.initialise.push(hook(f));
@@ -124,7 +143,7 @@ impl RuntimeBuilder {
     /// Adds a hook run once every adapter and worker is up, before serving.
     pub fn on_start<F, Fut>(mut self, f: F) -> Self
     where
-        F: FnOnce() -> Fut + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BoxError>> + 'static,
     {
         self.hooks.start.push(hook(f));
@@ -134,7 +153,7 @@ impl RuntimeBuilder {
     /// Adds a hook run after every adapter stopped, before `run` returns.
     pub fn on_stop<F, Fut>(mut self, f: F) -> Self
     where
-        F: FnOnce() -> Fut + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BoxError>> + 'static,
     {
         self.hooks.stop.push(hook(f));
@@ -188,6 +207,7 @@ impl RuntimeBuilder {
             settings,
             workers,
             adapters: self.adapters,
+            requirements: self.requirements.into(),
             setup: self
                 .setup
                 .unwrap_or_else(|| Arc::new(|_: &mut WorkerSetup| Ok(()))),
@@ -206,7 +226,8 @@ pub struct Runtime {
     config: Arc<Config>,
     settings: RuntimeSettings,
     workers: usize,
-    adapters: AdapterSet,
+    adapters: Vec<ProcessAdapter>,
+    requirements: Arc<[Requirement]>,
     setup: SetupFn,
     hooks: Hooks,
     handle_signals: bool,
@@ -222,7 +243,8 @@ impl Runtime {
             watchdog: None,
             shutdown_timeout: None,
             start_timeout: None,
-            adapters: AdapterSet::default(),
+            adapters: Vec::new(),
+            requirements: Vec::new(),
             setup: None,
             hooks: Hooks::default(),
             handle_signals: true,
@@ -237,6 +259,31 @@ impl Runtime {
     /// The settings in force.
     pub fn settings(&self) -> &RuntimeSettings {
         &self.settings
+    }
+
+    /// Checks, without starting anything, that every handle declared needed
+    /// ([`RuntimeBuilder::require`]) is given by an adapter: per-process adapters, and
+    /// those the per-worker setup adds (run once here, as worker 0, on the calling
+    /// thread: its adapters are built, not started, and its tasks dropped unrun).
+    /// Returns the handles the adapters give. `app check` runs it.
+    ///
+    /// # Errors
+    /// [`RuntimeError::MissingHandles`] naming what needs which handle, or the setup's
+    /// own error.
+    pub fn check(&self) -> Result<Vec<HandleKey>, RuntimeError> {
+        let mut provided: Vec<HandleKey> = self
+            .adapters
+            .iter()
+            .map(|a| a.provides())
+            .filter(|key| !key.is_unit())
+            .collect();
+        provided.extend(dry_run(
+            &self.setup,
+            Arc::clone(&self.config),
+            Drain::new(),
+        )?);
+        check_requirements(&self.requirements, &provided, None)?;
+        Ok(provided)
     }
 
     /// Runs the whole lifecycle on the calling thread: initialise hooks, adapters,
@@ -378,7 +425,9 @@ struct WorkerState {
 /// The control thread's state during `run`.
 struct Control {
     runtime: Runtime,
+    /// What workers are built from (complete once the process loop's adapters started).
     spec: Arc<WorkerSpec>,
+    events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events: mpsc::UnboundedReceiver<WorkerEvent>,
     workers: Vec<WorkerState>,
     restart_tx: mpsc::UnboundedSender<usize>,
@@ -389,18 +438,15 @@ impl Control {
     fn new(runtime: Runtime) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (restart_tx, restart_rx) = mpsc::unbounded_channel();
-        let spec = Arc::new(WorkerSpec {
-            setup: Arc::clone(&runtime.setup),
-            config: Arc::clone(&runtime.config),
-            drain: runtime.handle.drain.clone(),
-            watchdog: runtime.handle.watchdog.clone(),
-            start_timeout: runtime.settings.start_timeout,
-            shutdown_timeout: runtime.settings.shutdown_timeout,
-            events: events_tx,
-        });
         Self {
+            spec: Arc::new(worker_spec(
+                &runtime,
+                &events_tx,
+                Arc::default(),
+                mpsc::unbounded_channel().0,
+            )),
             runtime,
-            spec,
+            events_tx,
             events,
             workers: Vec::new(),
             restart_tx,
@@ -448,24 +494,18 @@ impl Control {
         let drain = self.runtime.handle.drain.clone();
         let hooks = std::mem::take(&mut self.runtime.hooks);
         run_hooks("on_initialise", hooks.initialise).await?;
-        let ctx = AdapterContext {
-            worker: None,
-            config: Arc::clone(&self.runtime.config),
-            drain: drain.clone(),
+        let mut process = match self.start_process(settings).await {
+            Ok(process) => process,
+            Err(error) => {
+                // on_initialise ran: on_stop runs too (what the one opened, the other
+                // closes).
+                log_dropped(
+                    "on_stop",
+                    run_cleanup_hooks("on_stop", hooks.stop).await.err(),
+                );
+                return Err(error);
+            }
         };
-        if let Err(error) = self
-            .runtime
-            .adapters
-            .start_all(&ctx, settings.start_timeout, settings.shutdown_timeout)
-            .await
-        {
-            // on_initialise ran: on_stop runs too (what the one opened, the other closes).
-            log_dropped(
-                "on_stop",
-                run_cleanup_hooks("on_stop", hooks.stop).await.err(),
-            );
-            return Err(error);
-        }
 
         let started = if drain.is_draining() {
             // A signal while the process adapters started: no worker starts.
@@ -482,13 +522,12 @@ impl Control {
             drain.start();
             let _ = self
                 .stop_workers(
-                    drain.deadline(settings.shutdown_timeout),
+                    drain.deadline(settings.workers_phase()),
                     settings.shutdown_timeout,
                 )
                 .await;
-            self.runtime
-                .adapters
-                .stop_all(drain.deadline(settings.shutdown_timeout))
+            process
+                .stop(drain.deadline(settings.shutdown_timeout))
                 .await;
             log_dropped(
                 "on_stop",
@@ -507,12 +546,19 @@ impl Control {
                 .send_replace(Phase::Serving);
             tracing::info!(target: "nucleon::runtime", workers = self.workers.len(), "serving");
         }
-        // A worker that could not be restarted: the service drains and ends with it.
+        // A worker (or the process loop) that could not go on: the service drains and
+        // ends with it.
         let mut restart_failed = None;
         loop {
             tokio::select! {
                 () = drain.draining() => break,
                 Some(event) = self.events.recv() => self.on_event(event),
+                Some(event) = process.events.recv() => {
+                    if let Some(error) = process_died(event) {
+                        restart_failed = Some(error);
+                        drain.start();
+                    }
+                }
                 Some(worker) = self.restart_rx.recv() => {
                     if !drain.is_draining()
                         && let Err(error) = self.start_worker(worker)
@@ -526,7 +572,7 @@ impl Control {
                     ControlCommand::Health(reply) => {
                         // An adapter slow to say how it is must not hold the drain up.
                         tokio::select! {
-                            health = self.health() => {
+                            health = self.health(&process) => {
                                 let _ = reply.send(health);
                             }
                             () = drain.draining() => break,
@@ -545,10 +591,20 @@ impl Control {
             .shared
             .phase
             .send_replace(Phase::Draining);
-        tracing::info!(target: "nucleon::runtime", timeout = ?settings.shutdown_timeout, "draining");
-        let deadline = drain.deadline(settings.shutdown_timeout);
-        let stopped = self.stop_workers(deadline, settings.shutdown_timeout).await;
-        let process_problems = self.runtime.adapters.stop_all(deadline).await;
+        tracing::info!(target: "nucleon::runtime", timeout = ?settings.shutdown_timeout, process_reserve = ?settings.process_reserve_in_force(), "draining");
+        // The workers drain on their own (every adapter told at once, the work in flight
+        // waited for, their adapters stopped) by the end of their phase; the process
+        // loop's adapters, told at the same moment, stop once the workers ended, by the
+        // end of the whole timeout.
+        let stopped = self
+            .stop_workers(
+                drain.deadline(settings.workers_phase()),
+                settings.shutdown_timeout,
+            )
+            .await;
+        let process_problems = process
+            .stop(drain.deadline(settings.shutdown_timeout))
+            .await;
         let hooks_result = run_cleanup_hooks("on_stop", hooks.stop).await;
         if let Some(error) = restart_failed {
             // The error returned is the restart's; what else went wrong is logged.
@@ -582,6 +638,42 @@ impl Control {
         }
         tracing::info!(target: "nucleon::runtime", "stopped");
         Ok(())
+    }
+
+    /// Starts the process loop and waits for its adapters; makes their handles the
+    /// workers' (and the control thread's: hooks may use them).
+    async fn start_process(
+        &mut self,
+        settings: &RuntimeSettings,
+    ) -> Result<ProcessLoop, RuntimeError> {
+        let mut process = ProcessLoop::spawn(ProcessSpec {
+            adapters: std::mem::take(&mut self.runtime.adapters),
+            config: Arc::clone(&self.runtime.config),
+            drain: self.runtime.handle.drain.clone(),
+            watchdog: self.runtime.handle.watchdog.clone(),
+            start_timeout: settings.start_timeout,
+            shutdown_timeout: settings.shutdown_timeout,
+            workers_phase: settings.workers_phase(),
+        })
+        .map_err(|source| RuntimeError::Io {
+            what: "start the process loop's thread",
+            source,
+        })?;
+        let handles = match process.started().await {
+            Ok(handles) => handles,
+            Err(error) => {
+                process.stop(Instant::now()).await;
+                return Err(error);
+            }
+        };
+        handle::set_process(Arc::clone(&handles));
+        self.spec = Arc::new(worker_spec(
+            &self.runtime,
+            &self.events_tx,
+            handles,
+            process.commands.clone(),
+        ));
+        Ok(process)
     }
 
     fn start_worker(&mut self, id: usize) -> Result<(), RuntimeError> {
@@ -757,9 +849,25 @@ impl Control {
     }
 
     /// The process adapters' health and every worker's, asked at once.
-    async fn health(&self) -> Vec<AdapterHealth> {
-        let (process, workers) =
-            futures_util::future::join(self.runtime.adapters.health(), self.workers_health()).await;
+    async fn health(&self, process: &ProcessLoop) -> Vec<AdapterHealth> {
+        let process = async {
+            let (tx, rx) = oneshot::channel();
+            let answered = if process.commands.send(WorkerCommand::Health(tx)).is_ok() {
+                tokio::time::timeout(HEALTH_TIMEOUT + Duration::from_millis(500), rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            } else {
+                None
+            };
+            answered.unwrap_or_else(|| {
+                vec![(
+                    "process loop".to_owned(),
+                    Health::Unhealthy("the process loop did not answer".into()),
+                )]
+            })
+        };
+        let (process, workers) = futures_util::future::join(process, self.workers_health()).await;
         process
             .into_iter()
             .map(|(adapter, health)| AdapterHealth {
@@ -807,6 +915,40 @@ impl Control {
             }
         }
         report
+    }
+}
+
+/// What every worker is built from.
+fn worker_spec(
+    runtime: &Runtime,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
+    process_handles: Arc<ProcessHandles>,
+    process_commands: mpsc::UnboundedSender<WorkerCommand>,
+) -> WorkerSpec {
+    WorkerSpec {
+        setup: Arc::clone(&runtime.setup),
+        config: Arc::clone(&runtime.config),
+        drain: runtime.handle.drain.clone(),
+        watchdog: runtime.handle.watchdog.clone(),
+        start_timeout: runtime.settings.start_timeout,
+        shutdown_timeout: runtime.settings.shutdown_timeout,
+        workers_phase: runtime.settings.workers_phase(),
+        process_handles,
+        process_commands,
+        requirements: Arc::clone(&runtime.requirements),
+        events: events.clone(),
+    }
+}
+
+/// The error of a process loop that ended while serving, if `event` says it did.
+fn process_died(event: ProcessEvent) -> Option<RuntimeError> {
+    match event {
+        ProcessEvent::Exited(panic) => {
+            let message = panic.unwrap_or_else(|| "it exited".into());
+            tracing::error!(target: "nucleon::runtime", "the process loop ended while serving: {message}; draining");
+            Some(RuntimeError::ProcessLoopDied { message })
+        }
+        ProcessEvent::Started(_) | ProcessEvent::Stopped(_) => None,
     }
 }
 

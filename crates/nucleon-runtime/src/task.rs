@@ -10,9 +10,9 @@ use std::task::{Context, Poll};
 use tokio::task::JoinHandle;
 
 pub use crate::label::{StaticLabel, TaskLabel};
+use crate::loop_thread as worker;
 use crate::watchdog::slot::TaskMeta;
 use crate::watchdog::{self, ReportKind, WatchdogReport, WorkerSlot};
-use crate::worker;
 
 /// Spawns a (possibly `!Send`) future on the current worker, tracked by the watchdog.
 ///
@@ -178,6 +178,7 @@ impl<F: Future> Future for Tracked<F> {
             tracking.watchdog.publish(WatchdogReport {
                 kind: ReportKind::SlowPollEnded,
                 worker: tracking.slot.worker,
+                process_loop: tracking.slot.process,
                 task: Some(meta.as_ref().map_or_else(
                     || this.label.to_string(),
                     |m| m.label.of_last_poll().to_string(),

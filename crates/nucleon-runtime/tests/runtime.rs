@@ -58,6 +58,8 @@ impl Recorder {
 }
 
 impl Adapter for Recorder {
+    type Handle = ();
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -155,6 +157,8 @@ struct Fragile {
 }
 
 impl Adapter for Fragile {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "fragile"
     }
@@ -465,6 +469,8 @@ async fn drain_honours_its_deadline_and_says_it_was_not_clean() {
 struct HealthNeverAnswers;
 
 impl Adapter for HealthNeverAnswers {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "health-never-answers"
     }
@@ -486,6 +492,8 @@ impl Adapter for HealthNeverAnswers {
 struct StartsForEver;
 
 impl Adapter for StartsForEver {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "starts-for-ever"
     }

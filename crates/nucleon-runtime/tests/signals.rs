@@ -12,6 +12,8 @@ use nucleon_runtime::{Adapter, AdapterContext, BoxError, Phase, Runtime};
 struct SlowStop;
 
 impl Adapter for SlowStop {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "slow-stop"
     }

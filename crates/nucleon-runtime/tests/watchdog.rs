@@ -237,6 +237,8 @@ fn disabled_watchdog_tracks_nothing() {
 struct SlowStart;
 
 impl nucleon_runtime::Adapter for SlowStart {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "slow-start"
     }

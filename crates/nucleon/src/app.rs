@@ -3,25 +3,34 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::future::LocalBoxFuture;
-use nucleon_http::{BoxError, EndpointLayer, IntoEndpoint, MethodRouter, Router};
-use nucleon_runtime::{Config, ConfigError, LocalState, WorkerSetup};
+#[cfg(feature = "http")]
+use nucleon_http::{EndpointLayer, IntoEndpoint, MethodRouter, Router};
+use nucleon_runtime::lifecycle::{Hook, hook};
+use nucleon_runtime::{
+    Adapter, BoxError, Config, ConfigError, LocalState, RuntimeBuilder, WorkerSetup,
+};
 
-/// A lifecycle hook (`on_initialise`, `on_start`, `on_stop`), run once.
-pub(crate) type Hook = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), BoxError>>>;
 pub(crate) type LocalFn = Arc<dyn Fn() + Send + Sync>;
 pub(crate) type WorkerFn = Arc<dyn Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync>;
+/// Adds a per-process adapter to the runtime being built.
+pub(crate) type ProcessFn = Box<dyn FnOnce(RuntimeBuilder) -> RuntimeBuilder + Send>;
 
 /// A service, assembled: routes, mounted services, layers, shared and per-worker state,
-/// per-worker adapters, lifecycle hooks, default configuration.
+/// per-process and per-worker adapters, lifecycle hooks, default configuration.
 ///
 /// Hand it to [`crate::run`] for the command line, to [`App::into_runtime`] to start it
 /// from code, or to [`TestClient`](crate::test::TestClient) in tests.
 ///
-/// Each worker is set up in this order: per-worker state ([`App::local_state`]); with
-/// the `dns` feature, the worker's resolver and outbound HTTP client (unless
-/// [`App::without_dns`]); your [`App::per_worker`] setups, in the order added; the HTTP
-/// server last, so every handler and adapter can use what comes before it.
+/// A service need not speak HTTP: without routes (or without the `http` feature) it
+/// starts no listener, and is a back-end worker made of adapters and tasks (an AMQP
+/// consumer, a ticker).
+///
+/// Per-process adapters ([`App::adapter`]) start first, on the runtime's process loop.
+/// Then each worker is set up in this order: per-worker state ([`App::local_state`]);
+/// with the `dns` feature, the worker's resolver and outbound HTTP client (unless
+/// [`App::without_dns`]); your [`App::per_worker_adapter`]s and [`App::per_worker`]
+/// setups, in the order added; the HTTP server last, so every handler and adapter can
+/// use what comes before it.
 ///
 /// ```
 /// use nucleon::{App, Json, Local, get};
@@ -42,8 +51,10 @@ pub(crate) type WorkerFn = Arc<dyn Fn(&mut WorkerSetup) -> Result<(), BoxError> 
 #[must_use]
 pub struct App {
     pub(crate) name: String,
+    #[cfg(feature = "http")]
     pub(crate) router: Router,
     pub(crate) workers: Vec<WorkerFn>,
+    pub(crate) process: Vec<ProcessFn>,
     pub(crate) locals: Vec<LocalFn>,
     pub(crate) initialise: Vec<Hook>,
     pub(crate) start: Vec<Hook>,
@@ -56,10 +67,11 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("name", &self.name)
-            .field("router", &self.router)
-            .finish_non_exhaustive()
+        let mut app = f.debug_struct("App");
+        app.field("name", &self.name);
+        #[cfg(feature = "http")]
+        app.field("router", &self.router);
+        app.finish_non_exhaustive()
     }
 }
 
@@ -68,8 +80,10 @@ impl App {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            #[cfg(feature = "http")]
             router: Router::new(),
             workers: Vec::new(),
+            process: Vec::new(),
             locals: Vec::new(),
             initialise: Vec::new(),
             start: Vec::new(),
@@ -81,6 +95,7 @@ impl App {
         }
     }
 
+    #[cfg(feature = "http")]
     /// Adds a route (see [`Router::route`]).
     ///
     /// # Panics
@@ -90,6 +105,7 @@ impl App {
         self
     }
 
+    #[cfg(feature = "http")]
     /// Mounts a tower service (an axum `Router`, say) under `prefix` (see
     /// [`Router::mount`]).
     pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
@@ -100,18 +116,21 @@ impl App {
         self
     }
 
+    #[cfg(feature = "http")]
     /// Wraps the whole app in a tower layer (see [`Router::layer`]).
     pub fn layer<L: EndpointLayer<B>, B>(mut self, layer: L) -> Self {
         self.router = self.router.layer(layer);
         self
     }
 
+    #[cfg(feature = "http")]
     /// Replaces the router (routes built elsewhere, or merged by hand).
     pub fn with_router(mut self, router: Router) -> Self {
         self.router = router;
         self
     }
 
+    #[cfg(feature = "http")]
     /// Shared state for [`State<T>`](crate::State) (one value for every worker).
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.router = self.router.state(value);
@@ -126,9 +145,41 @@ impl App {
         self
     }
 
+    /// Adds a per-process adapter: one instance for the whole process, run on the
+    /// runtime's process loop (a thread of its own, watched by the watchdog), for a
+    /// library that does its IO off the workers' reactors (a broker connection, an
+    /// embedded database). Its handle is `Send + Sync`, and every worker's handlers get
+    /// it (`Dep<T>`, or `nucleon::runtime::handle::get`). Per-process adapters start
+    /// before the workers and stop after them, with a share of the shutdown timeout of
+    /// their own (`runtime.process_reserve`).
+    pub fn adapter<A>(mut self, adapter: A) -> Self
+    where
+        A: Adapter + Send,
+        A::Handle: Send + Sync,
+    {
+        self.process
+            .push(Box::new(move |builder| builder.adapter(adapter)));
+        self
+    }
+
+    /// Adds a per-worker adapter: `make` builds one instance on each worker (at every
+    /// (re)start), whose handle is that worker's own (it may be `!Send`: tokio IO bound
+    /// to the worker's reactor, an `Rc`). Building must not do IO (`start` does): `app
+    /// check` builds one to learn what it gives.
+    pub fn per_worker_adapter<A: Adapter>(
+        mut self,
+        make: impl Fn() -> A + Send + Sync + 'static,
+    ) -> Self {
+        self.workers.push(Arc::new(move |worker: &mut WorkerSetup| {
+            worker.adapter(make());
+            Ok(())
+        }));
+        self
+    }
+
     /// Per-worker setup of your own: adapters (a database pool, a client), tasks.
-    /// Runs on each worker's thread at every (re)start (and in the test client, as worker
-    /// 0), after the per-worker state and the DNS adapters, before the HTTP server.
+    /// Runs on each worker's thread at every (re)start (and in the test client's
+    /// worker), after the per-worker state and the DNS adapters, before the HTTP server.
     pub fn per_worker(
         mut self,
         setup: impl Fn(&mut WorkerSetup) -> Result<(), BoxError> + Send + Sync + 'static,
@@ -163,33 +214,35 @@ impl App {
         self
     }
 
-    /// A hook run after configuration loads, before anything starts.
-    pub fn on_initialise<F, Fut>(mut self, hook: F) -> Self
+    /// A hook run after configuration loads, before anything starts. Hooks run on the
+    /// runtime's control thread: the function must be `Send`, its future need not be.
+    pub fn on_initialise<F, Fut>(mut self, f: F) -> Self
     where
-        F: FnOnce() -> Fut + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BoxError>> + 'static,
     {
-        self.initialise.push(Box::new(move || Box::pin(hook())));
+        self.initialise.push(hook(f));
         self
     }
 
-    /// A hook run once every worker serves.
-    pub fn on_start<F, Fut>(mut self, hook: F) -> Self
+    /// A hook run once every worker serves; the per-process adapters' handles are
+    /// reachable from it.
+    pub fn on_start<F, Fut>(mut self, f: F) -> Self
     where
-        F: FnOnce() -> Fut + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BoxError>> + 'static,
     {
-        self.start.push(Box::new(move || Box::pin(hook())));
+        self.start.push(hook(f));
         self
     }
 
     /// A hook run after the drain, before exit.
-    pub fn on_stop<F, Fut>(mut self, hook: F) -> Self
+    pub fn on_stop<F, Fut>(mut self, f: F) -> Self
     where
-        F: FnOnce() -> Fut + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BoxError>> + 'static,
     {
-        self.stop.push(Box::new(move || Box::pin(hook())));
+        self.stop.push(hook(f));
         self
     }
 
@@ -213,6 +266,7 @@ impl App {
         &self.name
     }
 
+    #[cfg(feature = "http")]
     /// The router.
     pub fn router(&self) -> &Router {
         &self.router

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+#[cfg(feature = "http")]
 use nucleon_http::{HttpConfig, ServerError};
 use nucleon_runtime::config::choose_environment;
 use nucleon_runtime::{Config, ConfigError, ConfigOptions, RuntimeError};
@@ -34,6 +35,7 @@ enum Command {
         config: ConfigArgs,
     },
     /// Print the route table and exit.
+    #[cfg(feature = "http")]
     Routes,
     /// Load and validate the configuration, then exit (0 when valid).
     Check {
@@ -77,6 +79,7 @@ pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The HTTP server cannot be set up.
+    #[cfg(feature = "http")]
     #[error(transparent)]
     Http(#[from] ServerError),
     /// The runtime failed to start or to stop cleanly.
@@ -96,7 +99,9 @@ impl AppError {
             // Help is not an error: clap prints it to stdout.
             AppError::Usage(error) if !error.use_stderr() => 0,
             AppError::Usage(_) => 64,
-            AppError::Config(_) | AppError::Http(ServerError::InvalidHost { .. }) => 78,
+            AppError::Config(_) => 78,
+            #[cfg(feature = "http")]
+            AppError::Http(ServerError::InvalidHost { .. }) => 78,
             AppError::Runtime(error) => error.exit_code(),
             _ => 1,
         }
@@ -186,6 +191,7 @@ where
     match cli.command {
         None => start(app, cli.start, cli.config),
         Some(Command::Start { start: s, config }) => start(app, s, config),
+        #[cfg(feature = "http")]
         Some(Command::Routes) => {
             let mut out = std::io::stdout().lock();
             for route in app.router.routes() {
@@ -197,31 +203,47 @@ where
             }
             Ok(())
         }
-        Some(Command::Check { config }) => {
-            let (config, http) = load(&app, &options(StartArgs::default(), config))?;
-            let settings = config.runtime_settings()?;
-            #[cfg(feature = "dns")]
-            if app.dns {
-                crate::app::DnsSettings::load(&config)?;
-            }
-            let addr = http.addr()?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "configuration OK: {} (environment `{}`); http on {addr}, {}",
-                config.file().map_or_else(
-                    || "embedded defaults".to_owned(),
-                    |f| format!("`{}`", f.display())
-                ),
-                config.environment(),
-                settings.workers.map_or_else(
-                    || "one worker per core".to_owned(),
-                    |n| format!("{n} worker(s)")
-                ),
-            )?;
-            Ok(())
-        }
+        Some(Command::Check { config }) => check(app, &options(StartArgs::default(), config)),
     }
+}
+
+/// The command line's `check`: the configuration loads, every adapter's and the HTTP
+/// server's settings are valid, and every handle a route asks for is given by an
+/// adapter (the per-worker setup is run once to learn it; nothing starts or binds).
+fn check(app: App, options: &StartOptions) -> Result<(), AppError> {
+    let config = load_config_for(&app, options)?;
+    let file = config.file().map_or_else(
+        || "embedded defaults".to_owned(),
+        |f| format!("`{}`", f.display()),
+    );
+    let environment = config.environment().to_owned();
+    let settings = config.runtime_settings()?;
+    #[cfg(feature = "http")]
+    let (listens, front) = if app.serves_http() {
+        let http = http_config(&config, options)?;
+        let addr = http.addr()?;
+        (
+            format!("http on {addr}"),
+            crate::start::Front::Listener(http),
+        )
+    } else {
+        ("no HTTP listener".to_owned(), crate::start::Front::None)
+    };
+    #[cfg(not(feature = "http"))]
+    let (listens, front) = ("no HTTP listener".to_owned(), crate::start::Front::None);
+    let runtime = app.build_runtime(config, options, front)?;
+    let handles = runtime.check()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "configuration OK: {file} (environment `{environment}`); {listens}, {}; {} adapter handle(s) given",
+        settings.workers.map_or_else(
+            || "one worker per core".to_owned(),
+            |n| format!("{n} worker(s)")
+        ),
+        handles.len(),
+    )?;
+    Ok(())
 }
 
 /// The log filter: `NUCLEON_LOG`, else `RUST_LOG`, else `info`. A variable set but
@@ -234,13 +256,18 @@ fn log_filter(nucleon_log: Option<String>, rust_log: Option<String>) -> String {
         .unwrap_or_else(|| "info".to_owned())
 }
 
-/// Loads configuration as `options` say, and the `http` table with their overrides.
-pub(crate) fn load(app: &App, options: &StartOptions) -> Result<(Config, HttpConfig), AppError> {
-    let config = load_config(
+/// Loads configuration as `options` say.
+pub(crate) fn load_config_for(app: &App, options: &StartOptions) -> Result<Config, ConfigError> {
+    load_config(
         app,
         options.config_file.clone(),
         options.environment.clone(),
-    )?;
+    )
+}
+
+/// The `http` table, with the command line's overrides.
+#[cfg(feature = "http")]
+pub(crate) fn http_config(config: &Config, options: &StartOptions) -> Result<HttpConfig, AppError> {
     let mut http: HttpConfig = config.extract_at("http")?;
     if let Some(host) = &options.host {
         http.host.clone_from(host);
@@ -248,7 +275,7 @@ pub(crate) fn load(app: &App, options: &StartOptions) -> Result<(Config, HttpCon
     if let Some(port) = options.port {
         http.port = port;
     }
-    Ok((config, http))
+    Ok(http)
 }
 
 fn load_config(
@@ -268,6 +295,7 @@ fn load_config(
 
 /// The test client's configuration: the `test` environment, else `default` (never
 /// the one `NUCLEON_ENV` names: tests run where a shell exported `production` too).
+#[cfg(feature = "http")]
 pub(crate) fn config_for_tests(app: &App) -> Result<Config, ConfigError> {
     match load_config(app, None, Some("test".to_owned())) {
         Err(ConfigError::UnknownEnvironment { .. }) => {

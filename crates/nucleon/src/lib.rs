@@ -38,28 +38,21 @@
 //! code instead (a test, a program that embeds it), [`App::into_runtime`] takes the same
 //! options as [`StartOptions`] and gives the runtime, its handle and its address.
 
-#[cfg(feature = "http")]
 mod app;
-#[cfg(feature = "http")]
 mod cli;
-#[cfg(feature = "http")]
 mod dropped_lines;
 mod log;
-#[cfg(feature = "http")]
 mod start;
 #[cfg(feature = "http")]
 pub mod test;
 
-#[cfg(feature = "http")]
 pub use app::App;
-#[cfg(feature = "http")]
 pub use cli::{AppError, run, run_from};
-#[cfg(feature = "http")]
 pub use start::{AppRuntime, StartOptions};
 
 /// The runtime: workers, adapters, lifecycle, drain, watchdog, offload, configuration.
 pub use nucleon_runtime as runtime;
-pub use nucleon_runtime::{LocalState, offload, spawn};
+pub use nucleon_runtime::{LocalState, handle_name, offload, spawn};
 
 /// Async DNS and the outbound HTTP client.
 #[cfg(feature = "dns")]
@@ -74,6 +67,6 @@ pub use nucleon_dns::{
 pub use nucleon_http as http;
 #[cfg(feature = "http")]
 pub use nucleon_http::{
-    HttpError, IntoResponse, Json, Local, Path, Query, RemoteAddr, RequestId, Router, State,
-    StatusCode, delete, get, patch, post, put,
+    Dep, HttpError, IntoResponse, Json, Local, Named, Path, Query, RemoteAddr, RequestId, Router,
+    State, StatusCode, delete, get, patch, post, put,
 };

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+#[cfg(feature = "http")]
 use nucleon_http::{HttpConfig, HttpServer, PortClaim};
-use nucleon_runtime::{Runtime, RuntimeError, RuntimeHandle};
+use nucleon_runtime::{Config, Runtime, RuntimeError, RuntimeHandle};
 
 use crate::App;
 use crate::cli::AppError;
@@ -96,14 +97,25 @@ impl StartOptions {
     }
 }
 
+/// What serves the app's routes on each worker.
+pub(crate) enum Front {
+    /// Nothing: a service without routes (or without the `http` feature).
+    None,
+    /// A listener: the HTTP server adapter, last on each worker.
+    #[cfg(feature = "http")]
+    Listener(HttpConfig),
+    /// The test client's requests, on its worker.
+    #[cfg(feature = "http")]
+    InProcess(crate::test::Gateway),
+}
+
 impl App {
     /// Builds the runtime that serves this app, as the command line's `start` does
-    /// (it calls this): configuration loaded and checked, the listening port chosen,
-    /// every worker set up with the app's state, adapters and HTTP server. Nothing runs
-    /// until [`AppRuntime::run`], which blocks the calling thread until the drain ends.
-    ///
-    /// The app holds `!Send` hooks, so build and run it on the same thread; the
-    /// [`RuntimeHandle`] and [`AppRuntime::addr`] can go to other threads.
+    /// (it calls this): configuration loaded and checked, the listening port chosen
+    /// (when the app has routes), every worker set up with the app's state, adapters
+    /// and HTTP server. Nothing runs until [`AppRuntime::run`], which blocks the calling
+    /// thread until the drain ends. The runtime can be built on one thread and run on
+    /// another.
     ///
     /// ```
     /// use nucleon::runtime::Phase;
@@ -111,16 +123,12 @@ impl App {
     ///
     /// async fn hello() -> Json<&'static str> { Json("hello") }
     ///
-    /// let (tx, rx) = std::sync::mpsc::channel();
-    /// let server = std::thread::spawn(move || {
-    ///     let app = App::new("hello").route("/", get(hello));
-    ///     let runtime = app
-    ///         .into_runtime(StartOptions::new().port(0).workers(1).handle_signals(false))
-    ///         .expect("valid configuration");
-    ///     tx.send((runtime.addr(), runtime.handle())).unwrap();
-    ///     runtime.run()
-    /// });
-    /// let (addr, handle) = rx.recv().unwrap();
+    /// let app = App::new("hello").route("/", get(hello));
+    /// let runtime = app
+    ///     .into_runtime(StartOptions::new().port(0).workers(1).handle_signals(false))
+    ///     .expect("valid configuration");
+    /// let (addr, handle) = (runtime.addr().expect("it has routes"), runtime.handle());
+    /// let server = std::thread::spawn(move || runtime.run());
     /// let phase = tokio::runtime::Builder::new_current_thread()
     ///     .build()
     ///     .unwrap()
@@ -136,14 +144,47 @@ impl App {
     /// [`AppError::Config`] for invalid configuration (naming file, environment and
     /// key), [`AppError::Http`] for an invalid host or no free port,
     /// [`AppError::Runtime`] for invalid `runtime` settings.
-    pub fn into_runtime(mut self, options: StartOptions) -> Result<AppRuntime, AppError> {
-        let (config, mut http) = crate::cli::load(&self, &options)?;
-        let plan = self.worker_plan(&config)?;
-        let claim = http.claim_port()?;
-        let addr = claim.addr();
-        let App {
+    pub fn into_runtime(self, options: StartOptions) -> Result<AppRuntime, AppError> {
+        let config = crate::cli::load_config_for(&self, &options)?;
+        let name = self.name.clone();
+        #[cfg(feature = "http")]
+        if self.serves_http() {
+            let mut http = crate::cli::http_config(&config, &options)?;
+            let claim = http.claim_port()?;
+            let runtime = self.build_runtime(config, &options, Front::Listener(http.clone()))?;
+            return Ok(AppRuntime {
+                name,
+                runtime,
+                listener: Some(Listening { http, claim }),
+            });
+        }
+        let runtime = self.build_runtime(config, &options, Front::None)?;
+        Ok(AppRuntime {
             name,
-            router,
+            runtime,
+            #[cfg(feature = "http")]
+            listener: None,
+        })
+    }
+
+    /// Whether the app has routes (or mounted services) to serve: without any, it
+    /// starts no listener.
+    #[cfg(feature = "http")]
+    pub(crate) fn serves_http(&self) -> bool {
+        !self.router.routes().is_empty()
+    }
+
+    /// The one place an app becomes a runtime: the command line's `start` and `check`,
+    /// [`App::into_runtime`] and the test client all go through it.
+    pub(crate) fn build_runtime(
+        mut self,
+        config: Config,
+        options: &StartOptions,
+        front: Front,
+    ) -> Result<Runtime, AppError> {
+        let plan = self.worker_plan(&config)?;
+        let App {
+            process,
             initialise,
             start,
             stop,
@@ -155,10 +196,28 @@ impl App {
         if let Some(n) = options.workers {
             builder = builder.workers(n);
         }
-        let server_config = http.clone();
+        for add in process {
+            builder = add(builder);
+        }
+        #[cfg(feature = "http")]
+        if !matches!(front, Front::None) {
+            for requirement in self.router.requirements() {
+                builder = builder.require(requirement);
+            }
+        }
+        #[cfg(feature = "http")]
+        let router = self.router;
         builder = builder.per_worker(move |worker| {
             plan.setup(worker)?;
-            worker.adapter(HttpServer::new(router.clone(), server_config.clone()));
+            match &front {
+                Front::None => {}
+                #[cfg(feature = "http")]
+                Front::Listener(http) => {
+                    worker.adapter(HttpServer::new(router.clone(), http.clone()));
+                }
+                #[cfg(feature = "http")]
+                Front::InProcess(gateway) => gateway.serve_on(worker, &router),
+            }
             Ok(())
         });
         for hook in initialise {
@@ -170,39 +229,44 @@ impl App {
         for hook in stop {
             builder = builder.on_stop(hook);
         }
-        Ok(AppRuntime {
-            name,
-            addr,
-            http,
-            runtime: builder.build()?,
-            claim,
-        })
+        Ok(builder.build()?)
     }
+}
+
+/// The listener of an app with routes.
+#[cfg(feature = "http")]
+struct Listening {
+    http: HttpConfig,
+    /// The address, held from the build until the runtime ends (see
+    /// [`HttpConfig::claim_port`]).
+    claim: PortClaim,
 }
 
 /// An [`App`]'s runtime, built by [`App::into_runtime`] and not yet running.
 #[must_use = "nothing serves until `run` is called"]
 pub struct AppRuntime {
     name: String,
-    addr: SocketAddr,
-    http: HttpConfig,
     runtime: Runtime,
-    /// The address, held from the build until the runtime ends (see
-    /// [`HttpConfig::claim_port`]).
-    claim: PortClaim,
+    #[cfg(feature = "http")]
+    listener: Option<Listening>,
 }
 
 impl AppRuntime {
-    /// The address every worker listens on. When port 0 was asked for, this is the
-    /// free port chosen at build time; when the host is `0.0.0.0` (or `::`), connect
-    /// to a local address of your choice on this port.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The address every worker listens on (`None` for an app without routes). When
+    /// port 0 was asked for, this is the free port chosen at build time; when the host
+    /// is `0.0.0.0` (or `::`), connect to a local address of your choice on this port.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "http")]
+        return self.listener.as_ref().map(|l| l.claim.addr());
+        #[cfg(not(feature = "http"))]
+        None
     }
 
-    /// The HTTP settings in force (`port` is the one chosen).
-    pub fn http_config(&self) -> &HttpConfig {
-        &self.http
+    /// The HTTP settings in force (`port` is the one chosen); `None` for an app without
+    /// routes.
+    #[cfg(feature = "http")]
+    pub fn http_config(&self) -> Option<&HttpConfig> {
+        self.listener.as_ref().map(|l| &l.http)
     }
 
     /// A handle to watch and stop the runtime from other threads:
@@ -229,16 +293,25 @@ impl AppRuntime {
     /// A failed start (naming the adapter or hook and its cause), or a drain that missed
     /// its deadline.
     pub fn run(self) -> Result<(), RuntimeError> {
+        let workers = self.runtime.handle().workers();
+        let name = &self.name;
+        match self.addr() {
+            Some(addr) => {
+                tracing::info!(target: "nucleon", app = %name, "{name} starting on http://{addr} with {workers} worker(s)");
+            }
+            None => {
+                tracing::info!(target: "nucleon", app = %name, "{name} starting with {workers} worker(s), no HTTP listener");
+            }
+        }
         let Self {
-            name,
-            addr,
             runtime,
-            claim,
+            #[cfg(feature = "http")]
+            listener,
             ..
         } = self;
-        tracing::info!(target: "nucleon", app = %name, "{name} starting on http://{addr} with {} worker(s)", runtime.handle().workers());
         let result = runtime.run();
-        drop(claim);
+        #[cfg(feature = "http")]
+        drop(listener);
         result
     }
 }
@@ -247,7 +320,7 @@ impl std::fmt::Debug for AppRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppRuntime")
             .field("name", &self.name)
-            .field("addr", &self.addr)
+            .field("addr", &self.addr())
             .field("handle", &self.runtime.handle())
             .finish_non_exhaustive()
     }

@@ -1,40 +1,45 @@
-//! In-process testing: call the app without a socket.
+//! In-process testing: call the app without a socket, on the real runtime.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
-use nucleon_http::{Body, HttpConfig, HttpService, Request};
-use nucleon_runtime::{BoxError, LocalWorker};
+use nucleon_http::{Body, HttpConfig, HttpService, Request, Router};
+use nucleon_runtime::{BoxError, Phase, RuntimeError, RuntimeHandle, WorkerSetup};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
 use crate::App;
-use crate::app::{App as AppInner, Hook};
+use crate::start::{Front, StartOptions};
 
-/// Calls an [`App`] in-process, without a socket, on a single-threaded runtime of its
-/// own, set up as one worker of the real runtime would be: its `on_initialise` hooks
-/// run; then the worker setup runs as worker 0 on the client's thread (per-worker state,
-/// with the `dns` feature the resolver and outbound HTTP client, every
-/// [`App::per_worker`] setup) and those adapters start, in order; then its `on_start`
-/// hooks. All of it in the `test` environment of its configuration, when there is one.
-/// When the client drops (or [`TestClient::stop`] is called), the adapters stop in
-/// reverse and the `on_stop` hooks run. Requests go through the same pipeline as on the
-/// server (request id, limits, routing, JSON errors); only the HTTP server adapter (the
-/// socket) is left out, and with it hyper's own headers: a response gets the
-/// `content-length` hyper would write, not its `date`. While a request runs, the
-/// client's worker is the thread's: [`nucleon_runtime::current_worker`] is `Some(0)`
-/// and [`LocalState`](crate::LocalState)s are its own, even with several clients on one
-/// thread.
+pub use nucleon_testkit::{amqp_url, postgres_url, require_tool, wait_until, wait_until_async};
+
+/// Calls an [`App`] in-process, without a socket, on the app's real runtime: one
+/// worker, the `test` environment of its configuration when there is one (else
+/// `default`), signals left alone. Everything the runtime does for a service happens:
+/// `on_initialise` hooks, per-process adapters on the process loop, the worker's setup
+/// (per-worker state, with the `dns` feature the resolver and outbound HTTP client,
+/// every per-worker adapter and [`App::per_worker`] setup) and its adapters, `on_start`
+/// hooks; tasks the app spawns run on the worker's loop all along, between requests
+/// too, tracked by the watchdog. When the client drops (or [`TestClient::stop`] is
+/// called), the runtime drains as on SIGTERM and its `on_stop` hooks run.
+///
+/// Requests go to the worker through the same pipeline as on the server (request id,
+/// readiness, limits, routing, JSON errors); only the listener is left out, and with it
+/// hyper's own headers: a response gets the `content-length` hyper would write, not its
+/// `date`. Handlers run on the worker: [`nucleon_runtime::current_worker`] is `Some(0)`
+/// and [`LocalState`](crate::LocalState)s are the worker's.
 ///
 /// The client blocks: use it from plain `#[test]` functions (not inside an async
-/// runtime). Tasks that the setup or the handlers spawn run while the client is
-/// handling a request (the client's loop only turns then), untracked by the watchdog.
+/// runtime). To wait for what a background task does, see [`Probe`] and
+/// [`wait_until`]; tests that need PostgreSQL or RabbitMQ get their URL from
+/// [`postgres_url`] and [`amqp_url`] (a server that is not there fails the test, unless
+/// skipped on purpose).
 ///
 /// ```
 /// use nucleon::test::TestClient;
@@ -49,146 +54,174 @@ use crate::app::{App as AppInner, Hook};
 /// assert_eq!(client.get("/nowhere").json::<serde_json::Value>()["error"], "NOT_FOUND");
 /// ```
 pub struct TestClient {
-    runtime: tokio::runtime::Runtime,
-    local: tokio::task::LocalSet,
-    service: HttpService,
-    worker: Option<LocalWorker>,
-    shutdown_timeout: Duration,
-    stop: Vec<Hook>,
+    calls: mpsc::UnboundedSender<Call>,
+    handle: RuntimeHandle,
+    thread: Option<std::thread::JoinHandle<Result<(), RuntimeError>>>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for TestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestClient")
-            .field("worker", &self.worker)
+            .field("runtime", &self.handle)
             .finish_non_exhaustive()
     }
 }
 
+/// How long a request may take before the client fails the test.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One request on its way to the worker, and where its answer goes.
+struct Call {
+    request: Request,
+    reply: std::sync::mpsc::SyncSender<TestResponse>,
+}
+
+/// The test client's way into its worker: the requests it sends, served there by the
+/// app's pipeline.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    calls: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Call>>>,
+    http: HttpConfig,
+}
+
+impl Gateway {
+    /// Serves the client's requests on `worker` (a restarted worker takes over).
+    pub(crate) fn serve_on(&self, worker: &mut WorkerSetup, router: &Router) {
+        let service = HttpService::new(router, &self.http, Some(worker.drain().clone()));
+        let calls = Arc::clone(&self.calls);
+        worker.spawn("test client", async move {
+            let mut calls = calls.lock().await;
+            while let Some(call) = calls.recv().await {
+                let service = service.clone();
+                nucleon_runtime::spawn("test request", async move {
+                    let response = answer(&service, call.request).await;
+                    let _ = call.reply.send(response);
+                });
+            }
+        });
+    }
+}
+
+/// Serves one request; the response as the client reads it.
+async fn answer(service: &HttpService, request: Request) -> TestResponse {
+    let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let response = service.call(request, remote).await;
+    let (mut parts, body) = response.into_parts();
+    // hyper writes the length of a body whose size is known (a HEAD response has it
+    // already).
+    if let Some(length) = http_body::Body::size_hint(&body).exact()
+        && !parts.headers.contains_key(CONTENT_LENGTH)
+        && !parts.headers.contains_key(TRANSFER_ENCODING)
+        && parts.status != StatusCode::NO_CONTENT
+        && parts.status != StatusCode::NOT_MODIFIED
+    {
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => Bytes::from(format!("TestClient: cannot read the response body: {e}")),
+    };
+    TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
 impl TestClient {
-    /// Starts the app in-process.
+    /// Starts the app in-process, and waits until it serves.
     ///
     /// # Panics
     /// When the configuration is invalid, or a hook, the per-worker setup or an adapter
     /// fails to start (a test failure, with the reason).
-    pub fn new(mut app: App) -> Self {
+    pub fn new(app: App) -> Self {
         let invalid =
             |e: &dyn std::fmt::Display| -> ! { panic!("TestClient: invalid configuration: {e}") };
         let config = crate::cli::config_for_tests(&app).unwrap_or_else(|e| invalid(&e));
         let http: HttpConfig = config.extract_at("http").unwrap_or_else(|e| invalid(&e));
-        let settings = config.runtime_settings().unwrap_or_else(|e| invalid(&e));
-        let shutdown_timeout = settings.shutdown_timeout;
-        // The offload pools as `[test.runtime.offload]` says, as the runtime sets them
-        // at start. They are the process's: the first client (or runtime) of a test
-        // binary sets them, and a later one with other settings cannot.
-        if !nucleon_runtime::offload::configure(&settings.offload) {
-            tracing::warn!(target: "nucleon::test", "TestClient: the offload pools were already set up with other settings in this process; runtime.offload is not applied");
-        }
-        let plan = app.worker_plan(&config).unwrap_or_else(|e| invalid(&e));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+        let (calls, receiver) = mpsc::unbounded_channel();
+        let gateway = Gateway {
+            calls: Arc::new(tokio::sync::Mutex::new(receiver)),
+            http,
+        };
+        let options = StartOptions::new().workers(1).handle_signals(false);
+        let runtime = app
+            .build_runtime(config, &options, Front::InProcess(gateway))
+            .unwrap_or_else(|e| invalid(&e));
+        let handle = runtime.handle();
+        let thread = std::thread::Builder::new()
+            .name("nucleon-test-client".into())
+            .spawn(move || runtime.run())
+            .expect("TestClient: cannot start the runtime's thread");
+        let phase = tokio::runtime::Builder::new_current_thread()
             .build()
-            .expect("TestClient: cannot build a tokio runtime");
-        let local = tokio::task::LocalSet::new();
-        let AppInner {
-            router,
-            initialise,
-            start,
-            stop,
-            ..
-        } = app;
-        let worker = local.block_on(&runtime, async {
-            run_hooks("on_initialise", initialise).await;
-            let worker = LocalWorker::start(config, |worker| plan.setup(worker))
-                .await
-                .unwrap_or_else(|e| panic!("TestClient: the worker did not start: {e}"));
-            run_hooks("on_start", start).await;
-            worker
-        });
-        let service = HttpService::new(&router, &http, Some(worker.drain().clone()));
+            .expect("TestClient: cannot build a tokio runtime")
+            .block_on(handle.wait_for(Phase::Serving));
+        if phase != Phase::Serving {
+            let outcome = thread.join();
+            match outcome {
+                Ok(Err(error)) => panic!("TestClient: the app did not start: {error}"),
+                Ok(Ok(())) => panic!("TestClient: the app stopped before it served"),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
         Self {
-            runtime,
-            local,
-            service,
-            worker: Some(worker),
-            shutdown_timeout,
-            stop,
+            calls,
+            handle,
+            thread: Some(thread),
+            timeout: REQUEST_TIMEOUT,
         }
     }
 
-    /// Sends any request.
+    /// The runtime's handle: its phase, its watchdog's figures, its health.
+    pub fn handle(&self) -> &RuntimeHandle {
+        &self.handle
+    }
+
+    /// Sends any request, and waits for its response.
+    ///
+    /// # Panics
+    /// When no answer comes within 60 s, or the app has stopped.
     pub fn request(&self, request: Request) -> TestResponse {
-        let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let _entered = self.worker.as_ref().map(LocalWorker::enter);
-        self.local.block_on(&self.runtime, async {
-            let response = self.service.call(request, remote).await;
-            let (mut parts, body) = response.into_parts();
-            // hyper writes the length of a body whose size is known (a HEAD response
-            // has it already).
-            if let Some(length) = http_body::Body::size_hint(&body).exact()
-                && !parts.headers.contains_key(CONTENT_LENGTH)
-                && !parts.headers.contains_key(TRANSFER_ENCODING)
-                && parts.status != StatusCode::NO_CONTENT
-                && parts.status != StatusCode::NOT_MODIFIED
-            {
-                parts
-                    .headers
-                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
-            }
-            let body = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => panic!("TestClient: cannot read the response body: {e}"),
-            };
-            TestResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let what = format!("{} {}", request.method(), request.uri());
+        if self.calls.send(Call { request, reply }).is_err() {
+            panic!("TestClient: {what}: the app has stopped");
+        }
+        answer.recv_timeout(self.timeout).unwrap_or_else(|error| {
+            panic!(
+                "TestClient: {what}: no answer within {:?} ({error})",
+                self.timeout
+            )
         })
     }
 
-    /// Stops the app as dropping the client does (its adapters in reverse, then its
-    /// `on_stop` hooks), and returns the first hook's error, as the real server's exit
-    /// status would show it (dropping the client only logs it).
+    /// Stops the app as dropping the client does (the drain, then the `on_stop` hooks),
+    /// and returns what the runtime returned: the first `on_stop` hook that failed, an
+    /// adapter that did not stop cleanly… (dropping the client only logs it).
     ///
     /// # Errors
-    /// The first `on_stop` hook that failed, with its index.
+    /// The runtime's error, as the real server's exit status would show it.
     pub fn stop(mut self) -> Result<(), BoxError> {
         self.shut_down()
     }
 
     fn shut_down(&mut self) -> Result<(), BoxError> {
-        let hooks = std::mem::take(&mut self.stop);
-        let worker = self.worker.take();
-        let timeout = self.shutdown_timeout;
-        self.local.block_on(&self.runtime, async {
-            if let Some(worker) = worker {
-                worker.stop(timeout).await;
-            }
-            // Every hook runs, as the runtime runs them; a panic is a failure like an
-            // error (this may run in `Drop`, while a failed assertion unwinds: a
-            // second panic there would abort the test binary).
-            let mut first = None;
-            for (index, hook) in hooks.into_iter().enumerate() {
-                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(hook)) {
-                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-                    Err(panic) => Err(panic),
-                };
-                let result = outcome.unwrap_or_else(|panic| {
-                    Err(format!(
-                        "panicked: {}",
-                        nucleon_runtime::task::panic_message(&*panic)
-                    )
-                    .into())
-                });
-                if let Err(e) = result {
-                    tracing::error!(target: "nucleon::test", "on_stop hook #{index} failed: {e}");
-                    first
-                        .get_or_insert_with(|| format!("on_stop hook #{index} failed: {e}").into());
-                }
-            }
-            first.map_or(Ok(()), Err)
-        })
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        self.handle.shutdown();
+        match thread.join() {
+            Ok(result) => result.map_err(Into::into),
+            Err(panic) => Err(format!(
+                "the runtime panicked: {}",
+                nucleon_runtime::task::panic_message(&*panic)
+            )
+            .into()),
+        }
     }
 
     fn simple(
@@ -244,19 +277,94 @@ impl TestClient {
     }
 }
 
-/// Runs start hooks in order; a failure is a test failure.
-async fn run_hooks(stage: &str, hooks: Vec<Hook>) {
-    for (index, hook) in hooks.into_iter().enumerate() {
-        if let Err(e) = hook().await {
-            panic!("TestClient: {stage} hook #{index} failed: {e}");
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        if let Err(error) = self.shut_down() {
+            tracing::error!(target: "nucleon::test", "TestClient: the app did not stop cleanly: {error}");
         }
     }
 }
 
-impl Drop for TestClient {
-    fn drop(&mut self) {
-        // Logged in `shut_down`; `stop` returns it.
-        let _ = self.shut_down();
+/// What background code saw, for a test to wait for: nameko's `entrypoint_waiter`, as
+/// a value. The app's code (a consumer, a ticker, a hook) calls [`Probe::record`] with
+/// what happened; the test calls [`Probe::wait`], which returns the first value not
+/// yet taken, or fails the test, naming the probe, when none comes in time.
+///
+/// ```
+/// use std::time::Duration;
+/// use nucleon::test::{Probe, TestClient};
+/// use nucleon::App;
+///
+/// let ticks = Probe::new("a tick");
+/// let seen = ticks.clone();
+/// let app = App::new("ticker").per_worker(move |worker| {
+///     let seen = seen.clone();
+///     worker.spawn("ticker", async move {
+///         tokio::time::sleep(Duration::from_millis(10)).await;
+///         seen.record(1_u32);
+///     });
+///     Ok(())
+/// });
+/// let client = TestClient::new(app);
+/// assert_eq!(ticks.wait(Duration::from_secs(5)), 1);
+/// # drop(client);
+/// ```
+pub struct Probe<T> {
+    name: Arc<str>,
+    seen: Arc<(Mutex<std::collections::VecDeque<T>>, std::sync::Condvar)>,
+}
+
+impl<T> Clone for Probe<T> {
+    fn clone(&self) -> Self {
+        Self {
+            name: Arc::clone(&self.name),
+            seen: Arc::clone(&self.seen),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Probe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Probe<T> {
+    /// A probe named `name` (what the test waits for, in its failure message).
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            name: name.into(),
+            seen: Arc::default(),
+        }
+    }
+
+    /// Records that it happened (never blocks: a short lock, a notification).
+    pub fn record(&self, value: T) {
+        let (seen, arrived) = &*self.seen;
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(value);
+        arrived.notify_all();
+    }
+
+    /// Takes the first value recorded and not yet taken, waiting up to `timeout`.
+    ///
+    /// # Panics
+    /// When nothing is recorded in time: `waited 5s for a tick: it did not happen`.
+    pub fn wait(&self, timeout: Duration) -> T {
+        let (seen, arrived) = &*self.seen;
+        let guard = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut guard, _) = arrived
+            .wait_timeout_while(guard, timeout, |seen| seen.is_empty())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.pop_front() {
+            Some(value) => value,
+            None => panic!("waited {timeout:?} for {}: it did not happen", self.name),
+        }
     }
 }
 

@@ -31,6 +31,8 @@ native_roots = false
 struct Probe;
 
 impl Adapter for Probe {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "probe"
     }
@@ -102,7 +104,7 @@ fn spawn(
         runtime.run()
     });
     let (addr, handle) = rx.recv().expect("the runtime was built");
-    (addr, handle, thread)
+    (addr.expect("the app has routes"), handle, thread)
 }
 
 /// `GET path` over a new connection; the status and the JSON body.
@@ -231,7 +233,9 @@ async fn without_dns_leaves_the_resolver_and_client_out() {
 
 #[test]
 fn a_bad_configuration_is_refused_before_anything_starts() {
+    // An app with routes reads its `http` table (one without starts no listener).
     let error = App::new("bad")
+        .route("/", get(seen))
         .default_config("[default.http]\nport = \"eighty\"\n")
         .into_runtime(StartOptions::new().handle_signals(false))
         .expect_err("invalid http.port");
@@ -240,6 +244,7 @@ fn a_bad_configuration_is_refused_before_anything_starts() {
     assert!(error.to_string().contains("port"), "{error}");
 
     let error = App::new("bad")
+        .route("/", get(seen))
         .into_runtime(StartOptions::new().host("not an address"))
         .expect_err("invalid host");
     assert_eq!(error.exit_code(), 78, "{error}");

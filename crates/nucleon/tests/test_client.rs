@@ -2,10 +2,8 @@
 //! out, errors, per-worker setups and their adapters, the command line's `routes` and
 //! `check`.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use nucleon::runtime::{Adapter, AdapterContext, BoxError, Health, LocalState};
 
@@ -46,32 +44,36 @@ body_limit = 64
 port = 0
 "#;
 
-fn app(log: Rc<Cell<u32>>) -> App {
-    let (a, b, c) = (Rc::clone(&log), Rc::clone(&log), log);
+fn app(log: Arc<AtomicU32>) -> App {
+    let (a, b, c) = (Arc::clone(&log), Arc::clone(&log), log);
     App::new("notes")
         .default_config(CONFIG)
         .local_state(Vec::<Note>::new)
         .route("/notes", post(create))
         .route("/notes/{id}", get(one))
         .on_initialise(move || async move {
-            a.set(a.get() + 1);
+            a.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
         .on_start(move || async move {
-            b.set(b.get() + 10);
+            b.fetch_add(10, Ordering::SeqCst);
             Ok(())
         })
         .on_stop(move || async move {
-            c.set(c.get() + 100);
+            c.fetch_add(100, Ordering::SeqCst);
             Ok(())
         })
 }
 
 #[test]
 fn test_client_end_to_end() {
-    let hooks = Rc::new(Cell::new(0));
-    let client = TestClient::new(app(Rc::clone(&hooks)));
-    assert_eq!(hooks.get(), 11, "on_initialise and on_start ran");
+    let hooks = Arc::new(AtomicU32::new(0));
+    let client = TestClient::new(app(Arc::clone(&hooks)));
+    assert_eq!(
+        hooks.load(Ordering::SeqCst),
+        11,
+        "on_initialise and on_start ran"
+    );
 
     let created = client.post_json(
         "/notes",
@@ -119,20 +121,27 @@ fn test_client_end_to_end() {
     assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
 
     drop(client);
-    assert_eq!(hooks.get(), 111, "on_stop ran when the client dropped");
+    assert_eq!(
+        hooks.load(Ordering::SeqCst),
+        111,
+        "on_stop ran when the client dropped"
+    );
 }
 
 #[test]
 fn command_line_routes_check_and_bad_configuration() {
-    let log = Rc::new(Cell::new(0));
-    nucleon::run_from(app(Rc::clone(&log)), ["notes", "routes"]).expect("routes");
-    nucleon::run_from(app(Rc::clone(&log)), ["notes", "check", "--env", "test"]).expect("check");
-    let error = nucleon::run_from(app(Rc::clone(&log)), ["notes", "check", "--env", "staging"])
-        .expect_err("unknown environment");
+    let log = Arc::new(AtomicU32::new(0));
+    nucleon::run_from(app(Arc::clone(&log)), ["notes", "routes"]).expect("routes");
+    nucleon::run_from(app(Arc::clone(&log)), ["notes", "check", "--env", "test"]).expect("check");
+    let error = nucleon::run_from(
+        app(Arc::clone(&log)),
+        ["notes", "check", "--env", "staging"],
+    )
+    .expect_err("unknown environment");
     assert_eq!(error.exit_code(), 78);
     assert!(error.to_string().contains("staging"), "{error}");
-    let error =
-        nucleon::run_from(app(Rc::clone(&log)), ["notes", "--port", "nope"]).expect_err("bad port");
+    let error = nucleon::run_from(app(Arc::clone(&log)), ["notes", "--port", "nope"])
+        .expect_err("bad port");
     assert_eq!(error.exit_code(), 64);
     // No workers is not one worker: a usage error.
     let error = nucleon::run_from(app(log), ["notes", "-j", "0"]).expect_err("-j 0");
@@ -150,6 +159,8 @@ struct Greeter {
 }
 
 impl Adapter for Greeter {
+    type Handle = ();
+
     fn name(&self) -> &str {
         "greeter"
     }
@@ -310,13 +321,13 @@ fn stop_returns_an_on_stop_hook_s_error() {
 /// assertion unwinds, and abort the test binary.
 #[test]
 fn an_on_stop_hook_that_panics_is_an_error_and_the_next_hooks_run() {
-    let after = Rc::new(Cell::new(false));
-    let ran = Rc::clone(&after);
+    let after = Arc::new(AtomicBool::new(false));
+    let ran = Arc::clone(&after);
     let client = TestClient::new(
         counting_app()
             .on_stop(|| async { panic!("the flush panicked") })
             .on_stop(move || async move {
-                ran.set(true);
+                ran.store(true, Ordering::SeqCst);
                 Ok(())
             }),
     );
@@ -327,5 +338,5 @@ fn an_on_stop_hook_that_panics_is_an_error_and_the_next_hooks_run() {
             .contains("on_stop hook #0 failed: panicked: the flush panicked"),
         "{error}"
     );
-    assert!(after.get(), "the next on_stop hook ran");
+    assert!(after.load(Ordering::SeqCst), "the next on_stop hook ran");
 }

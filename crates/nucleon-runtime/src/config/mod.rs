@@ -274,6 +274,12 @@ pub struct RuntimeSettings {
     /// How long one adapter may take to start (default 30 s).
     #[serde(with = "duration")]
     pub start_timeout: Duration,
+    /// The part of `shutdown_timeout` kept for the per-process adapters' stop (publisher
+    /// confirms, a last flush), which the workers' phases cannot eat (default: 30 % of
+    /// `shutdown_timeout`, 3 s of the default 10 s). See
+    /// [`RuntimeSettings::process_reserve_in_force`].
+    #[serde(with = "duration::option")]
+    pub process_reserve: Option<Duration>,
     /// Blocking-call detection.
     pub watchdog: WatchdogConfig,
     /// The offload pools.
@@ -286,9 +292,26 @@ impl Default for RuntimeSettings {
             workers: None,
             shutdown_timeout: Duration::from_secs(10),
             start_timeout: Duration::from_secs(30),
+            process_reserve: None,
             watchdog: WatchdogConfig::default(),
             offload: OffloadConfig::default(),
         }
+    }
+}
+
+impl RuntimeSettings {
+    /// The per-process adapters' reserve in force: `process_reserve` when set (at most
+    /// the whole timeout), else 30 % of `shutdown_timeout`.
+    pub fn process_reserve_in_force(&self) -> Duration {
+        self.process_reserve
+            .unwrap_or(self.shutdown_timeout * 3 / 10)
+            .min(self.shutdown_timeout)
+    }
+
+    /// How long after the drain's start the workers' phases end: `shutdown_timeout`
+    /// less [`RuntimeSettings::process_reserve_in_force`].
+    pub fn workers_phase(&self) -> Duration {
+        self.shutdown_timeout - self.process_reserve_in_force()
     }
 }
 

@@ -113,9 +113,14 @@ pub(crate) struct Inner {
 const RECENT_REPORTS: usize = 256;
 
 impl Watchdog {
+    /// A watchdog for `workers` workers and the process loop (the last slot).
     pub(crate) fn new(config: WatchdogConfig, workers: usize) -> Self {
-        let slots = (0..workers)
-            .map(|id| Arc::new(WorkerSlot::new(id, config.threshold)))
+        let slots = (0..=workers)
+            .map(|id| {
+                let mut slot = WorkerSlot::new(id, config.threshold);
+                slot.process = id == workers;
+                Arc::new(slot)
+            })
             .collect();
         Self {
             inner: Arc::new(Inner {
@@ -190,8 +195,8 @@ impl Inner {
                     task = report.task.as_deref().unwrap_or("-"),
                     span = report.span.as_deref().unwrap_or("-"),
                     elapsed_ms = report.elapsed.as_millis() as u64,
-                    "worker {} blocked by task `{}` for {:?} so far (still blocking){}",
-                    report.worker,
+                    "{} blocked by task `{}` for {:?} so far (still blocking){}",
+                    report.loop_name(),
                     report.task.as_deref().unwrap_or("?"),
                     report.elapsed,
                     report.backtrace.as_deref().map(|b| format!("; stack:\n{b}")).unwrap_or_default(),
@@ -206,9 +211,9 @@ impl Inner {
                     task = report.task.as_deref().unwrap_or("-"),
                     span = report.span.as_deref().unwrap_or("-"),
                     total_ms = report.elapsed.as_millis() as u64,
-                    "task `{}` blocked worker {} for {:?} in one poll; move blocking or CPU work to nucleon_runtime::offload",
+                    "task `{}` blocked {} for {:?} in one poll; move blocking or CPU work to nucleon_runtime::offload",
                     report.task.as_deref().unwrap_or("?"),
-                    report.worker,
+                    report.loop_name(),
                     report.elapsed,
                 );
             }
@@ -218,8 +223,8 @@ impl Inner {
                     target: "nucleon::watchdog",
                     worker = report.worker,
                     elapsed_ms = report.elapsed.as_millis() as u64,
-                    "worker {} heartbeat late by {:?}: code the watchdog does not track (a task not spawned through nucleon, or an adapter) is blocking it{}",
-                    report.worker,
+                    "{} heartbeat late by {:?}: code the watchdog does not track (a task not spawned through nucleon, or an adapter) is blocking it{}",
+                    report.loop_name(),
                     report.elapsed,
                     report.backtrace.as_deref().map(|b| format!("; stack:\n{b}")).unwrap_or_default(),
                 );
@@ -229,8 +234,8 @@ impl Inner {
                     target: "nucleon::watchdog",
                     worker = report.worker,
                     total_ms = report.elapsed.as_millis() as u64,
-                    "worker {} heartbeat resumed after a stall of {:?}",
-                    report.worker,
+                    "{} heartbeat resumed after a stall of {:?}",
+                    report.loop_name(),
                     report.elapsed,
                 );
             }

@@ -41,6 +41,7 @@ pub(super) fn run(inner: &Inner) {
                     inner.publish(WatchdogReport {
                         kind: ReportKind::Blocking,
                         worker: slot.worker,
+                        process_loop: slot.process,
                         task: meta.as_ref().map(|m| m.label.get().to_string()),
                         span: meta.as_ref().and_then(|m| m.span.map(str::to_owned)),
                         elapsed,
@@ -58,6 +59,7 @@ pub(super) fn run(inner: &Inner) {
                 inner.publish(WatchdogReport {
                     kind: ReportKind::Stall,
                     worker: slot.worker,
+                    process_loop: slot.process,
                     task: None,
                     span: None,
                     elapsed: late,

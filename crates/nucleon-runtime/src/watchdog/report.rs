@@ -22,8 +22,11 @@ pub enum ReportKind {
 pub struct WatchdogReport {
     /// What was found.
     pub kind: ReportKind,
-    /// The worker (0-based) whose loop was blocked.
+    /// The worker (0-based) whose loop was blocked; for the process loop, the number
+    /// of workers (its slot comes after theirs: see `process_loop`).
     pub worker: usize,
+    /// Whether the blocked loop is the process loop (per-process adapters), not a worker.
+    pub process_loop: bool,
     /// The blocking task's label (e.g. `GET /countries/{code}`), when known.
     pub task: Option<String>,
     /// The name of the tracing span the task was spawned in (it runs inside it), when it
@@ -34,6 +37,17 @@ pub struct WatchdogReport {
     pub elapsed: Duration,
     /// The blocked thread's stack, when capture is on and succeeded.
     pub backtrace: Option<String>,
+}
+
+impl WatchdogReport {
+    /// The blocked loop, as the log names it: `worker 2`, or `the process loop`.
+    pub fn loop_name(&self) -> String {
+        if self.process_loop {
+            "the process loop".to_owned()
+        } else {
+            format!("worker {}", self.worker)
+        }
+    }
 }
 
 /// A snapshot of the watchdog's counters.

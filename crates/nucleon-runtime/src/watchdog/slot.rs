@@ -21,6 +21,8 @@ pub(crate) struct TaskMeta {
 /// Written by one worker thread, read by the monitor thread.
 pub(crate) struct WorkerSlot {
     pub(crate) worker: usize,
+    /// Whether this is the process loop's slot (the one after the workers').
+    pub(crate) process: bool,
     /// Whether to read the precise clock (thresholds under 20 ms) or the coarse one.
     precise: bool,
     /// `now_ns()` when the current tracked poll began; 0 when none runs.
@@ -46,6 +48,7 @@ impl WorkerSlot {
     pub(crate) fn new(worker: usize, threshold: Duration) -> Self {
         Self {
             worker,
+            process: false,
             precise: clock::needs_precise(threshold),
             poll_started: AtomicU64::new(0),
             task_id: AtomicU64::new(0),
