@@ -90,6 +90,44 @@
 //! its span: at the default `info` level it costs nothing per request; turn it on with
 //! `nucleon::http=debug`. Handlers get the id from [`RequestId`] or
 //! `nucleon_runtime::request_id::current()`.
+//!
+//! ## Draining
+//!
+//! On a drain (SIGTERM and the other stop signals, or `RuntimeHandle::shutdown`), each
+//! worker's server:
+//!
+//! 1. answers its readiness route 503 at once, and everything else as usual for
+//!    `http.lame_duck`, so that a load balancer takes the instance out first;
+//! 2. then closes its listener (connections the kernel had already taken are served),
+//!    and answers every request that arrives from then on 503 `SERVICE_UNAVAILABLE`
+//!    with `Retry-After`: over HTTP/1.1 with `Connection: close`, and the connection
+//!    closes after it; over HTTP/2 each connection gets a `GOAWAY`, whose last stream
+//!    tells the client which of its requests were taken. Requests under way finish;
+//! 3. keeps an HTTP/1.1 connection idle at that moment open for `http.drain_idle_grace`
+//!    (1 s): its client may be sending its next request (the keep-alive race), which
+//!    is answered as above. A connection quiet for the whole grace is closed. Every
+//!    connection is closed with a lingering read (the server's side first, then what
+//!    the client still sends is read and dropped), not with a reset that could destroy
+//!    an answer the client has not read yet;
+//! 4. stops once every connection has closed, by the drain's deadline.
+//!
+//! So a request sent on an open connection is answered: served, or 503 with
+//! `Retry-After`. What a client can still see:
+//!
+//! - **connection refused**: a new connection after the listener closed. Nothing was
+//!   sent: retry it elsewhere (or after `Retry-After`);
+//! - an end of stream with no answer, for a request sent on an HTTP/1.1 connection
+//!   that had been idle for the whole grace, just as the server closes it; and for
+//!   requests pipelined behind the one answered with `Connection: close` (hyper reads
+//!   no request after it: they are read and dropped). Neither was processed: a client
+//!   may send them again on a new connection, as for any keep-alive connection closed
+//!   under it;
+//! - over HTTP/2, streams opened past the `GOAWAY`'s last stream: refused, never
+//!   processed, safe to send again;
+//! - a reset, for a connection whose handshake the kernel completes in the instant
+//!   between the server's last `accept` and its listener's close (after it, connections
+//!   are refused);
+//! - whatever is still under way at the drain's deadline is cut.
 
 mod body;
 mod de;

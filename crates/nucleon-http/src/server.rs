@@ -43,6 +43,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// header_read_timeout = "10s"
 /// body_read_timeout = "30s"
 /// lame_duck = "5s"
+/// drain_idle_grace = "1s"
 /// ```
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -102,6 +103,21 @@ pub struct HttpConfig {
     /// takes the instance out before the listener closes (default 0).
     #[serde(with = "duration")]
     pub lame_duck: Duration,
+    /// How long a keep-alive connection that is idle when the listener closes (after
+    /// the lame duck) is kept open for one more request (default 1 s). An HTTP/1.1
+    /// client may be sending its next request on a connection the server sees idle:
+    /// closing it at once would lose that request. Within the grace, the request is
+    /// answered (503 with `Retry-After` and `Connection: close`); a connection that
+    /// stays quiet for the grace is closed. The same holds for a connection accepted
+    /// whose first request has not arrived yet. The grace ends by the drain's deadline
+    /// at the latest; 0 closes idle connections at once (a request on its way then
+    /// meets a closed connection). Every connection closed in the drain is closed with
+    /// a lingering read, not with a reset that could destroy an answer its client has
+    /// not read yet: the writing side first, then what the client still sends is read
+    /// and dropped until it closes its side or sends nothing for as long as the grace
+    /// (at least 0.1 s, at most 2 s; 5 s in all).
+    #[serde(with = "duration")]
+    pub drain_idle_grace: Duration,
     /// The `Retry-After` (seconds) of 503s: while draining, and for a handler past its
     /// time limit (503 `TIMEOUT`) (default 1).
     pub retry_after: u64,
@@ -126,6 +142,7 @@ impl Default for HttpConfig {
             readiness_path: Some("/readyz".into()),
             liveness_path: Some("/livez".into()),
             lame_duck: Duration::ZERO,
+            drain_idle_grace: Duration::from_secs(1),
             retry_after: 1,
             http2: true,
             access_log: true,
@@ -323,6 +340,27 @@ struct Shared {
     connections: Cell<usize>,
     idle: Notify,
     watcher: Watcher,
+}
+
+impl Shared {
+    /// When a connection quiet in the drain since `since` is closed: after
+    /// `http.drain_idle_grace`, by the drain's deadline at the latest.
+    fn grace_end(&self, since: Instant) -> Instant {
+        self.watcher
+            .by_deadline(since + self.service.drain_idle_grace())
+    }
+
+    /// Closes a connection in the drain with a lingering read (see [`linger_close`]):
+    /// for as long as the client sends something, up to the grace (0.1 to 2 s) apart,
+    /// by the drain's deadline at the latest.
+    async fn drain_close(&self, stream: &RefCell<TcpStream>) {
+        let idle = self
+            .service
+            .drain_idle_grace()
+            .clamp(DRAIN_LINGER_IDLE, LINGER_IDLE);
+        let until = self.watcher.by_deadline(Instant::now() + LINGER_TIME);
+        linger_close_until(stream, idle, until).await;
+    }
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -616,6 +654,8 @@ enum Speaks {
     Http2,
     /// The client closed the connection (or it failed) before sending anything.
     Closed,
+    /// The drain closed the listener, and nothing came within the idle grace.
+    Quiet,
 }
 
 /// The HTTP/2 connection preface (h2c with prior knowledge starts with it).
@@ -694,20 +734,15 @@ async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
     let count = ConnectionCount(Rc::clone(&shared));
     let stream = &state.stream;
     // The first bytes, within the header read timeout: an idle new connection is
-    // closed after it. A drain that begins first closes the connection unless its
-    // request has already arrived: that one is answered (with `Connection: close`).
+    // closed after it. When the drain closes the listener first, the request is
+    // waited for during the idle grace (its client may be sending it), and answered
+    // (503, `Connection: close`).
     let http2 = shared.http2.is_some();
     let sniffed = async {
         tokio::select! {
             biased;
             protocol = sniff(stream, http2) => protocol,
-            () = closed(&shared) => {
-                if has_pending_bytes(stream) {
-                    sniff(stream, http2).await
-                } else {
-                    Speaks::Closed
-                }
-            }
+            () = closed(&shared) => sniff_in_drain(&shared, stream, http2).await,
         }
     };
     let deadline = state.idle_since.get() + shared.header_read_timeout;
@@ -726,20 +761,66 @@ async fn serve_connection(shared: Rc<Shared>, state: Rc<ConnState>) {
     match protocol {
         Speaks::Http1 => serve_http1(&shared, state).await,
         Speaks::Http2 => Box::pin(serve_http2(&shared, state)).await,
+        Speaks::Quiet => Box::pin(shared.drain_close(stream)).await,
         Speaks::Closed => {}
     }
     drop(count);
 }
 
+/// The drain closed the listener before the connection's first bytes (it was in the
+/// listener's queue, or its client had not sent yet): the client may be sending its
+/// request as the listener closes. Waits for it for the idle grace (the kernel is
+/// asked first: the loop's readiness may not know of bytes already there).
+async fn sniff_in_drain(shared: &Shared, stream: &RefCell<TcpStream>, http2: bool) -> Speaks {
+    if has_pending_bytes(stream) {
+        return sniff(stream, http2).await;
+    }
+    let until = shared.grace_end(Instant::now());
+    tokio::time::timeout_at(until.into(), sniff(stream, http2))
+        .await
+        .unwrap_or(Speaks::Quiet)
+}
+
 /// Where an HTTP/1 connection is in the drain.
-#[derive(Clone, Copy)]
+///
+/// An HTTP/1.1 connection cannot be closed without a race: the client may be sending
+/// its next request as the server closes the connection it sees idle, and that request
+/// would get no answer. So a connection is closed only after a response that said
+/// `Connection: close` (every response made once the listener has closed does), or
+/// after the idle grace (`http.drain_idle_grace`) went by without a byte.
 enum Drain1 {
     Serving,
-    /// The drain began with a request under way: see `ConnState::request_under_way`.
-    AfterRequest,
-    /// To shut down now.
+    /// A request under way (see `ConnState::request_under_way`): hyper finishes it.
+    /// Its response says `Connection: close` (a request that arrives in the drain gets
+    /// 503 with `Retry-After`), and hyper closes the connection after it.
+    Request,
+    /// Nothing under way: waits for one more request until the timer (the grace's end).
+    Quiet(Pin<Box<tokio::time::Sleep>>),
+    /// To shut down now: quiet for the whole grace.
     Now,
     Done,
+}
+
+impl Drain1 {
+    /// The next state, on any wake-up of the connection task (`cx` for the grace's
+    /// timer).
+    fn next(self, shared: &Shared, state: &ConnState, cx: &mut Context<'_>) -> Self {
+        let mut timer = match self {
+            Drain1::Serving if !state.is(CLOSING) => return self,
+            Drain1::Now | Drain1::Done => return self,
+            // `graceful_shutdown` would close at once a connection whose next request
+            // head is only partly read (or has not been read from the socket yet).
+            _ if state.request_under_way() => return Drain1::Request,
+            Drain1::Quiet(timer) => timer,
+            Drain1::Serving | Drain1::Request => Box::pin(tokio::time::sleep_until(
+                shared.grace_end(Instant::now()).into(),
+            )),
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Drain1::Now,
+            Poll::Pending => Drain1::Quiet(timer),
+        }
+    }
 }
 
 /// A connection flag: the watcher found the header read timeout passed.
@@ -756,9 +837,27 @@ const CLOSING: u8 = 2;
 struct Watcher {
     connections: RefCell<Vec<Weak<ConnState>>>,
     closing: Cell<bool>,
+    /// The drain's deadline, once told (see [`Watcher::set_deadline`]).
+    deadline: Cell<Option<Instant>>,
 }
 
 impl Watcher {
+    /// The drain's deadline: the idle grace of connections (`http.drain_idle_grace`)
+    /// and their lingering closes end by it. For the adapter's `stop(deadline)`, before
+    /// [`Watcher::close_all`]; without it they are bounded by their own lengths only.
+    #[allow(
+        dead_code,
+        reason = "for the adapter's stop(deadline), which calls it before close_all"
+    )]
+    fn set_deadline(&self, deadline: Instant) {
+        self.deadline.set(Some(deadline));
+    }
+
+    /// `at`, or the drain's deadline if that comes first.
+    fn by_deadline(&self, at: Instant) -> Instant {
+        self.deadline.get().map_or(at, |deadline| at.min(deadline))
+    }
+
     /// Watches `state` until its connection ends.
     fn watch(&self, state: &Rc<ConnState>) {
         self.connections.borrow_mut().push(Rc::downgrade(state));
@@ -854,23 +953,7 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
             {
                 return Poll::Ready(ended);
             }
-            drain = match drain {
-                // `graceful_shutdown` closes at once a connection that has read
-                // nothing yet, or a keep-alive one whose next request head is only
-                // partly read: that request would get no answer. While a request is
-                // under way, hyper is left to finish it: its response says
-                // `Connection: close` (503 for a request that arrives in the drain),
-                // and hyper closes the connection after it.
-                Drain1::Serving if state.is(CLOSING) => {
-                    if state.request_under_way() {
-                        Drain1::AfterRequest
-                    } else {
-                        Drain1::Now
-                    }
-                }
-                Drain1::AfterRequest if !state.request_under_way() => Drain1::Now,
-                other => other,
-            };
+            drain = std::mem::replace(&mut drain, Drain1::Done).next(shared, &state, cx);
             if let Drain1::Now = drain {
                 drain = Drain1::Done;
                 connection.as_mut().graceful_shutdown();
@@ -888,6 +971,11 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
                 let (code, message) = rejection(status);
                 tracing::debug!(target: "nucleon::http", remote = %state.remote, "unparsable request head: {status}");
                 Box::pin(write_error_response(shared, &state, status, code, message)).await;
+            } else if state.is(CLOSING) {
+                // Whatever the client sends after the last answer (a pipelined
+                // request, or one sent as the grace ended) must not turn the close
+                // into a reset.
+                Box::pin(shared.drain_close(&state.stream)).await;
             } else if state.body_left_unread.get() || has_pending_bytes(&state.stream) {
                 // Closing on unread bytes would reset the connection, and the client
                 // (still sending a body, or a pipelined request) could lose the
@@ -983,6 +1071,11 @@ async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     })
     .await;
     log_end(result.map_err(Into::into), state.remote);
+    if state.is(CLOSING) {
+        // Frames the client sent after the last GOAWAY must not turn the close into a
+        // reset that could destroy answers it has not read yet.
+        Box::pin(shared.drain_close(&state.stream)).await;
+    }
 }
 
 fn log_end(result: Result<(), BoxError>, remote: SocketAddr) {
@@ -1268,10 +1361,16 @@ impl ConnState {
     }
 
     /// A request is under way: bytes read since the last response was written, a
-    /// handler running, or bytes waiting in the socket (asks the kernel: only for the
-    /// drain).
+    /// handler running, a streaming body being sent, or bytes waiting in the socket
+    /// (asks the kernel: only for the drain).
     fn request_under_way(&self) -> bool {
-        self.awaiting_response.get() || self.in_service.get() > 0 || has_pending_bytes(&self.stream)
+        self.awaiting_response.get()
+            || self.in_service.get() > 0
+            || self
+                .sending
+                .get()
+                .is_some_and(|count| count.load(Ordering::Relaxed) > 0)
+            || has_pending_bytes(&self.stream)
     }
 
     /// Whether `flag` is set.
@@ -1380,6 +1479,8 @@ async fn write_error_response(
 /// last answer (as nginx's `lingering_time`), and the longest it waits for more.
 const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_IDLE: Duration = Duration::from_secs(2);
+/// The least a connection closed in the drain waits for more (see `Shared::drain_close`).
+const DRAIN_LINGER_IDLE: Duration = Duration::from_millis(100);
 
 /// Closes the writing side, then reads and drops what the client still sends (the rest
 /// of a body the answer did not need, a pipelined request) until it closes its side,
@@ -1387,12 +1488,17 @@ const LINGER_IDLE: Duration = Duration::from_secs(2);
 /// with unread bytes would send a reset, and a client still sending could lose the
 /// answer before it reads it (Python's `requests` sends a whole body first).
 async fn linger_close(stream: &RefCell<TcpStream>) {
+    linger_close_until(stream, LINGER_IDLE, Instant::now() + LINGER_TIME).await;
+}
+
+/// [`linger_close`] with its bounds: `idle` without a byte, `until` in all.
+async fn linger_close_until(stream: &RefCell<TcpStream>, idle: Duration, until: Instant) {
     let _ = SockRef::from(&*stream.borrow()).shutdown(std::net::Shutdown::Write);
     let linger = async {
         let mut buf = [0_u8; 8192];
         loop {
             let ready = std::future::poll_fn(|cx| stream.borrow().poll_read_ready(cx));
-            match tokio::time::timeout(LINGER_IDLE, ready).await {
+            match tokio::time::timeout(idle, ready).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return,
             }
@@ -1404,7 +1510,7 @@ async fn linger_close(stream: &RefCell<TcpStream>) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER_TIME, linger).await;
+    let _ = tokio::time::timeout_at(until.into(), linger).await;
 }
 
 /// The longest write that is only HTTP/2 control (a PING or its ack: 17 bytes; a
@@ -1632,6 +1738,23 @@ mod tests {
             idle: Notify::new(),
             watcher: Watcher::default(),
         })
+    }
+
+    /// The idle grace of the drain ends by the drain's deadline when the adapter has
+    /// told it.
+    #[test]
+    fn the_idle_grace_ends_by_the_drain_deadline() {
+        let shared = shared(true);
+        let now = Instant::now();
+        assert_eq!(shared.grace_end(now), now + Duration::from_secs(1));
+        shared
+            .watcher
+            .set_deadline(now + Duration::from_millis(300));
+        assert_eq!(shared.grace_end(now), now + Duration::from_millis(300));
+        assert_eq!(
+            shared.grace_end(now - Duration::from_secs(5)),
+            now - Duration::from_secs(4)
+        );
     }
 
     /// Past the lame duck every new request is answered 503 + `Retry-After` and the

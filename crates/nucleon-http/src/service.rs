@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
@@ -85,6 +86,12 @@ impl HttpService {
     /// After the lame-duck delay: every new request gets 503 with `Retry-After`.
     pub(crate) fn set_closing(&self) {
         self.inner.closing.set(true);
+    }
+
+    /// `http.drain_idle_grace`: how long a connection idle in the drain waits for one
+    /// more request.
+    pub(crate) fn drain_idle_grace(&self) -> Duration {
+        self.inner.config.drain_idle_grace
     }
 
     fn draining(&self) -> bool {

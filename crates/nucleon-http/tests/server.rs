@@ -761,7 +761,7 @@ async fn drain_readiness_lame_duck_in_flight_and_503_on_open_connections() {
         .unwrap();
 
     // After the lame duck the listener closes, and the idle keep-alive connection is
-    // closed without a word (it had no request under way).
+    // closed without a word (it had no request under way) once the idle grace is over.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), open.read_to_end(&mut buf)).await;
