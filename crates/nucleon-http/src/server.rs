@@ -452,6 +452,8 @@ impl Adapter for HttpServer {
             let until = (Instant::now() + lame_duck).min(deadline);
             tokio::time::sleep_until(until.into()).await;
         }
+        // First: connections time their grace and lingering close by it.
+        running.shared.watcher.set_deadline(deadline);
         // From now on: no new connections, no new requests.
         running.shared.service.set_closing();
         running.shared.shutdown.send_replace(true);
@@ -843,12 +845,8 @@ struct Watcher {
 
 impl Watcher {
     /// The drain's deadline: the idle grace of connections (`http.drain_idle_grace`)
-    /// and their lingering closes end by it. For the adapter's `stop(deadline)`, before
-    /// [`Watcher::close_all`]; without it they are bounded by their own lengths only.
-    #[allow(
-        dead_code,
-        reason = "for the adapter's stop(deadline), which calls it before close_all"
-    )]
+    /// and their lingering closes end by it. Set by the adapter's `drain(deadline)`,
+    /// before [`Watcher::close_all`]; without it they are bounded by their own lengths.
     fn set_deadline(&self, deadline: Instant) {
         self.deadline.set(Some(deadline));
     }

@@ -85,7 +85,8 @@ async fn handlers_get_the_worker_s_handle_and_the_process_s_by_name() {
     };
     let server = Server::start_with(
         router(),
-        |_| {},
+        // The listener stays open a while into the drain: liveness is asked then.
+        |c| c.lame_duck = std::time::Duration::from_millis(500),
         move |builder| builder.adapter(process),
         |worker| {
             worker.adapter(PoolAdapter::new(None));
