@@ -166,23 +166,66 @@ pub(crate) trait DynAdapter {
     fn stop(&mut self, deadline: Instant) -> LocalBoxFuture<'_, Result<(), BoxError>>;
 }
 
-/// A per-worker adapter: its handle is the worker's.
-pub(crate) struct PerWorker<A>(pub(crate) A);
-
-/// A per-process adapter: its handle is the process's.
-pub(crate) struct PerProcess<A>(pub(crate) A);
-
-fn key_of<A: Adapter>(adapter: &A) -> HandleKey {
-    HandleKey::of::<A::Handle>().with_name(adapter.instance())
+/// An adapter with the way its handle is registered: for its worker, or for the
+/// process.
+pub(crate) struct Scoped<A: Adapter> {
+    adapter: A,
+    register: fn(HandleKey, A::Handle, &AdapterContext),
 }
 
-impl<A: Adapter> DynAdapter for PerWorker<A> {
+impl<A: Adapter> Scoped<A> {
+    /// A per-worker adapter: its handle is the worker's.
+    pub(crate) fn per_worker(adapter: A) -> Self {
+        Self {
+            adapter,
+            register: |key, value, _| handle::register_local(key, value),
+        }
+    }
+
+    /// A per-process adapter: its handle is the process's.
+    pub(crate) fn per_process(adapter: A) -> Self
+    where
+        A::Handle: Send + Sync,
+    {
+        Self {
+            adapter,
+            register: register_process::<A::Handle>,
+        }
+    }
+
+    fn key(&self) -> HandleKey {
+        HandleKey::of::<A::Handle>().with_name(self.adapter.instance())
+    }
+}
+
+/// Adds a per-process adapter's handle to the process's, and makes them the process
+/// loop's at once (a later adapter may build on it).
+fn register_process<H: Clone + Send + Sync + 'static>(
+    key: HandleKey,
+    handle: H,
+    ctx: &AdapterContext,
+) {
+    let Some(sink) = &ctx.process_handles else {
+        return;
+    };
+    if key.is_unit() {
+        return;
+    }
+    let snapshot = {
+        let mut handles = lock(sink);
+        handles.insert(key, Arc::new(handle));
+        handles.clone()
+    };
+    handle::set_process(Arc::new(snapshot));
+}
+
+impl<A: Adapter> DynAdapter for Scoped<A> {
     fn name(&self) -> &str {
-        self.0.name()
+        self.adapter.name()
     }
 
     fn provides(&self) -> HandleKey {
-        key_of(&self.0)
+        self.key()
     }
 
     fn start<'a>(
@@ -190,70 +233,22 @@ impl<A: Adapter> DynAdapter for PerWorker<A> {
         ctx: &'a AdapterContext,
     ) -> LocalBoxFuture<'a, Result<(), BoxError>> {
         Box::pin(async move {
-            let handle = self.0.start(ctx).await?;
-            handle::register_local(key_of(&self.0), handle);
+            let handle = self.adapter.start(ctx).await?;
+            (self.register)(self.key(), handle, ctx);
             Ok(())
         })
     }
 
     fn health(&self) -> LocalBoxFuture<'_, Health> {
-        Box::pin(self.0.health())
+        Box::pin(self.adapter.health())
     }
 
     fn drain(&mut self, deadline: Instant) -> LocalBoxFuture<'_, ()> {
-        Box::pin(self.0.drain(deadline))
+        Box::pin(self.adapter.drain(deadline))
     }
 
     fn stop(&mut self, deadline: Instant) -> LocalBoxFuture<'_, Result<(), BoxError>> {
-        Box::pin(self.0.stop(deadline))
-    }
-}
-
-impl<A> DynAdapter for PerProcess<A>
-where
-    A: Adapter,
-    A::Handle: Send + Sync,
-{
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    fn provides(&self) -> HandleKey {
-        key_of(&self.0)
-    }
-
-    fn start<'a>(
-        &'a mut self,
-        ctx: &'a AdapterContext,
-    ) -> LocalBoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(async move {
-            let handle = self.0.start(ctx).await?;
-            let key = key_of(&self.0);
-            if let Some(sink) = &ctx.process_handles
-                && !key.is_unit()
-            {
-                let snapshot = {
-                    let mut handles = lock(sink);
-                    handles.insert(key, Arc::new(handle));
-                    handles.clone()
-                };
-                // The process loop sees it at once: a later adapter may build on it.
-                handle::set_process(Arc::new(snapshot));
-            }
-            Ok(())
-        })
-    }
-
-    fn health(&self) -> LocalBoxFuture<'_, Health> {
-        Box::pin(self.0.health())
-    }
-
-    fn drain(&mut self, deadline: Instant) -> LocalBoxFuture<'_, ()> {
-        Box::pin(self.0.drain(deadline))
-    }
-
-    fn stop(&mut self, deadline: Instant) -> LocalBoxFuture<'_, Result<(), BoxError>> {
-        Box::pin(self.0.stop(deadline))
+        Box::pin(self.adapter.stop(deadline))
     }
 }
 

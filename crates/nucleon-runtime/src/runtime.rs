@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::adapter::{Adapter, BoxError, HEALTH_TIMEOUT, Health, PerProcess};
+use crate::adapter::{Adapter, BoxError, HEALTH_TIMEOUT, Health, Scoped};
 use crate::config::{Config, RuntimeSettings};
 use crate::drain::Drain;
 use crate::handle::{self, HandleKey, ProcessHandles, Requirement};
@@ -109,7 +109,7 @@ impl RuntimeBuilder {
         A: Adapter + Send,
         A::Handle: Send + Sync,
     {
-        self.adapters.push(Box::new(PerProcess(adapter)));
+        self.adapters.push(Box::new(Scoped::per_process(adapter)));
         self
     }
 

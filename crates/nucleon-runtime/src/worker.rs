@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, Health, PerWorker};
+use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, Health, Scoped};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::handle::{self, HandleKey, ProcessHandles, Requirement};
@@ -61,7 +61,7 @@ impl WorkerSetup {
     /// Adds a per-worker adapter; adapters start in the order added, and its handle is
     /// this worker's (see [`crate::handle`]).
     pub fn adapter(&mut self, adapter: impl Adapter) -> &mut Self {
-        self.adapters.push(Box::new(PerWorker(adapter)));
+        self.adapters.push(Box::new(Scoped::per_worker(adapter)));
         self
     }
 

@@ -11,6 +11,7 @@ use nucleon_runtime::{
     Adapter, AdapterContext, BoxError, Health, Phase, Runtime, RuntimeError, RuntimeHandle,
     WatchdogConfig, current_worker,
 };
+use nucleon_testkit::wait_until;
 
 type Log = Arc<Mutex<Vec<(String, Duration)>>>;
 
@@ -56,6 +57,7 @@ impl Timeline {
     }
 }
 
+/// Builds and runs a runtime on its own thread; returns once it serves.
 fn start(
     build: impl FnOnce() -> Runtime + Send + 'static,
 ) -> (RuntimeHandle, JoinHandle<Result<(), RuntimeError>>) {
@@ -65,7 +67,14 @@ fn start(
         tx.send(runtime.handle()).unwrap();
         runtime.run()
     });
-    (rx.recv().unwrap(), thread)
+    let handle = rx.recv().unwrap();
+    let phase = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(handle.wait_for(Phase::Serving));
+    assert_eq!(phase, Phase::Serving, "the runtime serves");
+    (handle, thread)
 }
 
 /// A connection pool stand-in: which adapter made it.
@@ -173,19 +182,10 @@ fn handles_are_found_by_scope_and_name_on_every_worker() {
             .build()
             .unwrap()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    assert_eq!(rt.block_on(handle.wait_for(Phase::Serving)), Phase::Serving);
-    let mut looked = Vec::new();
-    for _ in 0..200 {
-        looked = seen.lock().unwrap().clone();
-        if looked.len() == 2 {
-            break;
-        }
-        rt.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
-    }
+    wait_until("both workers looked", Duration::from_secs(5), || {
+        seen.lock().unwrap().len() == 2
+    });
+    let mut looked = seen.lock().unwrap().clone();
     looked.sort_by_key(|(w, ..)| *w);
     let reporting = Some("reporting@process".to_owned());
     assert_eq!(
@@ -244,11 +244,6 @@ fn a_process_adapter_gets_its_flush_time_after_a_long_worker_drain() {
             .build()
             .unwrap()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(handle.wait_for(Phase::Serving));
     let drain_started = timeline.since.elapsed();
     handle.shutdown();
     thread
@@ -358,24 +353,19 @@ fn the_watchdog_names_a_task_blocking_the_process_loop() {
             .build()
             .unwrap()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(handle.wait_for(Phase::Serving));
-    let mut found = None;
-    for _ in 0..300 {
-        found = handle
+    let found = || {
+        handle
             .watchdog()
             .recent_reports()
             .into_iter()
-            .find(|r| r.process_loop && r.task.as_deref() == Some("legacy flush"));
-        if found.is_some() {
-            break;
-        }
-        rt.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
-    }
-    let report = found.expect("a report naming the process loop's task");
+            .find(|r| r.process_loop && r.task.as_deref() == Some("legacy flush"))
+    };
+    wait_until(
+        "a report naming the process loop's task",
+        Duration::from_secs(5),
+        || found().is_some(),
+    );
+    let report = found().unwrap();
     assert_eq!(report.loop_name(), "the process loop");
     handle.shutdown();
     thread.join().unwrap().unwrap();
@@ -438,19 +428,10 @@ fn a_worker_sees_its_own_adapters_health_and_the_process_s() {
             .build()
             .unwrap()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(handle.wait_for(Phase::Serving));
     let wait_for = |n: usize| {
-        for _ in 0..500 {
-            if reports.lock().unwrap().len() >= n {
-                return;
-            }
-            rt.block_on(async { tokio::time::sleep(Duration::from_millis(5)).await });
-        }
-        panic!("no health report");
+        wait_until("a health report", Duration::from_secs(5), || {
+            reports.lock().unwrap().len() >= n
+        });
     };
     asked_tx.send(()).unwrap();
     wait_for(1);
