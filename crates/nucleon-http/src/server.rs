@@ -443,33 +443,20 @@ impl Adapter for HttpServer {
     /// `http.lame_duck` (bounded by `deadline`) the listener closes, and requests that
     /// still arrive are answered 503 with `Retry-After` and `Connection: close`.
     async fn drain(&mut self, deadline: Instant) {
-        let Some(running) = self.running.as_mut() else {
-            return;
-        };
         let lame_duck = self.config.lame_duck;
-        if !lame_duck.is_zero() {
+        if self.running.is_some() && !lame_duck.is_zero() {
             tracing::info!(target: "nucleon::http", "draining: readiness answers 503; lame duck for {lame_duck:?}");
             let until = (Instant::now() + lame_duck).min(deadline);
             tokio::time::sleep_until(until.into()).await;
         }
-        // First: connections time their grace and lingering close by it.
-        running.shared.watcher.set_deadline(deadline);
-        // From now on: no new connections, no new requests.
-        running.shared.service.set_closing();
-        running.shared.shutdown.send_replace(true);
-        running.shared.closed.notify_waiters();
-        running.shared.watcher.close_all();
-        if let Some(accept) = running.accept.take() {
-            let _ = accept.await;
-        }
+        self.close(deadline).await;
     }
 
     /// Waits for the connections still open to end, by `deadline`.
     async fn stop(&mut self, deadline: Instant) -> Result<(), BoxError> {
-        if self.running.as_ref().is_some_and(|r| r.accept.is_some()) {
-            // Not drained first (a start abandoned): close now.
-            self.drain(deadline).await;
-        }
+        // Not drained first (a later adapter failed to start): close now, with no
+        // lame duck for a server that never served.
+        self.close(deadline).await;
         let Some(running) = self.running.take() else {
             return Ok(());
         };
@@ -495,6 +482,25 @@ impl Adapter for HttpServer {
             )
             .into()),
         }
+    }
+}
+
+impl HttpServer {
+    /// Closes the listener (once): no new connections, no new requests.
+    async fn close(&mut self, deadline: Instant) {
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
+        let Some(accept) = running.accept.take() else {
+            return;
+        };
+        // First: connections time their grace and lingering close by it.
+        running.shared.watcher.set_deadline(deadline);
+        running.shared.service.set_closing();
+        running.shared.shutdown.send_replace(true);
+        running.shared.closed.notify_waiters();
+        running.shared.watcher.close_all();
+        let _ = accept.await;
     }
 }
 

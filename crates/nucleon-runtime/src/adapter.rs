@@ -265,6 +265,15 @@ pub(crate) struct AdapterSet {
     started: usize,
 }
 
+/// How a start of adapters ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Started {
+    /// Every adapter started.
+    All,
+    /// A drain began first: the adapters that had started were stopped.
+    Abandoned,
+}
+
 /// The least each adapter still to stop keeps of the time left, when one before it is
 /// slow: a share of it, at most this.
 const STOP_FLOOR: Duration = Duration::from_millis(500);
@@ -284,13 +293,15 @@ impl AdapterSet {
     }
 
     /// Starts every adapter in order; on the first failure stops those already started
-    /// (in reverse) and returns the error.
+    /// (in reverse, by `stop_within` from now) and returns the error. A drain that begins
+    /// meanwhile ends the start: what started stops, by `stop_within` from the drain's
+    /// start, and the start is [`Started::Abandoned`].
     pub(crate) async fn start_all(
         &mut self,
         ctx: &AdapterContext,
         timeout: std::time::Duration,
-        shutdown_timeout: std::time::Duration,
-    ) -> Result<(), crate::RuntimeError> {
+        stop_within: std::time::Duration,
+    ) -> Result<Started, crate::RuntimeError> {
         for index in 0..self.adapters.len() {
             let adapter = &mut self.adapters[index];
             let name = adapter.name().to_owned();
@@ -301,8 +312,8 @@ impl AdapterSet {
                 biased;
                 () = ctx.drain.draining() => {
                     tracing::info!(target: "nucleon::adapter", adapter = %name, worker = ?ctx.worker, "draining: start of adapter `{name}` abandoned");
-                    self.stop_all(Instant::now() + shutdown_timeout).await;
-                    return Ok(());
+                    self.stop_all(ctx.drain.deadline(stop_within)).await;
+                    return Ok(Started::Abandoned);
                 }
                 outcome = tokio::time::timeout(timeout, adapter.start(ctx)) => outcome,
             };
@@ -322,10 +333,10 @@ impl AdapterSet {
                     timeout,
                 },
             };
-            self.stop_all(Instant::now() + shutdown_timeout).await;
+            self.stop_all(ctx.drain.deadline(stop_within)).await;
             return Err(error);
         }
-        Ok(())
+        Ok(Started::All)
     }
 
     /// The drain's first phase: tells every started adapter at once to stop taking new
@@ -372,14 +383,20 @@ impl AdapterSet {
 
     /// Each adapter's health, by name; asked of all at once, [`HEALTH_TIMEOUT`] each.
     pub(crate) async fn health(&self) -> Vec<(String, Health)> {
+        use futures_util::FutureExt as _;
         let checks = self.adapters.iter().map(|adapter| async move {
-            let health = tokio::time::timeout(HEALTH_TIMEOUT, adapter.health())
-                .await
-                .unwrap_or_else(|_| {
-                    Health::Unhealthy(format!(
-                        "no answer to its health check within {HEALTH_TIMEOUT:?}"
-                    ))
-                });
+            // A check that panics is an unhealthy adapter, not a dead loop.
+            let check = std::panic::AssertUnwindSafe(adapter.health()).catch_unwind();
+            let health = match tokio::time::timeout(HEALTH_TIMEOUT, check).await {
+                Ok(Ok(health)) => health,
+                Ok(Err(panic)) => Health::Unhealthy(format!(
+                    "its health check panicked: {}",
+                    crate::task::panic_message(&*panic)
+                )),
+                Err(_) => Health::Unhealthy(format!(
+                    "no answer to its health check within {HEALTH_TIMEOUT:?}"
+                )),
+            };
             (adapter.name().to_owned(), health)
         });
         futures_util::future::join_all(checks).await

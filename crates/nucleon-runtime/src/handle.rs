@@ -95,15 +95,15 @@ impl fmt::Display for HandleKey {
     }
 }
 
-/// Names one instance of a handle type, for handler arguments: `Dep<Pool, Reporting>`
-/// is the `Pool` that the adapter named `reporting` gave. Declare markers with
+/// Names one instance of a handle type, for handler arguments: the HTTP crate's
+/// `Named<Pool, Reporting>` is the `Pool` that the adapter named `reporting` gave. Declare markers with
 /// [`handle_name!`](crate::handle_name).
 pub trait HandleName: 'static {
     /// The instance's name; `None` for [`Unnamed`].
     const NAME: Option<&'static str>;
 }
 
-/// The unnamed instance of a handle type (the default of `Dep<T, N>`).
+/// The unnamed instance of a handle type (`Named<T, Unnamed>` is `Dep<T>`).
 #[derive(Debug, Clone, Copy)]
 pub enum Unnamed {}
 

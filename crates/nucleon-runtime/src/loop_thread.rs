@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use crate::adapter::AdapterSet;
@@ -153,39 +155,34 @@ impl LoopThread {
 
 /// Answers health requests, the control thread's (`commands`) and the loop's own
 /// ([`crate::health::report`], through `local`), until the drain starts (or the control
-/// thread is gone).
+/// thread is gone). Requests are answered concurrently: one slow check does not queue
+/// the others behind it. At the drain, requests not answered yet are dropped (their
+/// callers hear at once that no answer comes).
 pub(crate) async fn serve_commands(
     adapters: &AdapterSet,
     drain: &Drain,
     commands: &mut mpsc::UnboundedReceiver<WorkerCommand>,
     local: &mut mpsc::UnboundedReceiver<WorkerCommand>,
 ) {
+    let answer = |WorkerCommand::Health(reply): WorkerCommand| async move {
+        let _ = reply.send(adapters.health().await);
+    };
+    let mut checks = FuturesUnordered::new();
     loop {
         tokio::select! {
-            () = drain.draining() => return,
-            Some(command) = local.recv() => match command {
-                WorkerCommand::Health(reply) => {
-                    tokio::select! {
-                        health = adapters.health() => {
-                            let _ = reply.send(health);
-                        }
-                        () = drain.draining() => return,
-                    }
-                }
-            },
+            () = drain.draining() => break,
+            Some(command) = local.recv() => checks.push(answer(command)),
             command = commands.recv() => match command {
-                Some(WorkerCommand::Health(reply)) => {
-                    // An adapter slow to say how it is must not hold the drain up.
-                    tokio::select! {
-                        health = adapters.health() => {
-                            let _ = reply.send(health);
-                        }
-                        () = drain.draining() => return,
-                    }
-                }
-                None => return,
+                Some(command) => checks.push(answer(command)),
+                None => break,
             },
+            Some(()) = checks.next(), if !checks.is_empty() => {}
         }
+    }
+    drop(checks);
+    for receiver in [commands, local] {
+        receiver.close();
+        while receiver.try_recv().is_ok() {}
     }
 }
 

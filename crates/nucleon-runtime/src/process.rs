@@ -20,6 +20,7 @@ use crate::drain::Drain;
 use crate::handle::ProcessHandles;
 use crate::health::{self, HealthRoutes};
 use crate::loop_thread::{self, LoopThread};
+use crate::runtime::EXIT_GRACE;
 use crate::watchdog::{Watchdog, lock};
 use crate::worker::WorkerCommand;
 
@@ -108,12 +109,12 @@ impl ProcessLoop {
     }
 
     /// The workers have ended: the adapters may stop. Then waits for them to, until
-    /// `deadline` and half a second more; returns what went wrong.
+    /// `deadline` and [`EXIT_GRACE`] more; returns what went wrong.
     pub(crate) async fn stop(&mut self, deadline: Instant) -> Vec<String> {
         if let Some(done) = self.workers_done.take() {
             let _ = done.send(());
         }
-        let until = tokio::time::Instant::from_std(deadline) + Duration::from_millis(500);
+        let until = tokio::time::Instant::from_std(deadline) + EXIT_GRACE;
         let mut problems = Vec::new();
         loop {
             match tokio::time::timeout_at(until, self.events.recv()).await {

@@ -185,6 +185,13 @@ impl RuntimeBuilder {
         if let Some(timeout) = self.start_timeout {
             settings.start_timeout = timeout;
         }
+        // The reserve is the per-process adapters': none, no reserve.
+        let workers_phase = if self.adapters.is_empty() {
+            settings.shutdown_timeout
+        } else {
+            check_reserve(&config, &settings)?;
+            settings.workers_phase()
+        };
         let workers = settings
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
@@ -208,6 +215,7 @@ impl RuntimeBuilder {
             workers,
             adapters: self.adapters,
             requirements: self.requirements.into(),
+            workers_phase,
             setup: self
                 .setup
                 .unwrap_or_else(|| Arc::new(|_: &mut WorkerSetup| Ok(()))),
@@ -228,6 +236,8 @@ pub struct Runtime {
     workers: usize,
     adapters: Vec<ProcessAdapter>,
     requirements: Arc<[Requirement]>,
+    /// How long after the drain's start the workers' phases end.
+    workers_phase: Duration,
     setup: SetupFn,
     hooks: Hooks,
     handle_signals: bool,
@@ -305,6 +315,8 @@ impl Runtime {
         let handle = self.handle.clone();
         let local = tokio::task::LocalSet::new();
         let result = local.block_on(&runtime, Control::new(self).run());
+        // The process's handles were this thread's too (for the hooks): no longer.
+        handle::clear();
         handle.shared.phase.send_replace(Phase::Stopped);
         *lock(&handle.shared.control) = None;
         if let Err(error) = &result {
@@ -521,10 +533,7 @@ impl Control {
         if let Err(error) = started {
             drain.start();
             let _ = self
-                .stop_workers(
-                    drain.deadline(settings.workers_phase()),
-                    settings.shutdown_timeout,
-                )
+                .stop_workers(drain.deadline(self.runtime.workers_phase))
                 .await;
             process
                 .stop(drain.deadline(settings.shutdown_timeout))
@@ -591,16 +600,13 @@ impl Control {
             .shared
             .phase
             .send_replace(Phase::Draining);
-        tracing::info!(target: "nucleon::runtime", timeout = ?settings.shutdown_timeout, process_reserve = ?settings.process_reserve_in_force(), "draining");
+        tracing::info!(target: "nucleon::runtime", timeout = ?settings.shutdown_timeout, workers_phase = ?self.runtime.workers_phase, "draining");
         // The workers drain on their own (every adapter told at once, the work in flight
         // waited for, their adapters stopped) by the end of their phase; the process
         // loop's adapters, told at the same moment, stop once the workers ended, by the
         // end of the whole timeout.
         let stopped = self
-            .stop_workers(
-                drain.deadline(settings.workers_phase()),
-                settings.shutdown_timeout,
-            )
+            .stop_workers(drain.deadline(self.runtime.workers_phase))
             .await;
         let process_problems = process
             .stop(drain.deadline(settings.shutdown_timeout))
@@ -653,7 +659,7 @@ impl Control {
             watchdog: self.runtime.handle.watchdog.clone(),
             start_timeout: settings.start_timeout,
             shutdown_timeout: settings.shutdown_timeout,
-            workers_phase: settings.workers_phase(),
+            workers_phase: self.runtime.workers_phase,
         })
         .map_err(|source| RuntimeError::Io {
             what: "start the process loop's thread",
@@ -798,17 +804,13 @@ impl Control {
         });
     }
 
-    /// Waits for every running worker to exit (they drain on their own), up to the
-    /// deadline plus a short grace for their threads to finish. Returns what the workers
-    /// reported as left undone, or an error naming the workers still running.
-    /// Waits for the workers to end, until `deadline` (the drain's: `timeout` from its
-    /// start) and half a second more for them to report.
-    async fn stop_workers(
-        &mut self,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<Vec<String>, RuntimeError> {
-        let deadline = tokio::time::Instant::from_std(deadline) + Duration::from_millis(500);
+    /// Waits for every running worker to exit (they drain on their own), until
+    /// `deadline` (the end of the workers' phase) and [`EXIT_GRACE`] more for their
+    /// threads to end. Returns what the workers reported as left undone, or an error
+    /// naming the workers still running.
+    async fn stop_workers(&mut self, deadline: Instant) -> Result<Vec<String>, RuntimeError> {
+        let timeout = self.runtime.workers_phase;
+        let deadline = tokio::time::Instant::from_std(deadline) + EXIT_GRACE;
         let mut problems = Vec::new();
         while self.workers.iter().any(|w| w.running) {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -918,6 +920,26 @@ impl Control {
     }
 }
 
+/// A reserve that leaves the workers no time is refused, naming the keys.
+fn check_reserve(config: &Config, settings: &RuntimeSettings) -> Result<(), RuntimeError> {
+    let reserve = settings.process_reserve_in_force();
+    if reserve < settings.shutdown_timeout {
+        return Ok(());
+    }
+    Err(RuntimeError::Config(crate::ConfigError::Invalid {
+        file: config.file().map_or_else(
+            || "the embedded defaults".to_owned(),
+            |f| f.display().to_string(),
+        ),
+        environment: config.environment().to_owned(),
+        key: "runtime.process_reserve".into(),
+        message: format!(
+            "{reserve:?} leaves the workers nothing of runtime.shutdown_timeout ({:?}): make it shorter",
+            settings.shutdown_timeout
+        ),
+    }))
+}
+
 /// What every worker is built from.
 fn worker_spec(
     runtime: &Runtime,
@@ -931,8 +953,7 @@ fn worker_spec(
         drain: runtime.handle.drain.clone(),
         watchdog: runtime.handle.watchdog.clone(),
         start_timeout: runtime.settings.start_timeout,
-        shutdown_timeout: runtime.settings.shutdown_timeout,
-        workers_phase: runtime.settings.workers_phase(),
+        workers_phase: runtime.workers_phase,
         process_handles,
         process_commands,
         requirements: Arc::clone(&runtime.requirements),
@@ -963,6 +984,10 @@ fn log_dropped(what: &str, error: Option<RuntimeError>) {
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64 << (attempt.clamp(1, 7) - 1)).min(Duration::from_secs(5))
 }
+
+/// How long past its deadline a loop thread may take to end: its teardown waits up to
+/// 1 s for tokio's blocking threads, and then reports.
+pub(crate) const EXIT_GRACE: Duration = Duration::from_millis(1500);
 
 /// A worker that served this long since its last restart starts its backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);

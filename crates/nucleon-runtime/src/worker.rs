@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, Health, Scoped};
+use crate::adapter::{Adapter, AdapterContext, AdapterSet, BoxError, Health, Scoped, Started};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::handle::{self, HandleKey, ProcessHandles, Requirement};
@@ -105,7 +105,6 @@ pub(crate) struct WorkerSpec {
     pub(crate) drain: Drain,
     pub(crate) watchdog: Watchdog,
     pub(crate) start_timeout: Duration,
-    pub(crate) shutdown_timeout: Duration,
     /// How long after the drain's start the workers' phases end (the rest of the
     /// shutdown timeout is the process adapters' reserve).
     pub(crate) workers_phase: Duration,
@@ -215,14 +214,19 @@ async fn serve(spec: &WorkerSpec, id: usize, mut commands: mpsc::UnboundedReceiv
         drain: spec.drain.clone(),
         process_handles: None,
     };
-    if let Err(error) = adapters
-        .start_all(&ctx, spec.start_timeout, spec.shutdown_timeout)
+    match adapters
+        .start_all(&ctx, spec.start_timeout, spec.workers_phase)
         .await
     {
-        let _ = spec
-            .events
-            .send(WorkerEvent::StartFailed { worker: id, error });
-        return;
+        Ok(Started::All) => {}
+        // A drain began during the start: no task starts, and the worker ends.
+        Ok(Started::Abandoned) => return,
+        Err(error) => {
+            let _ = spec
+                .events
+                .send(WorkerEvent::StartFailed { worker: id, error });
+            return;
+        }
     }
     for (label, future) in tasks {
         task::spawn(label, future);

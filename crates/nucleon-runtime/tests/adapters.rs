@@ -450,3 +450,80 @@ fn a_worker_sees_its_own_adapters_health_and_the_process_s() {
     handle.shutdown();
     thread.join().unwrap().unwrap();
 }
+
+/// Its health check panics.
+struct PanicsWhenAsked;
+
+impl Adapter for PanicsWhenAsked {
+    type Handle = ();
+
+    fn name(&self) -> &str {
+        "panicky"
+    }
+
+    async fn start(&mut self, _ctx: &AdapterContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        panic!("the client library's bug")
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_health_check_that_panics_is_unhealthy_and_the_loops_go_on() {
+    let (handle, thread) = start(|| {
+        Runtime::builder()
+            .handle_signals(false)
+            .workers(1)
+            .adapter(PanicsWhenAsked)
+            .per_worker(|worker| {
+                worker.adapter(PanicsWhenAsked);
+                Ok(())
+            })
+            .build()
+            .unwrap()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let health = rt.block_on(handle.health());
+        assert_eq!(health.len(), 2, "{health:?}");
+        for entry in &health {
+            assert!(
+                matches!(&entry.health, Health::Unhealthy(why) if why.contains("the client library's bug")),
+                "{entry:?}"
+            );
+        }
+    }
+    assert_eq!(handle.restarts(), 0, "no loop died");
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_process_reserve_that_leaves_the_workers_nothing_is_refused() {
+    let config = nucleon_runtime::Config::from_toml(
+        "[default.runtime]\nshutdown_timeout = \"2s\"\nprocess_reserve = \"2s\"\n",
+        "default",
+    )
+    .unwrap();
+    let error = match Runtime::builder()
+        .config(config)
+        .adapter(PanicsWhenAsked)
+        .build()
+    {
+        Ok(_) => panic!("a reserve of the whole timeout was taken"),
+        Err(error) => error,
+    };
+    assert!(
+        error.to_string().contains("runtime.process_reserve"),
+        "{error}"
+    );
+}

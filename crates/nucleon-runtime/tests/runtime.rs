@@ -150,10 +150,23 @@ async fn supervisor_restarts_a_worker_that_panicked_while_starting() {
     thread.join().unwrap().unwrap();
 }
 
-/// An adapter whose health check panics the first time: the panic escapes the worker
-/// loop and kills the worker thread.
+/// An adapter whose first health check never answers, and panics when it is dropped
+/// at its timeout. A panic inside a check is caught (the adapter is unhealthy); one in
+/// its drop, outside any poll, is what is left to escape the worker loop and kill the
+/// worker thread, as a bug in the runtime's own code would.
 struct Fragile {
     armed: Arc<AtomicBool>,
+}
+
+/// Panics when dropped.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("fragile health check dropped");
+        }
+    }
 }
 
 impl Adapter for Fragile {
@@ -169,7 +182,8 @@ impl Adapter for Fragile {
 
     async fn health(&self) -> Health {
         if self.armed.swap(false, Ordering::SeqCst) {
-            panic!("fragile health check");
+            let _bomb = PanicOnDrop;
+            std::future::pending::<()>().await;
         }
         Health::Healthy
     }

@@ -5,31 +5,38 @@ use nucleon::runtime::{Adapter, AdapterContext, BoxError, Health};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::{net::TcpStream, sync::Mutex};
 
+type Conn = Rc<Mutex<BufReader<TcpStream>>>;
+
 /// The handle: this worker's connection (`!Send`, on the worker's reactor).
 #[derive(Clone)]
-pub struct Redis(Rc<Mutex<BufReader<TcpStream>>>);
+pub struct Redis(Conn);
 
 impl Redis {
-    /// Sends one command; its reply (`None` for nil).
+    /// Sends one command; its reply (`None` for nil). It runs on a task of its own: a
+    /// caller that stops waiting (a timeout) does not leave its reply unread for the next.
     pub async fn call(&self, args: &[&str]) -> Result<Option<String>, BoxError> {
-        let mut io = self.0.lock().await;
         let request = args.iter().map(|a| format!("${}\r\n{a}\r\n", a.len()));
         let request = request.fold(format!("*{}\r\n", args.len()), |r, a| r + &a);
-        io.get_mut().write_all(request.as_bytes()).await?;
-        let mut line = String::new();
-        io.read_line(&mut line).await?;
-        match line.trim_end().split_at(1) {
-            ("+" | ":", text) => Ok(Some(text.to_owned())),
-            ("$", "-1") => Ok(None),
-            ("$", len) => {
-                let mut bulk = vec![0; len.parse::<usize>()? + 2]; // the value, CRLF
-                io.read_exact(&mut bulk).await?;
-                Ok(Some(
-                    String::from_utf8_lossy(&bulk[..bulk.len() - 2]).into(),
-                ))
-            }
-            _ => Err(format!("redis: {}", line.trim_end()).into()),
+        nucleon::spawn("redis", exchange(Rc::clone(&self.0), request)).await?
+    }
+}
+
+async fn exchange(io: Conn, request: String) -> Result<Option<String>, BoxError> {
+    let mut io = io.lock().await;
+    io.get_mut().write_all(request.as_bytes()).await?;
+    let mut line = String::new();
+    io.read_line(&mut line).await?;
+    match line.trim_end().split_at_checked(1) {
+        Some(("+" | ":", text)) => Ok(Some(text.to_owned())),
+        Some(("$", "-1")) => Ok(None),
+        Some(("$", len)) => {
+            let mut bulk = vec![0; len.parse::<usize>()? + 2]; // the value, CRLF
+            io.read_exact(&mut bulk).await?;
+            let value = String::from_utf8_lossy(&bulk[..bulk.len() - 2]);
+            Ok(Some(value.into_owned()))
         }
+        None => Err("redis closed the connection".into()),
+        _ => Err(format!("redis: {}", line.trim_end()).into()),
     }
 }
 
@@ -45,14 +52,10 @@ impl Adapter for RedisAdapter {
     }
 
     async fn start(&mut self, ctx: &AdapterContext) -> Result<Redis, BoxError> {
-        let addr: String = ctx.config().extract_at("redis.addr")?;
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|e| format!("redis.addr `{addr}`: {e}"))?;
+        let addr: Option<SocketAddr> = ctx.config().extract_at("redis.addr")?;
+        let addr = addr.ok_or("redis.addr is not set: give the server's ip:port")?;
         let io = BufReader::new(TcpStream::connect(addr).await?);
-        let redis = Redis(Rc::new(Mutex::new(io)));
-        self.0 = Some(redis.clone());
-        Ok(redis)
+        Ok(self.0.insert(Redis(Rc::new(Mutex::new(io)))).clone())
     }
 
     async fn health(&self) -> Health {

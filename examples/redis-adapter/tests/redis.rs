@@ -37,6 +37,19 @@ async fn visit(Dep(redis): Dep<Redis>, Path(page): Path<String>) -> Result<Json<
     Ok(Json(count.unwrap_or_default().parse().unwrap_or_default()))
 }
 
+/// A call its caller gave up on (a `BLPOP` that outlasts a 50 ms timeout) still reads
+/// its own reply: the next call gets `PONG`, not the `BLPOP`'s answer.
+async fn resync(Dep(redis): Dep<Redis>) -> Result<Json<Option<String>>, HttpError> {
+    let key = format!("nucleon-test:empty:{}", std::process::id());
+    let args = ["BLPOP", &key, "0.3"];
+    let blpop = redis.call(&args);
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), blpop).await;
+    assert!(gave_up.is_err(), "BLPOP answered before its timeout");
+    let pong = redis.call(&["PING"]).await;
+    pong.map(Json)
+        .map_err(|e| HttpError::internal(e.to_string()))
+}
+
 fn app(addr: &str) -> App {
     let config = format!("[default.redis]\naddr = \"{addr}\"\n");
     App::new("visits")
@@ -44,6 +57,7 @@ fn app(addr: &str) -> App {
         .without_dns()
         .per_worker_adapter(RedisAdapter::default)
         .route("/visits/{page}", get(visit))
+        .route("/resync", get(resync))
 }
 
 #[test]
@@ -53,6 +67,13 @@ fn a_handler_talks_to_redis_through_its_worker_s_connection() {
     let client = TestClient::new(app(&addr(&url)));
     assert_eq!(client.get(&format!("/visits/{page}")).json::<u64>(), 1);
     assert_eq!(client.get(&format!("/visits/{page}")).json::<u64>(), 2);
+    let pong = client.get("/resync");
+    assert_eq!(
+        pong.json::<Option<String>>().as_deref(),
+        Some("PONG"),
+        "{}",
+        pong.text()
+    );
     let ready: serde_json::Value = client.get("/readyz").json();
     assert_eq!(ready["status"], "ready", "{ready}");
     assert!(

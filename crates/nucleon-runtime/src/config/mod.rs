@@ -301,7 +301,9 @@ impl Default for RuntimeSettings {
 
 impl RuntimeSettings {
     /// The per-process adapters' reserve in force: `process_reserve` when set (at most
-    /// the whole timeout), else 30 % of `shutdown_timeout`.
+    /// the whole timeout; the runtime refuses one that leaves the workers nothing),
+    /// else 30 % of `shutdown_timeout`. A runtime without per-process adapters keeps
+    /// no reserve.
     pub fn process_reserve_in_force(&self) -> Duration {
         self.process_reserve
             .unwrap_or(self.shutdown_timeout * 3 / 10)
