@@ -66,7 +66,7 @@ impl AdapterContext {
 ///
 /// Its [`start`](Adapter::start) connects and gives a [`Handle`](Adapter::Handle): the
 /// cheap `Clone` value the rest of the service uses (a pool, a client). The runtime
-/// registers it for the adapter's scope, found with [`handle::get`](crate::handle::get)
+/// registers it for the adapter's scope, found with [`handle::get`](crate::handle::get())
 /// (or a handler's `Dep<T>` argument):
 ///
 /// - **per worker** ([`WorkerSetup::adapter`](crate::WorkerSetup::adapter)): each worker
