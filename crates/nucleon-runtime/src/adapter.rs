@@ -37,6 +37,7 @@ impl Health {
 #[derive(Debug, Clone)]
 pub struct AdapterContext {
     pub(crate) worker: Option<usize>,
+    pub(crate) workers: usize,
     pub(crate) config: Arc<Config>,
     pub(crate) drain: Drain,
     /// Per-process adapters: where their handles go as they start.
@@ -47,6 +48,12 @@ impl AdapterContext {
     /// The worker this adapter instance belongs to (`None` for per-process adapters).
     pub fn worker(&self) -> Option<usize> {
         self.worker
+    }
+
+    /// How many workers the process runs (to split a per-process budget, such as a
+    /// pool size, over per-worker instances).
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// The process's configuration.

@@ -156,6 +156,7 @@ async fn serve(
     let sink = Arc::new(Mutex::new(ProcessHandles::new()));
     let ctx = AdapterContext {
         worker: None,
+        workers: spec.watchdog.inner.slots.len() - 1,
         config: Arc::clone(&spec.config),
         drain: spec.drain.clone(),
         process_handles: Some(Arc::clone(&sink)),

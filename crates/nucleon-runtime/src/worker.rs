@@ -210,6 +210,7 @@ async fn serve(spec: &WorkerSpec, id: usize, mut commands: mpsc::UnboundedReceiv
     } = setup;
     let ctx = AdapterContext {
         worker: Some(id),
+        workers: spec.watchdog.inner.slots.len() - 1,
         config: Arc::clone(&spec.config),
         drain: spec.drain.clone(),
         process_handles: None,

@@ -1,0 +1,146 @@
+//! `DbAdapter`: a database as part of the service, per worker or per process.
+
+use std::time::Instant;
+
+use nucleon_runtime::{Adapter, AdapterContext, BoxError, Health};
+
+use crate::config::{Backend, DbConfig};
+use crate::db::Db;
+use crate::error::DbError;
+
+/// Where a database's pool lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One pool per worker: PostgreSQL, whose sockets live on the worker's reactor.
+    PerWorker,
+    /// One pool for the process: SQLite, which sqlx runs on threads of its own.
+    PerProcess,
+}
+
+/// The database adapter: reads `[<env>.db]` (or `[<env>.db.<name>]`), connects a pool at
+/// start and gives it as a [`Db`] handle. Add it per worker for PostgreSQL and per
+/// process for SQLite ([`DbAdapter::scope`] says which; the umbrella's `App::database`
+/// does it for you).
+///
+/// ```no_run
+/// use nucleon_db::{DbAdapter, Scope};
+/// use nucleon_runtime::{Config, Runtime};
+///
+/// let config = Config::defaults();
+/// let builder = Runtime::builder().config(config.clone());
+/// let builder = match DbAdapter::new().scope(&config)? {
+///     Scope::PerProcess => builder.adapter(DbAdapter::new()),
+///     Scope::PerWorker => builder.per_worker(|worker| {
+///         worker.adapter(DbAdapter::new());
+///         Ok(())
+///     }),
+/// };
+/// # Ok::<(), nucleon_db::DbError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct DbAdapter {
+    name: Option<String>,
+    app: Option<String>,
+    db: Option<Db>,
+}
+
+impl DbAdapter {
+    /// The main database (`[<env>.db]`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The database named `name` (`[<env>.db.<name>]`); its handle is found by that name
+    /// (`Named<Db, N>`, [`Db::named`]).
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The application's name: with no URL configured, the database is SQLite at
+    /// `data/<app>.db` (default `data/app.db`).
+    pub fn app_name(mut self, app: impl Into<String>) -> Self {
+        self.app = Some(app.into());
+        self
+    }
+
+    fn key(&self) -> String {
+        self.name
+            .as_deref()
+            .map_or_else(|| "db".to_owned(), |n| format!("db.{n}"))
+    }
+
+    fn backend(&self, settings: &DbConfig) -> Result<Backend, DbError> {
+        settings.backend(&self.key(), self.app.as_deref().unwrap_or("app"))
+    }
+
+    /// Where this database's pool belongs, from the configuration.
+    ///
+    /// # Errors
+    /// [`DbError::Config`] for unusable settings.
+    pub fn scope(&self, config: &nucleon_runtime::Config) -> Result<Scope, DbError> {
+        let settings = DbConfig::load(config, self.name.as_deref())?;
+        Ok(match self.backend(&settings)? {
+            Backend::Postgres => Scope::PerWorker,
+            Backend::Sqlite(_) => Scope::PerProcess,
+        })
+    }
+}
+
+impl Adapter for DbAdapter {
+    type Handle = Db;
+
+    fn name(&self) -> &str {
+        "db"
+    }
+
+    fn instance(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    async fn start(&mut self, ctx: &AdapterContext) -> Result<Db, BoxError> {
+        let settings = DbConfig::load(ctx.config(), self.name.as_deref())?;
+        let backend = self.backend(&settings)?;
+        let size = match (&backend, ctx.worker()) {
+            (Backend::Postgres, Some(_)) => settings.per_worker(ctx.workers()),
+            _ => settings.pool_size,
+        };
+        let db = Db::connect(&settings, &backend, size).await?;
+        match &backend {
+            Backend::Postgres => {
+                tracing::info!(target: "nucleon::db", worker = ?ctx.worker(), database = self.key(), "PostgreSQL pool of {size} connection(s)");
+            }
+            Backend::Sqlite(path) => {
+                tracing::info!(target: "nucleon::db", database = self.key(), "SQLite at {} ({size} connection(s), WAL)", path.display());
+            }
+        }
+        self.db = Some(db.clone());
+        Ok(db)
+    }
+
+    async fn health(&self) -> Health {
+        let Some(db) = &self.db else {
+            return Health::Unhealthy("not started".into());
+        };
+        match db.query("SELECT 1").execute().await {
+            Ok(_) => Health::Healthy,
+            Err(error) => Health::Unhealthy(error.to_string()),
+        }
+    }
+
+    async fn stop(&mut self, deadline: Instant) -> Result<(), BoxError> {
+        let Some(db) = self.db.take() else {
+            return Ok(());
+        };
+        if db
+            .close(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Ok(())
+        } else {
+            Err("connections still in use at the deadline".into())
+        }
+    }
+}
