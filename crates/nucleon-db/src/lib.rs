@@ -36,6 +36,7 @@ mod http;
 mod param;
 mod query;
 mod row;
+mod schema;
 mod transaction;
 
 pub use adapter::{DbAdapter, Scope};
@@ -45,6 +46,7 @@ pub use error::DbError;
 pub use param::{Kind, Param, ToParam};
 pub use query::{Query, Sql};
 pub use row::{JsonRow, Record, Scalar};
+pub use schema::{Schema, SyncReport};
 pub use transaction::{Isolation, Transaction, Tx};
 
 /// sqlx itself, for its macros and types (`sqlx::FromRow`).

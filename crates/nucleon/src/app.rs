@@ -55,6 +55,9 @@ pub struct App {
     pub(crate) router: Router,
     pub(crate) workers: Vec<WorkerFn>,
     pub(crate) process: Vec<ProcessFn>,
+    /// The databases (`None`: the main one), feature `db`.
+    #[cfg(feature = "db")]
+    pub(crate) databases: Vec<Option<String>>,
     pub(crate) locals: Vec<LocalFn>,
     pub(crate) initialise: Vec<Hook>,
     pub(crate) start: Vec<Hook>,
@@ -84,6 +87,8 @@ impl App {
             router: Router::new(),
             workers: Vec::new(),
             process: Vec::new(),
+            #[cfg(feature = "db")]
+            databases: Vec::new(),
             locals: Vec::new(),
             initialise: Vec::new(),
             start: Vec::new(),
@@ -174,6 +179,29 @@ impl App {
             worker.adapter(make());
             Ok(())
         }));
+        self
+    }
+
+    /// Adds the main database (`[<env>.db]`, feature `db`): a pool per worker for
+    /// PostgreSQL, one per process for SQLite, chosen from its URL at start; with no
+    /// URL, SQLite at `data/<app name>.db`, created on first start. Handlers take it as
+    /// `Dep<Db>`.
+    ///
+    /// ```toml
+    /// [production.db]
+    /// url = "postgres://orders:secret@db.internal/orders"
+    /// ```
+    #[cfg(feature = "db")]
+    pub fn database(mut self) -> Self {
+        self.databases.push(None);
+        self
+    }
+
+    /// Adds the database named `name` (`[<env>.db.<name>]`), found by that name
+    /// (`Named<Db, N>` with `handle_name!(N = "name")`, or `Db::named`).
+    #[cfg(feature = "db")]
+    pub fn named_database(mut self, name: impl Into<String>) -> Self {
+        self.databases.push(Some(name.into()));
         self
     }
 
@@ -274,7 +302,7 @@ impl App {
 
     /// Takes what each worker is set up with (see [`WorkerPlan`]), reading the `dns` and
     /// `http_client` tables of `config` now, so that a bad value fails before any worker
-    /// starts.
+    /// starts. The databases' pools are placed later ([`App::place_databases`]).
     pub(crate) fn worker_plan(&mut self, config: &Config) -> Result<WorkerPlan, ConfigError> {
         #[cfg(feature = "dns")]
         let dns = if self.dns {
@@ -289,7 +317,36 @@ impl App {
             setups: std::mem::take(&mut self.workers),
             #[cfg(feature = "dns")]
             dns,
+            #[cfg(feature = "db")]
+            databases: Vec::new(),
         })
+    }
+}
+
+impl App {
+    /// Reads where each database's pool belongs (its URL): per worker (PostgreSQL) into
+    /// `plan`, per process (SQLite) as the adapters returned.
+    #[cfg(feature = "db")]
+    pub(crate) fn place_databases(
+        &self,
+        config: &Config,
+        plan: &mut WorkerPlan,
+    ) -> Result<Vec<nucleon_db::DbAdapter>, nucleon_db::DbError> {
+        let mut per_process = Vec::new();
+        for name in &self.databases {
+            let adapter = match name {
+                Some(name) => nucleon_db::DbAdapter::named(name.clone()),
+                None => nucleon_db::DbAdapter::new(),
+            }
+            .app_name(self.name.clone());
+            match adapter.scope(config)? {
+                nucleon_db::Scope::PerProcess => per_process.push(adapter),
+                nucleon_db::Scope::PerWorker => {
+                    plan.databases.push((name.clone(), self.name.clone()));
+                }
+            }
+        }
+        Ok(per_process)
     }
 }
 
@@ -338,6 +395,9 @@ pub(crate) struct WorkerPlan {
     setups: Vec<WorkerFn>,
     #[cfg(feature = "dns")]
     dns: Option<DnsSettings>,
+    /// The PostgreSQL databases, a pool per worker: their names, and the app's.
+    #[cfg(feature = "db")]
+    pub(crate) databases: Vec<(Option<String>, String)>,
 }
 
 impl WorkerPlan {
@@ -353,6 +413,14 @@ impl WorkerPlan {
                 .adapter(nucleon_dns::HttpClientAdapter::with_config(
                     dns.client.clone(),
                 ));
+        }
+        #[cfg(feature = "db")]
+        for (name, app) in &self.databases {
+            let adapter = match name {
+                Some(name) => nucleon_db::DbAdapter::named(name.clone()),
+                None => nucleon_db::DbAdapter::new(),
+            };
+            worker.adapter(adapter.app_name(app.clone()));
         }
         for setup in &self.setups {
             setup(worker)?;

@@ -82,6 +82,10 @@ pub enum AppError {
     #[cfg(feature = "http")]
     #[error(transparent)]
     Http(#[from] ServerError),
+    /// The database settings are unusable.
+    #[cfg(feature = "db")]
+    #[error(transparent)]
+    Db(#[from] nucleon_db::DbError),
     /// The runtime failed to start or to stop cleanly.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -100,6 +104,8 @@ impl AppError {
             AppError::Usage(error) if !error.use_stderr() => 0,
             AppError::Usage(_) => 64,
             AppError::Config(_) => 78,
+            #[cfg(feature = "db")]
+            AppError::Db(nucleon_db::DbError::Config(_)) => 78,
             #[cfg(feature = "http")]
             AppError::Http(ServerError::InvalidHost { .. }) => 78,
             AppError::Runtime(error) => error.exit_code(),

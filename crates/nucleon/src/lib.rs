@@ -54,6 +54,12 @@ pub use start::{AppRuntime, StartOptions};
 pub use nucleon_runtime as runtime;
 pub use nucleon_runtime::{LocalState, handle_name, offload, spawn};
 
+/// Database access: PostgreSQL and embedded SQLite on sqlx.
+#[cfg(feature = "db")]
+pub use nucleon_db as db;
+#[cfg(feature = "db")]
+pub use nucleon_db::{Db, DbError, JsonRow, Sql};
+
 /// Async DNS and the outbound HTTP client.
 #[cfg(feature = "dns")]
 pub use nucleon_dns as dns;

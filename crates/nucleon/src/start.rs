@@ -182,7 +182,10 @@ impl App {
         options: &StartOptions,
         front: Front,
     ) -> Result<Runtime, AppError> {
-        let plan = self.worker_plan(&config)?;
+        #[cfg_attr(not(feature = "db"), allow(unused_mut))]
+        let mut plan = self.worker_plan(&config)?;
+        #[cfg(feature = "db")]
+        let databases = self.place_databases(&config, &mut plan)?;
         let App {
             process,
             initialise,
@@ -195,6 +198,10 @@ impl App {
             .handle_signals(options.handle_signals);
         if let Some(n) = options.workers {
             builder = builder.workers(n);
+        }
+        #[cfg(feature = "db")]
+        for database in databases {
+            builder = builder.adapter(database);
         }
         for add in process {
             builder = add(builder);
