@@ -144,3 +144,57 @@ impl Adapter for DbAdapter {
         }
     }
 }
+
+/// Syncs a schema (`database.sql`'s text) at start, on the database given before it:
+/// the tables missing are created with their rows (see [`Db::sync`]). Add it after
+/// the database's adapter, per worker (syncs are serialized; each table is created
+/// once). For development and embedded databases, so a new service runs with no
+/// set-up; in production, `app db sync` or migrations are the usual way.
+#[derive(Debug, Clone)]
+pub struct SchemaSync {
+    schema: &'static str,
+    database: Option<String>,
+}
+
+impl SchemaSync {
+    /// Syncs `schema` on the main database.
+    pub fn new(schema: &'static str) -> Self {
+        Self {
+            schema,
+            database: None,
+        }
+    }
+
+    /// Syncs on the database named `name` instead.
+    pub fn on(mut self, name: impl Into<String>) -> Self {
+        self.database = Some(name.into());
+        self
+    }
+}
+
+impl Adapter for SchemaSync {
+    type Handle = ();
+
+    fn name(&self) -> &str {
+        "schema-sync"
+    }
+
+    async fn start(&mut self, _ctx: &AdapterContext) -> Result<(), BoxError> {
+        let db = match &self.database {
+            Some(name) => Db::named(name),
+            None => Db::current(),
+        }
+        .ok_or("no database to sync: add the database's adapter before SchemaSync")?;
+        let schema =
+            crate::Schema::parse(self.schema, matches!(db.pool(), crate::Pool::Sqlite(_)))?;
+        let report = db.sync(&schema).await?;
+        if !report.created.is_empty() {
+            tracing::info!(target: "nucleon::db", tables = ?report.created, "created table(s) {}", report.created.join(", "));
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, _deadline: Instant) -> Result<(), BoxError> {
+        Ok(())
+    }
+}

@@ -39,7 +39,7 @@ mod row;
 mod schema;
 mod transaction;
 
-pub use adapter::{DbAdapter, Scope};
+pub use adapter::{DbAdapter, SchemaSync, Scope};
 pub use config::{Backend, DbConfig};
 pub use db::{Db, Pool};
 pub use error::DbError;

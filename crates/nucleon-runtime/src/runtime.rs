@@ -560,6 +560,8 @@ impl Control {
         let mut restart_failed = None;
         loop {
             tokio::select! {
+                // First: a worker that ends because the drain began is not a death.
+                biased;
                 () = drain.draining() => break,
                 Some(event) = self.events.recv() => self.on_event(event),
                 Some(event) = process.events.recv() => {
@@ -773,6 +775,10 @@ impl Control {
             WorkerEvent::Exited { worker, panic } => {
                 self.workers[worker].running = false;
                 self.workers[worker].ready = false;
+                if panic.is_none() && self.runtime.handle.drain.is_draining() {
+                    // It drained, as asked (the drain began after the loop's last look).
+                    return;
+                }
                 let message = panic.unwrap_or_else(|| "exited unexpectedly".into());
                 tracing::error!(target: "nucleon::runtime", worker, "worker {worker} died: {message}; restarting it");
                 self.schedule_restart(worker);

@@ -58,6 +58,9 @@ pub struct App {
     /// The databases (`None`: the main one), feature `db`.
     #[cfg(feature = "db")]
     pub(crate) databases: Vec<Option<String>>,
+    /// The schema synced at start, feature `db`.
+    #[cfg(feature = "db")]
+    pub(crate) schema: Option<&'static str>,
     pub(crate) locals: Vec<LocalFn>,
     pub(crate) initialise: Vec<Hook>,
     pub(crate) start: Vec<Hook>,
@@ -89,6 +92,8 @@ impl App {
             process: Vec::new(),
             #[cfg(feature = "db")]
             databases: Vec::new(),
+            #[cfg(feature = "db")]
+            schema: None,
             locals: Vec::new(),
             initialise: Vec::new(),
             start: Vec::new(),
@@ -194,6 +199,17 @@ impl App {
     #[cfg(feature = "db")]
     pub fn database(mut self) -> Self {
         self.databases.push(None);
+        self
+    }
+
+    /// The application's schema, `database.sql`'s text (usually
+    /// `include_str!("../database.sql")`): synced on the main database at start (the
+    /// tables missing are created, with their rows: [`nucleon_db::Db::sync`]), so a new
+    /// service runs with no set-up, and used by `app db sync` and `app db reset` when
+    /// there is no `database.sql` in the working directory.
+    #[cfg(feature = "db")]
+    pub fn schema(mut self, sql: &'static str) -> Self {
+        self.schema = Some(sql);
         self
     }
 
@@ -319,6 +335,8 @@ impl App {
             dns,
             #[cfg(feature = "db")]
             databases: Vec::new(),
+            #[cfg(feature = "db")]
+            schema: self.schema,
         })
     }
 }
@@ -398,6 +416,9 @@ pub(crate) struct WorkerPlan {
     /// The PostgreSQL databases, a pool per worker: their names, and the app's.
     #[cfg(feature = "db")]
     pub(crate) databases: Vec<(Option<String>, String)>,
+    /// The schema each worker syncs at start (once the databases are up).
+    #[cfg(feature = "db")]
+    pub(crate) schema: Option<&'static str>,
 }
 
 impl WorkerPlan {
@@ -421,6 +442,10 @@ impl WorkerPlan {
                 None => nucleon_db::DbAdapter::new(),
             };
             worker.adapter(adapter.app_name(app.clone()));
+        }
+        #[cfg(feature = "db")]
+        if let Some(schema) = self.schema {
+            worker.adapter(nucleon_db::SchemaSync::new(schema));
         }
         for setup in &self.setups {
             setup(worker)?;

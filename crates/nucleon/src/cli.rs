@@ -42,6 +42,10 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// The database: sync, reset, migrate, status.
+    #[cfg(feature = "db")]
+    #[command(subcommand)]
+    Db(crate::db_cli::DbCommand),
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -58,14 +62,14 @@ struct StartArgs {
 }
 
 #[derive(Debug, Args, Default, Clone)]
-struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// The environment: a table of app.toml (default: `NUCLEON_ENV`, else
     /// `NUCLEON_CONFIGURATION`, else `default`).
     #[arg(long = "env")]
-    environment: Option<String>,
+    pub(crate) environment: Option<String>,
     /// The configuration file (default: ./app.toml, else the app's embedded defaults).
     #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// Why an app could not run.
@@ -210,6 +214,8 @@ where
             Ok(())
         }
         Some(Command::Check { config }) => check(app, &options(StartArgs::default(), config)),
+        #[cfg(feature = "db")]
+        Some(Command::Db(command)) => crate::db_cli::run(&app, command),
     }
 }
 
@@ -284,7 +290,7 @@ pub(crate) fn http_config(config: &Config, options: &StartOptions) -> Result<Htt
     Ok(http)
 }
 
-fn load_config(
+pub(crate) fn load_config(
     app: &App,
     file: Option<PathBuf>,
     environment: Option<String>,

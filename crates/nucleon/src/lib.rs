@@ -40,6 +40,8 @@
 
 mod app;
 mod cli;
+#[cfg(feature = "db")]
+mod db_cli;
 mod dropped_lines;
 mod log;
 mod start;

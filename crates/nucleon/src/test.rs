@@ -265,6 +265,17 @@ impl TestClient {
         )
     }
 
+    /// `PATCH path` with `value` as JSON.
+    pub fn patch_json(&self, path: &str, value: &impl Serialize) -> TestResponse {
+        let body = serde_json::to_vec(value).expect("TestClient: the value serializes");
+        self.simple(
+            Method::PATCH,
+            path,
+            Some("application/json"),
+            Body::from(body),
+        )
+    }
+
     /// `PUT path` with `value` as JSON.
     pub fn put_json(&self, path: &str, value: &impl Serialize) -> TestResponse {
         let body = serde_json::to_vec(value).expect("TestClient: the value serializes");
