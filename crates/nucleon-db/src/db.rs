@@ -77,7 +77,7 @@ impl Db {
         size: u32,
     ) -> Result<Self, DbError> {
         let pool = match backend {
-            Backend::Postgres => Pool::Postgres(connect_postgres(settings, size)?),
+            Backend::Postgres => Pool::Postgres(connect_postgres(settings, size).await?),
             Backend::Sqlite(path) => Pool::Sqlite(connect_sqlite(settings, path, size).await?),
         };
         let db = Db {
@@ -155,7 +155,7 @@ impl Db {
     }
 }
 
-fn connect_postgres(settings: &DbConfig, size: u32) -> Result<PgPool, DbError> {
+async fn connect_postgres(settings: &DbConfig, size: u32) -> Result<PgPool, DbError> {
     let url = settings
         .url
         .as_ref()
@@ -166,7 +166,39 @@ fn connect_postgres(settings: &DbConfig, size: u32) -> Result<PgPool, DbError> {
         let millis = settings.statement_timeout.as_millis().to_string();
         options = options.options([("statement_timeout", millis.as_str())]);
     }
+    let options = resolve(options).await?;
     Ok(pool_options::<sqlx::Postgres>(settings, size).connect_lazy_with(options))
+}
+
+/// The host's address, through nucleon-dns (feature `dns`): sqlx connects to it, and the
+/// name still serves TLS (SNI, and the certificate check of `sslmode=verify-full`). The
+/// address is found when the pool is made (at the worker's start): a database that
+/// moves to another address is found again at the next start.
+#[cfg(feature = "dns")]
+async fn resolve(options: PgConnectOptions) -> Result<PgConnectOptions, DbError> {
+    let host = options.get_host().to_owned();
+    if host.starts_with('/') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(options);
+    }
+    // Happy Eyeballs over the host's addresses: the one that answers is the one used
+    // (`localhost` is ::1 and 127.0.0.1; a server may listen on one of them only).
+    let probe = nucleon_dns::connect_tcp(&host, options.get_port())
+        .await
+        .map_err(|e| DbError::Unavailable {
+            reason: format!("cannot reach the database host `{host}`: {e}"),
+        })?;
+    let addr = probe.peer_addr().map_err(|e| DbError::Unavailable {
+        reason: format!("cannot reach the database host `{host}`: {e}"),
+    })?;
+    drop(probe);
+    tracing::debug!(target: "nucleon::db", host, addr = %addr.ip(), "database host resolved through nucleon-dns");
+    Ok(options.hostaddr(addr.ip()))
+}
+
+/// Without nucleon-dns, sqlx resolves the host name itself.
+#[cfg(not(feature = "dns"))]
+async fn resolve(options: PgConnectOptions) -> Result<PgConnectOptions, DbError> {
+    Ok(options)
 }
 
 async fn connect_sqlite(

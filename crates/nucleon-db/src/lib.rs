@@ -33,6 +33,7 @@ mod db;
 mod error;
 #[cfg(feature = "http")]
 mod http;
+mod listen;
 mod param;
 mod query;
 mod row;
@@ -43,6 +44,7 @@ pub use adapter::{DbAdapter, SchemaSync, Scope};
 pub use config::{Backend, DbConfig};
 pub use db::{Db, Pool};
 pub use error::DbError;
+pub use listen::{Notification, Notifications};
 pub use param::{Kind, Param, ToParam};
 pub use query::{Query, Sql};
 pub use row::{JsonRow, Record, Scalar};

@@ -276,3 +276,30 @@ async fn an_exhausted_pool_is_unavailable_after_its_acquire_timeout() {
     assert_eq!(error.status(), 503);
     drop(open);
 }
+
+/// A host name is resolved through nucleon-dns (the hosts file here: `localhost`), and
+/// the pool connects to the address found.
+#[cfg(feature = "dns")]
+#[tokio::test]
+async fn a_host_name_is_resolved_through_nucleon_dns() {
+    let Some(url) = nucleon_testkit::postgres_url() else {
+        return;
+    };
+    let mut url: url::Url = url.parse().unwrap();
+    url.set_host(Some("localhost")).unwrap();
+    let mut settings = nucleon_db::DbConfig::default();
+    settings.url = Some(url.as_str().parse().unwrap());
+    let db = Db::connect(&settings, &nucleon_db::Backend::Postgres, 1)
+        .await
+        .unwrap();
+    let one: i32 = db.query("SELECT 1").value().await.unwrap();
+    assert_eq!(one, 1);
+    let nucleon_db::Pool::Postgres(pool) = db.pool() else {
+        panic!("postgres")
+    };
+    assert_eq!(
+        pool.connect_options().get_host(),
+        "localhost",
+        "the name stays, for TLS"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use nucleon_db::{Backend, Db, DbError};
+use nucleon_db::{Backend, Db, DbError, Notification};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -268,4 +268,46 @@ async fn a_commit_cut_under_way_is_unknown_and_never_retried() {
         .await
         .unwrap();
     assert_eq!(count, 0);
+}
+
+/// Two listeners (two workers, or two processes) hear a notification; one whose link
+/// is cut reconnects by itself and hears the next ones.
+#[tokio::test]
+async fn listen_notify_reaches_every_listener_and_survives_a_cut() {
+    let Some(test) = support::postgres("listen", |_| {}).await else {
+        return;
+    };
+    let proxy = Proxy::start(upstream(&test)).await;
+    let through_proxy = through(&proxy, &test, 2).await;
+    let mut first = test.db.listen(&["prices"]).await.unwrap();
+    let mut second = through_proxy.listen(&["prices", "stock"]).await.unwrap();
+    test.db.notify("prices", "gb:42").await.unwrap();
+    let heard = |n: Notification| (n.channel, n.payload);
+    let within = Duration::from_secs(10);
+    assert_eq!(
+        heard(tokio::time::timeout(within, first.next()).await.unwrap()),
+        ("prices".into(), "gb:42".into())
+    );
+    assert_eq!(
+        heard(tokio::time::timeout(within, second.next()).await.unwrap()),
+        ("prices".into(), "gb:42".into())
+    );
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.restore();
+    // Notify until the reconnected listener hears one (what was sent while it was away
+    // is lost, as PostgreSQL says).
+    let notifier = test.db.clone();
+    let sending = tokio::spawn(async move {
+        for n in 0..100 {
+            notifier.notify("stock", &format!("n{n}")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let after = tokio::time::timeout(within, second.next())
+        .await
+        .expect("heard after the cut");
+    assert_eq!(after.channel, "stock");
+    sending.abort();
 }
