@@ -8,6 +8,9 @@ use crate::config::{Backend, DbConfig};
 use crate::db::Db;
 use crate::error::DbError;
 
+/// How long the health check's `SELECT 1` may take (under the runtime's 2 s).
+const HEALTH_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where a database's pool lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -120,13 +123,20 @@ impl Adapter for DbAdapter {
         Ok(db)
     }
 
+    /// A `SELECT 1` within a second: a pool whose every connection is busy is
+    /// degraded (still serving), not unhealthy; a database that does not answer is.
     async fn health(&self) -> Health {
         let Some(db) = &self.db else {
             return Health::Unhealthy("not started".into());
         };
-        match db.query("SELECT 1").execute().await {
-            Ok(_) => Health::Healthy,
-            Err(error) => Health::Unhealthy(error.to_string()),
+        let ping = tokio::time::timeout(HEALTH_PING, db.query("SELECT 1").execute()).await;
+        match ping {
+            Ok(Ok(_)) => Health::Healthy,
+            _ if db.all_busy() => {
+                Health::Degraded("every connection of the pool is in use (db.pool_size)".into())
+            }
+            Ok(Err(error)) => Health::Unhealthy(error.to_string()),
+            Err(_) => Health::Unhealthy(format!("no answer to SELECT 1 within {HEALTH_PING:?}")),
         }
     }
 

@@ -32,8 +32,10 @@ pub struct DbConfig {
     /// `sqlite://path/to/file.db`. None: SQLite at `data/<app>.db`.
     pub url: Option<SecretUrl>,
     /// Connections for the whole process (default 10). PostgreSQL pools are per worker:
-    /// each gets `pool_size / workers`, rounded up, at least one. SQLite has one pool per
-    /// process, of this size (its writers take turns anyway).
+    /// each gets `pool_size / workers`, rounded down, and at least one (so with more
+    /// workers than `pool_size`, the process opens one per worker). SQLite has one pool
+    /// per process, of this size (its writers take turns anyway).
+    /// The time to open a connection counts in `acquire_timeout`.
     pub pool_size: u32,
     /// How long a query waits for a free connection (or a new one to connect) before it
     /// fails with `Unavailable` (503) (default 3 s).
@@ -144,10 +146,10 @@ impl DbConfig {
         }
     }
 
-    /// This worker's share of `pool_size` among `workers`: rounded up, at least one.
+    /// This worker's share of `pool_size` among `workers`: rounded down, at least one.
     pub fn per_worker(&self, workers: usize) -> u32 {
         let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
-        self.pool_size.div_ceil(workers).max(1)
+        (self.pool_size / workers).max(1)
     }
 }
 
@@ -167,7 +169,8 @@ mod tests {
             settings.backend("db", "orders").unwrap(),
             Backend::Sqlite("data/orders.db".into())
         );
-        assert_eq!(settings.per_worker(4), 3);
+        assert_eq!(settings.per_worker(4), 2);
+        assert_eq!(settings.per_worker(3), 3);
         assert_eq!(settings.per_worker(16), 1);
     }
 

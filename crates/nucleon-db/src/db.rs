@@ -111,7 +111,7 @@ impl Db {
     /// A query on this database: bind its parameters, then take its result as rows, a
     /// column, one row, one value, the rows affected, or a stream.
     pub fn query(&self, sql: impl Into<Sql>) -> Query<'_> {
-        Query::new(Target::Db(self), sql.into())
+        Query::new(Target::Db(self), sql.into(), None)
     }
 
     /// A transaction running `body`: all its queries commit, or none. `body` may run
@@ -138,6 +138,23 @@ impl Db {
         Transaction::new(self, body)
     }
 
+    /// Whether every connection the pool may open is open and in use.
+    pub(crate) fn all_busy(&self) -> bool {
+        let (size, idle, max) = match &self.inner.pool {
+            Pool::Postgres(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+            Pool::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        };
+        size >= max && idle == 0
+    }
+
     /// The pool, for raw sqlx.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
@@ -160,7 +177,7 @@ async fn connect_postgres(settings: &DbConfig, size: u32) -> Result<PgPool, DbEr
         .url
         .as_ref()
         .ok_or_else(|| DbError::Config("a PostgreSQL database needs db.url".into()))?;
-    let mut options = PgConnectOptions::from_str(url.expose().as_str())
+    let mut options = PgConnectOptions::from_str(without_unknown_secrets(url.expose()).as_str())
         .map_err(|e| DbError::Config(format!("db.url `{url}`: {e}")))?;
     if !settings.statement_timeout.is_zero() {
         let millis = settings.statement_timeout.as_millis().to_string();
@@ -168,6 +185,38 @@ async fn connect_postgres(settings: &DbConfig, size: u32) -> Result<PgPool, DbEr
     }
     let options = resolve(options).await?;
     Ok(pool_options::<sqlx::Postgres>(settings, size).connect_lazy_with(options))
+}
+
+/// The URL without the secret-like parameters sqlx does not take (`sslpassword`…):
+/// sqlx logs a parameter it does not know with its value, in clear.
+fn without_unknown_secrets(url: &url::Url) -> url::Url {
+    const KNOWN: [&str; 4] = ["password", "sslkey", "sslcert", "sslrootcert"];
+    let secret = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        !KNOWN.contains(&key.as_str())
+            && ["pass", "pwd", "secret", "token", "key", "credential"]
+                .iter()
+                .any(|s| key.contains(s))
+    };
+    let mut clean = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(key, _)| {
+            let drop = secret(key);
+            if drop {
+                tracing::warn!(target: "nucleon::db", "db.url: parameter `{key}` is not supported and is left out");
+            }
+            !drop
+        })
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if url.query().is_some() {
+        clean.set_query(None);
+        if !pairs.is_empty() {
+            clean.query_pairs_mut().extend_pairs(pairs);
+        }
+    }
+    clean
 }
 
 /// The host's address, through nucleon-dns (feature `dns`): sqlx connects to it, and the

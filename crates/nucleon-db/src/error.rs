@@ -66,6 +66,16 @@ pub enum DbError {
         /// What failed.
         reason: String,
     },
+    /// A statement of the transaction failed and its error was caught outside a
+    /// savepoint: PostgreSQL aborted the transaction, so nothing of it is committed.
+    /// Catch expected failures inside `tx.savepoint(…)`.
+    #[error(
+        "the transaction is not committed: its statement {failed} failed (catch an expected failure inside tx.savepoint)"
+    )]
+    Aborted {
+        /// The statement that failed.
+        failed: String,
+    },
     /// The query is wrong (syntax, unknown table or column, a type that does not fit).
     #[error("{query}: {message}")]
     BadQuery {

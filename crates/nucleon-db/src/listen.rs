@@ -89,7 +89,13 @@ impl Db {
         let Pool::Postgres(pool) = self.pool() else {
             return Err(DbError::Config("LISTEN/NOTIFY needs PostgreSQL".into()));
         };
-        let mut listener = PgListener::connect_with(pool)
+        // A connection of its own, outside the worker's pool (which it would take one
+        // connection from for good), made as the pool's are.
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own)
             .await
             .map_err(|e| DbError::from_sqlx("LISTEN", e))?;
         listener.eager_reconnect(true);

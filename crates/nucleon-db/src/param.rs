@@ -2,13 +2,18 @@
 
 /// A value bound to a placeholder (`$1` on PostgreSQL, `?` or `$1` on SQLite).
 ///
+/// Every integer binds as a 64-bit integer (`int8`) and every float as `float8`: one
+/// type per query text, so that a query prepared once (sqlx caches statements by their
+/// text) never meets a parameter of another width. Where PostgreSQL wants another
+/// type, say so in the SQL: `left(name, $1::int)`, `CURRENT_DATE + $1::int`.
+///
 /// Made from the usual Rust types by [`crate::Query::bind`]: integers, floats, `bool`,
 /// strings, bytes, `serde_json::Value` (as JSON), and `Option`s of them (`None` binds a
 /// typed NULL). For other types (UUIDs, timestamps…), use sqlx itself
 /// ([`crate::Db::pool`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {
-    /// An integer (bound as a 64-bit integer).
+    /// An integer (`int8`).
     Int(i64),
     /// A floating-point number.
     Float(f64),
@@ -50,17 +55,17 @@ pub trait ToParam {
 }
 
 macro_rules! int_params {
-    ($($t:ty),*) => {$(
+    ($kind:ident, $variant:ident, $wide:ty: $($t:ty),*) => {$(
         impl ToParam for $t {
-            const KIND: Kind = Kind::Int;
+            const KIND: Kind = Kind::$kind;
             fn to_param(self) -> Param {
-                Param::Int(i64::from(self))
+                Param::$variant(<$wide>::from(self))
             }
         }
     )*};
 }
 
-int_params!(i8, i16, i32, i64, u8, u16, u32);
+int_params!(Int, Int, i64: i8, i16, i32, i64, u8, u16, u32);
 
 impl ToParam for f64 {
     const KIND: Kind = Kind::Float;

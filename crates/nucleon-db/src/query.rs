@@ -93,6 +93,9 @@ pub struct Query<'a> {
     target: Target<'a>,
     sql: Sql,
     params: Vec<Param>,
+    /// In a transaction: where a failure is recorded (a failed statement aborts a
+    /// PostgreSQL transaction; its commit is then refused).
+    failed: Option<&'a mut Option<String>>,
 }
 
 impl std::fmt::Debug for Query<'_> {
@@ -134,11 +137,23 @@ macro_rules! on_backend {
 }
 
 impl<'a> Query<'a> {
-    pub(crate) fn new(target: Target<'a>, sql: Sql) -> Self {
+    pub(crate) fn new(
+        target: Target<'a>,
+        sql: Sql,
+        failed: Option<&'a mut Option<String>>,
+    ) -> Self {
         Self {
             target,
             sql,
             params: Vec::new(),
+            failed,
+        }
+    }
+
+    /// Records a failure in the transaction the query ran in.
+    fn note<T>(failed: Option<&mut Option<String>>, name: &str, result: &Result<T, DbError>) {
+        if let (Some(failed), Err(_)) = (failed, result) {
+            failed.get_or_insert_with(|| name.to_owned());
         }
     }
 
@@ -189,16 +204,19 @@ impl<'a> Query<'a> {
             target,
             sql,
             params,
+            failed,
         } = self;
         let sql = AssertSqlSafe(sql.text);
-        Self::timed(name, &db, async move {
+        let result = Self::timed(name.clone(), &db, async move {
             on_backend!(target, |D, exec| {
                 bind_params!(sqlx::query_as::<D, T>(sql), params)
                     .fetch_all(exec)
                     .await
             })
         })
-        .await
+        .await;
+        Self::note(failed, &name, &result);
+        result
     }
 
     /// The first column of every row (`SELECT code FROM countries`).
@@ -223,12 +241,35 @@ impl<'a> Query<'a> {
     /// [`DbError::TooManyRows`] when there are several; as [`Query::rows`].
     pub async fn optional<T: Record>(self) -> Result<Option<T>, DbError> {
         let name = self.sql.name().into_owned();
-        let mut rows = self.stream::<T>();
-        let first = rows.try_next().await?;
-        if first.is_some() && rows.try_next().await?.is_some() {
-            return Err(DbError::TooManyRows { query: name });
-        }
-        Ok(first)
+        let db = self.db().clone();
+        let Query {
+            target,
+            sql,
+            params,
+            failed,
+        } = self;
+        let sql = AssertSqlSafe(sql.text);
+        let result = Self::timed(name.clone(), &db, async move {
+            on_backend!(target, |D, exec| {
+                // Two rows at most: a second one is an error, the rest is not read.
+                let mut rows = bind_params!(sqlx::query_as::<D, T>(sql), params).fetch(exec);
+                let first = rows.try_next().await?;
+                let more = first.is_some() && rows.try_next().await?.is_some();
+                Ok((first, more))
+            })
+        })
+        .await
+        .and_then(|(first, more)| {
+            if more {
+                Err(DbError::TooManyRows {
+                    query: name.clone(),
+                })
+            } else {
+                Ok(first)
+            }
+        });
+        Self::note(failed, &name, &result);
+        result
     }
 
     /// Exactly one row.
@@ -265,9 +306,10 @@ impl<'a> Query<'a> {
             target,
             sql,
             params,
+            failed,
         } = self;
         let sql = AssertSqlSafe(sql.text);
-        Self::timed(name, &db, async move {
+        let result = Self::timed(name.clone(), &db, async move {
             on_backend!(target, |D, exec| {
                 bind_params!(sqlx::query::<D>(sql), params)
                     .execute(exec)
@@ -275,17 +317,22 @@ impl<'a> Query<'a> {
                     .map(|done| done.rows_affected())
             })
         })
-        .await
+        .await;
+        Self::note(failed, &name, &result);
+        result
     }
 
     /// The rows one at a time, without building a list (a large export, say). The
-    /// connection stays taken until the stream ends or is dropped.
+    /// connection stays taken until the stream ends or is dropped. A stream is not timed
+    /// as a whole (its consumer sets its pace), and in a transaction its errors are the
+    /// caller's to handle: they do not count as the transaction's failure.
     pub fn stream<T: Record>(self) -> BoxStream<'a, Result<T, DbError>> {
         let name = self.sql.name().into_owned();
         let Query {
             target,
             sql,
             params,
+            ..
         } = self;
         let sql = AssertSqlSafe(sql.text);
         let rows = on_backend!(target, |D, exec| {

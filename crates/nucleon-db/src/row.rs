@@ -31,7 +31,8 @@ impl<T: Send + Unpin + 'static> Scalar for T where (T,): Record {}
 /// handler can return query results with no struct.
 ///
 /// Integers, floats, booleans, text, JSON and NULL map to their JSON forms; bytes to an
-/// array of numbers. A PostgreSQL type with no JSON form here (timestamps, numerics,
+/// array of numbers. On SQLite, a column declared `BOOLEAN` gives `true`/`false`, and
+/// JSON is text (SQLite has no JSON type). A PostgreSQL type with no JSON form here (timestamps, numerics,
 /// UUIDs) is an error naming the column: cast it in the query (`created::text`).
 ///
 /// ```no_run
@@ -77,7 +78,7 @@ impl<'r> FromRow<'r, PgRow> for JsonRow {
             let value = if row.try_get_raw(i)?.is_null() {
                 Value::Null
             } else {
-                match column.type_info().name() {
+                match column.type_info().name().to_ascii_uppercase().as_str() {
                     "BOOL" => Value::from(row.try_get::<bool, _>(i)?),
                     "INT2" => Value::from(row.try_get::<i16, _>(i)?),
                     "INT4" => Value::from(row.try_get::<i32, _>(i)?),
@@ -104,9 +105,12 @@ impl<'r> FromRow<'r, SqliteRow> for JsonRow {
         let mut map = serde_json::Map::new();
         for (i, column) in row.columns().iter().enumerate() {
             let raw = row.try_get_raw(i)?;
-            // SQLite's types are the values', not the columns'.
+            // SQLite's types are the values'; a column declared BOOLEAN says its
+            // integers are booleans.
+            let declared = column.type_info().name().to_ascii_uppercase();
             let value = match raw.type_info().name() {
                 _ if raw.is_null() => Value::Null,
+                "INTEGER" if declared == "BOOLEAN" => Value::from(row.try_get::<bool, _>(i)?),
                 "INTEGER" => Value::from(row.try_get::<i64, _>(i)?),
                 "REAL" => Value::from(row.try_get::<f64, _>(i)?),
                 "BLOB" => Value::from(row.try_get::<Vec<u8>, _>(i)?),

@@ -20,11 +20,45 @@ pub struct Schema {
 #[derive(Debug, Clone, PartialEq)]
 enum Belongs {
     /// It creates this table.
-    Creates(String),
+    Creates(Table),
     /// It fills or indexes this table.
-    Follows(String),
+    Follows(Table),
     /// Neither: it is not run by `sync` (a warning says so).
     Other,
+}
+
+/// A table's name as written (`"Orders"`, `app.orders`: what the database is asked
+/// about), and as compared (unquoted parts folded to lower case, as PostgreSQL folds
+/// them, and SQLite compares them).
+#[derive(Debug, Clone)]
+struct Table {
+    written: String,
+    key: String,
+}
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Table {
+    fn new(name: &ObjectName) -> Self {
+        let key = name
+            .0
+            .iter()
+            .map(|part| match part.as_ident() {
+                Some(ident) if ident.quote_style.is_some() => ident.value.clone(),
+                Some(ident) => ident.value.to_lowercase(),
+                None => part.to_string().to_lowercase(),
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        Self {
+            written: name.to_string(),
+            key,
+        }
+    }
 }
 
 /// What [`Db::sync`] did.
@@ -34,13 +68,6 @@ pub struct SyncReport {
     pub created: Vec<String>,
     /// The tables that were already there, left alone.
     pub existing: Vec<String>,
-}
-
-fn table_name(name: &ObjectName) -> String {
-    name.0
-        .last()
-        .map(|part| part.to_string().trim_matches('"').to_owned())
-        .unwrap_or_default()
 }
 
 impl Schema {
@@ -59,12 +86,12 @@ impl Schema {
             .into_iter()
             .map(|statement| {
                 let belongs = match &statement {
-                    Statement::CreateTable(create) => Belongs::Creates(table_name(&create.name)),
+                    Statement::CreateTable(create) => Belongs::Creates(Table::new(&create.name)),
                     Statement::CreateIndex(index) => {
-                        Belongs::Follows(table_name(&index.table_name))
+                        Belongs::Follows(Table::new(&index.table_name))
                     }
                     Statement::Insert(insert) => match &insert.table {
-                        TableObject::TableName(name) => Belongs::Follows(table_name(name)),
+                        TableObject::TableName(name) => Belongs::Follows(Table::new(name)),
                         _ => Belongs::Other,
                     },
                     _ => Belongs::Other,
@@ -86,29 +113,31 @@ impl Schema {
         Self::parse(&text, sqlite)
     }
 
-    /// The tables it creates, in file order.
+    /// The tables it creates, in file order, as written (`"Orders"`, `app.orders`).
     pub fn tables(&self) -> Vec<&str> {
         self.statements
             .iter()
             .filter_map(|(belongs, _)| match belongs {
-                Belongs::Creates(table) => Some(table.as_str()),
+                Belongs::Creates(table) => Some(table.written.as_str()),
                 _ => None,
             })
             .collect()
     }
 }
 
+/// Whether an SQLite table exists, its name compared as SQLite compares names.
+const SQLITE_TABLE_EXISTS: &str = r#"SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND lower(name) = lower(trim($1, '"'))"#;
+
 impl Db {
-    /// Whether `table` exists (on the search path, for PostgreSQL).
+    /// Whether `table` exists (its name as written in SQL: `"Orders"` with its quotes;
+    /// on the search path, for PostgreSQL).
     ///
     /// # Errors
     /// As any query.
     pub async fn table_exists(&self, table: &str) -> Result<bool, DbError> {
         let sql = match self.pool() {
             Pool::Postgres(_) => "SELECT to_regclass($1) IS NOT NULL",
-            Pool::Sqlite(_) => {
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = $1"
-            }
+            Pool::Sqlite(_) => SQLITE_TABLE_EXISTS,
         };
         self.query(sql).bind(table).value().await
     }
@@ -127,21 +156,23 @@ impl Db {
                     tx.query("SELECT pg_advisory_xact_lock(7261927364)").execute().await?;
                 }
                 let mut report = SyncReport::default();
+                let mut created: Vec<Table> = Vec::new();
                 for (belongs, sql) in &schema.statements {
                     match belongs {
                         Belongs::Creates(table) => {
                             let sql = match self.pool() {
                                 Pool::Postgres(_) => "SELECT to_regclass($1) IS NOT NULL",
-                                Pool::Sqlite(_) => "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = $1",
+                                Pool::Sqlite(_) => SQLITE_TABLE_EXISTS,
                             };
-                            let exists: bool = tx.query(sql).bind(table.as_str()).value().await?;
+                            let exists: bool = tx.query(sql).bind(table.written.as_str()).value().await?;
                             if exists {
-                                report.existing.push(table.clone());
+                                report.existing.push(table.written.clone());
                                 continue;
                             }
-                            report.created.push(table.clone());
+                            report.created.push(table.written.clone());
+                            created.push(table.clone());
                         }
-                        Belongs::Follows(table) if report.created.contains(table) => {}
+                        Belongs::Follows(table) if created.contains(table) => {}
                         Belongs::Follows(_) => continue,
                         Belongs::Other => {
                             tracing::warn!(target: "nucleon::db", "database.sql: `{sql}` belongs to no table: sync skips it");
@@ -166,9 +197,9 @@ impl Db {
         let cascade = matches!(self.pool(), Pool::Postgres(_));
         for table in schema.tables().into_iter().rev() {
             let drop = if cascade {
-                format!("DROP TABLE IF EXISTS \"{table}\" CASCADE")
+                format!("DROP TABLE IF EXISTS {table} CASCADE")
             } else {
-                format!("DROP TABLE IF EXISTS \"{table}\"")
+                format!("DROP TABLE IF EXISTS {table}")
             };
             self.query(drop).execute().await?;
         }

@@ -24,6 +24,9 @@ pub struct Tx {
     db: Db,
     conn: TxConn,
     savepoints: u32,
+    /// The first statement that failed outside a savepoint: PostgreSQL has aborted the
+    /// transaction, so the commit is refused (on SQLite too, for one behaviour).
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Tx {
@@ -37,11 +40,18 @@ impl std::fmt::Debug for Tx {
 impl Tx {
     /// A query in this transaction.
     pub fn query(&mut self, sql: impl Into<Sql>) -> Query<'_> {
-        Query::new(Target::Tx(&self.db, &mut self.conn), sql.into())
+        Query::new(
+            Target::Tx(&self.db, &mut self.conn),
+            sql.into(),
+            Some(&mut self.failed),
+        )
     }
 
     /// Runs `body` inside a savepoint: if it fails, its changes alone roll back (to the
-    /// savepoint) and its error is returned; the transaction goes on.
+    /// savepoint) and its error is returned; the transaction goes on. The way to go on
+    /// after a statement that may fail ("insert, or it is there already"): outside a
+    /// savepoint, a failed statement aborts the transaction (PostgreSQL's rule) and its
+    /// commit is refused with [`DbError::Aborted`], even if the body caught the error.
     ///
     /// # Errors
     /// `body`'s error, or the savepoint's own failure.
@@ -52,11 +62,15 @@ impl Tx {
         self.savepoints += 1;
         let name = format!("nucleon_savepoint_{}", self.savepoints);
         self.raw(format!("SAVEPOINT {name}")).await?;
+        let outside = self.failed.take();
         let result = body(self).await;
+        // What failed inside is rolled back with the savepoint: forgiven.
+        self.failed = None;
         match &result {
             Ok(_) => self.raw(format!("RELEASE SAVEPOINT {name}")).await?,
             Err(_) => self.raw(format!("ROLLBACK TO SAVEPOINT {name}")).await?,
         }
+        self.failed = outside;
         self.savepoints -= 1;
         result
     }
@@ -66,17 +80,27 @@ impl Tx {
     }
 
     async fn commit(self) -> Result<(), DbError> {
+        if let Some(failed) = self.failed {
+            // Dropped, the transaction rolls back.
+            return Err(DbError::Aborted { failed });
+        }
         let committed = match self.conn {
             TxConn::Postgres(tx) => tx.commit().await,
             TxConn::Sqlite(tx) => tx.commit().await,
         };
-        committed.map_err(|error| match error {
-            // The server said no (a serialization failure found at commit): it did not
-            // commit, and a retry may.
-            sqlx::Error::Database(_) => DbError::from_sqlx("COMMIT", error),
-            // The link failed under the COMMIT: it may have committed, or not.
-            other => DbError::CommitUnknown {
-                reason: other.to_string(),
+        committed.map_err(|error| match &error {
+            // The server refused the commit (a serialization failure, a deferred
+            // constraint): it did not commit, and a retry may.
+            sqlx::Error::Database(e)
+                if e.code()
+                    .is_some_and(|c| c.starts_with("40") || c.starts_with("23")) =>
+            {
+                DbError::from_sqlx("COMMIT", error)
+            }
+            // Anything else under the COMMIT (the link failed, the server went down
+            // while it waited for a replica): it may have committed, or not.
+            _ => DbError::CommitUnknown {
+                reason: error.to_string(),
             },
         })
     }
@@ -212,6 +236,7 @@ impl<'a, F> Transaction<'a, F> {
             db: self.db.clone(),
             conn,
             savepoints: 0,
+            failed: None,
         })
     }
 }

@@ -303,3 +303,67 @@ async fn a_host_name_is_resolved_through_nucleon_dns() {
         "the name stays, for TLS"
     );
 }
+
+/// Integers bind as `int8` whatever their width (one type per query text: sqlx caches
+/// the statement); where a function wants an `int4`, the SQL says so.
+#[tokio::test]
+async fn postgres_integers_are_int8_and_a_cast_makes_an_int4() {
+    let Some(test) = support::postgres("int8", |_| {}).await else {
+        return;
+    };
+    let left: String = test
+        .db
+        .query("SELECT left('abcdef', $1::int)")
+        .bind(3_i32)
+        .value()
+        .await
+        .unwrap();
+    assert_eq!(left, "abc");
+    let wide: i64 = test
+        .db
+        .query("SELECT $1 + 1")
+        .bind(i64::from(i32::MAX))
+        .value()
+        .await
+        .unwrap();
+    assert_eq!(wide, 2_147_483_648);
+    let narrow: i64 = test
+        .db
+        .query("SELECT $1 + 1")
+        .bind(1_i32)
+        .value()
+        .await
+        .unwrap();
+    assert_eq!(
+        narrow, 2,
+        "the same query text, another width: the same int8"
+    );
+}
+
+/// SQLite's JSON rows: a BOOLEAN column is true or false (JSON is text in SQLite).
+#[tokio::test]
+async fn sqlite_json_rows_follow_declared_types() {
+    let test = support::sqlite(|_| {}).await;
+    test.db
+        .query("CREATE TABLE flags (done BOOLEAN, meta JSON)")
+        .execute()
+        .await
+        .unwrap();
+    test.db
+        .query("INSERT INTO flags VALUES ($1, $2)")
+        .bind(true)
+        .bind(serde_json::json!({"a": 1}))
+        .execute()
+        .await
+        .unwrap();
+    let rows: Vec<JsonRow> = test
+        .db
+        .query("SELECT done, meta FROM flags")
+        .rows()
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&rows).unwrap(),
+        serde_json::json!([{"done": true, "meta": "{\"a\":1}"}])
+    );
+}

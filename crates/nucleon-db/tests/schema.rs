@@ -125,3 +125,43 @@ async fn sqlite_migrations_run_once() {
     assert!(test.db.table_exists("notes").await.unwrap());
     assert_eq!(test.db.applied_migrations().await.unwrap(), 1);
 }
+
+/// Names as PostgreSQL folds them: `CREATE TABLE Todos` is `todos`, and its INSERT
+/// (written `todos`) is its own; sync twice and reset work.
+#[tokio::test]
+async fn postgres_table_names_fold_as_the_database_folds_them() {
+    let Some(test) = support::postgres("fold", |_| {}).await else {
+        return;
+    };
+    let schema = Schema::parse(
+        "CREATE TABLE Todos (id INT PRIMARY KEY); INSERT INTO todos VALUES (1);\nCREATE TABLE \"Quoted\" (id INT); INSERT INTO \"Quoted\" VALUES (2);",
+        false,
+    )
+    .unwrap();
+    assert_eq!(test.db.sync(&schema).await.unwrap().created.len(), 2);
+    assert_eq!(
+        test.db.sync(&schema).await.unwrap().existing.len(),
+        2,
+        "found, not created again"
+    );
+    let todos: i64 = test
+        .db
+        .query("SELECT count(*) FROM todos")
+        .value()
+        .await
+        .unwrap();
+    assert_eq!(todos, 1, "its INSERT ran");
+    test.db
+        .query("INSERT INTO todos VALUES (5)")
+        .execute()
+        .await
+        .unwrap();
+    test.db.reset(&schema).await.unwrap();
+    let todos: i64 = test
+        .db
+        .query("SELECT count(*) FROM todos")
+        .value()
+        .await
+        .unwrap();
+    assert_eq!(todos, 1, "reset dropped it");
+}

@@ -286,3 +286,60 @@ async fn sqlite_unique_violations_are_retried_only_when_asked() {
     insert(true).await.unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+/// A failure caught in the body, outside a savepoint: PostgreSQL has aborted the
+/// transaction, so the commit is refused (not reported as done); inside a savepoint,
+/// the transaction goes on. The same on SQLite.
+async fn a_caught_failure_aborts_unless_in_a_savepoint(db: &Db) {
+    db.query("CREATE TABLE tags (name TEXT PRIMARY KEY)")
+        .execute()
+        .await
+        .unwrap();
+    db.query("INSERT INTO tags VALUES ('old')")
+        .execute()
+        .await
+        .unwrap();
+    let swallowed = db
+        .transaction(async |tx| {
+            tx.query("INSERT INTO tags VALUES ('new')")
+                .execute()
+                .await?;
+            let _ignored = tx.query("INSERT INTO tags VALUES ('old')").execute().await;
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(swallowed, Err(DbError::Aborted { .. })),
+        "{swallowed:?}"
+    );
+    let count: i64 = db.query("SELECT count(*) FROM tags").value().await.unwrap();
+    assert_eq!(count, 1, "nothing of it committed");
+    db.transaction(async |tx| {
+        tx.query("INSERT INTO tags VALUES ('new')")
+            .execute()
+            .await?;
+        let again = tx
+            .savepoint(async |tx| tx.query("INSERT INTO tags VALUES ('old')").execute().await)
+            .await;
+        assert!(matches!(again, Err(DbError::Conflict { .. })), "{again:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let count: i64 = db.query("SELECT count(*) FROM tags").value().await.unwrap();
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn postgres_a_caught_failure_aborts_unless_in_a_savepoint() {
+    let Some(test) = support::postgres("aborted", |_| {}).await else {
+        return;
+    };
+    a_caught_failure_aborts_unless_in_a_savepoint(&test.db).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_caught_failure_aborts_unless_in_a_savepoint() {
+    let test = support::sqlite(|_| {}).await;
+    a_caught_failure_aborts_unless_in_a_savepoint(&test.db).await;
+}

@@ -63,7 +63,10 @@ pub(crate) fn run(app: &App, command: DbCommand) -> Result<(), AppError> {
         args.config.config.clone(),
         args.config.environment.clone(),
     )?;
-    let settings = DbConfig::load(&config, args.database.as_deref())?;
+    let mut settings = DbConfig::load(&config, args.database.as_deref())?;
+    // A migration (an index built on a large table) may run longer than a request's
+    // statement: no limit here.
+    settings.statement_timeout = std::time::Duration::ZERO;
     let key = args
         .database
         .as_deref()
