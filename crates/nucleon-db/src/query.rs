@@ -108,6 +108,28 @@ impl std::fmt::Debug for Query<'_> {
     }
 }
 
+/// The current task's watchdog label, with the query's name added while it runs; the
+/// label before comes back when dropped (a query cancelled midway too).
+struct QueryLabel {
+    handle: nucleon_runtime::task::LabelHandle,
+    before: nucleon_runtime::TaskLabel,
+}
+
+impl QueryLabel {
+    fn set(name: &str) -> Option<Self> {
+        let handle = nucleon_runtime::task::label_handle()?;
+        let before = handle.get();
+        handle.set(format!("{before} · query {name}"));
+        Some(Self { handle, before })
+    }
+}
+
+impl Drop for QueryLabel {
+    fn drop(&mut self) {
+        self.handle.set(self.before.clone());
+    }
+}
+
 /// Runs `$body` with `$exec` bound to the right executor, for each backend.
 macro_rules! on_backend {
     ($target:expr, |$kind:ident, $exec:ident| $body:expr) => {
@@ -178,6 +200,9 @@ impl<'a> Query<'a> {
     ) -> Result<T, DbError> {
         let slow = db.inner.slow_query;
         let span = tracing::debug_span!(target: "nucleon::db", "query", name = %name);
+        // The watchdog names the query in what it reports meanwhile (a decode that
+        // blocks the loop): "GET /orders/{id} · query orders.by_id".
+        let _label = QueryLabel::set(&name);
         let started = Instant::now();
         let result = run.instrument(span).await;
         let took = started.elapsed();
