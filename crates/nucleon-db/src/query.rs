@@ -108,6 +108,25 @@ impl std::fmt::Debug for Query<'_> {
     }
 }
 
+/// Runs a query: `$run`, a future made of its target, SQL and parameters, timed and
+/// named ([`Query::timed`]); gives its name, its transaction's failure slot and the
+/// result.
+macro_rules! run_query {
+    ($query:expr, |$target:ident, $sql:ident, $params:ident| $run:expr) => {{
+        let name = $query.sql.name().into_owned();
+        let db = $query.db().clone();
+        let Query {
+            target: $target,
+            sql,
+            params: $params,
+            failed,
+        } = $query;
+        let $sql = AssertSqlSafe(sql.text);
+        let result = Self::timed(name.clone(), &db, async move { $run }).await;
+        (name, failed, result)
+    }};
+}
+
 /// The current task's watchdog label, with the query's name added while it runs; the
 /// label before comes back when dropped (a query cancelled midway too).
 struct QueryLabel {
@@ -223,23 +242,13 @@ impl<'a> Query<'a> {
     /// # Errors
     /// [`DbError`]: the database's refusal, a decoding failure, an unreachable database.
     pub async fn rows<T: Record>(self) -> Result<Vec<T>, DbError> {
-        let name = self.sql.name().into_owned();
-        let db = self.db().clone();
-        let Query {
-            target,
-            sql,
-            params,
-            failed,
-        } = self;
-        let sql = AssertSqlSafe(sql.text);
-        let result = Self::timed(name.clone(), &db, async move {
+        let (name, failed, result) = run_query!(self, |target, sql, params| {
             on_backend!(target, |D, exec| {
                 bind_params!(sqlx::query_as::<D, T>(sql), params)
                     .fetch_all(exec)
                     .await
             })
-        })
-        .await;
+        });
         Self::note(failed, &name, &result);
         result
     }
@@ -265,16 +274,7 @@ impl<'a> Query<'a> {
     /// # Errors
     /// [`DbError::TooManyRows`] when there are several; as [`Query::rows`].
     pub async fn optional<T: Record>(self) -> Result<Option<T>, DbError> {
-        let name = self.sql.name().into_owned();
-        let db = self.db().clone();
-        let Query {
-            target,
-            sql,
-            params,
-            failed,
-        } = self;
-        let sql = AssertSqlSafe(sql.text);
-        let result = Self::timed(name.clone(), &db, async move {
+        let (name, failed, result) = run_query!(self, |target, sql, params| {
             on_backend!(target, |D, exec| {
                 // Two rows at most: a second one is an error, the rest is not read.
                 let mut rows = bind_params!(sqlx::query_as::<D, T>(sql), params).fetch(exec);
@@ -282,16 +282,12 @@ impl<'a> Query<'a> {
                 let more = first.is_some() && rows.try_next().await?.is_some();
                 Ok((first, more))
             })
-        })
-        .await
-        .and_then(|(first, more)| {
-            if more {
-                Err(DbError::TooManyRows {
-                    query: name.clone(),
-                })
-            } else {
-                Ok(first)
-            }
+        });
+        let result = result.and_then(|(first, more)| match more {
+            true => Err(DbError::TooManyRows {
+                query: name.clone(),
+            }),
+            false => Ok(first),
         });
         Self::note(failed, &name, &result);
         result
@@ -325,24 +321,14 @@ impl<'a> Query<'a> {
     /// # Errors
     /// As [`Query::rows`].
     pub async fn execute(self) -> Result<u64, DbError> {
-        let name = self.sql.name().into_owned();
-        let db = self.db().clone();
-        let Query {
-            target,
-            sql,
-            params,
-            failed,
-        } = self;
-        let sql = AssertSqlSafe(sql.text);
-        let result = Self::timed(name.clone(), &db, async move {
+        let (name, failed, result) = run_query!(self, |target, sql, params| {
             on_backend!(target, |D, exec| {
                 bind_params!(sqlx::query::<D>(sql), params)
                     .execute(exec)
                     .await
                     .map(|done| done.rows_affected())
             })
-        })
-        .await;
+        });
         Self::note(failed, &name, &result);
         result
     }
