@@ -33,7 +33,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 /// Which handle: its type, and the instance's name (`None`: the type's unnamed one).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct HandleKey {
     type_id: TypeId,
     type_name: &'static str,
@@ -77,6 +77,23 @@ impl HandleKey {
     /// Whether this is the key of the unit type: an adapter whose start gives nothing.
     pub(crate) fn is_unit(&self) -> bool {
         self.type_id == TypeId::of::<()>()
+    }
+}
+
+// The type's name follows from its id: compared and hashed, it would only cost (a
+// handler's `Dep<T>` looks its handle up on every request).
+impl PartialEq for HandleKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.type_id == other.type_id && self.name == other.name
+    }
+}
+
+impl Eq for HandleKey {}
+
+impl std::hash::Hash for HandleKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.type_id.hash(state);
+        self.name.hash(state);
     }
 }
 
