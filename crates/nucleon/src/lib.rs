@@ -1,21 +1,27 @@
 //! # nucleon
 //!
 //! The umbrella crate of Nucleon, a microframework for back-end services: REST/JSON
-//! over HTTP on one cooperative event loop per core, where nothing blocks the loop.
+//! over HTTP and a database on one cooperative event loop per core, where nothing
+//! blocks the loop.
 //!
 //! It re-exports the framework's crates behind features, and gives an application three
-//! things: [`App`] to assemble routes, state, adapters and hooks; [`run`], the command
-//! line every app binary gets (`start`, `routes`, `check`); and [`test::TestClient`], to
-//! call the app in-process from tests.
+//! things: [`App`] to assemble routes, state, adapters (per process and per worker) and
+//! hooks — with or without HTTP; [`run`], the command line every app binary gets
+//! (`start`, `routes`, `check`, and `db …` with the `db` feature); and
+//! `test::TestClient` (feature `http`), which runs the app's real runtime in-process
+//! for tests.
 //!
 //! Features:
-//! - `http` (default): the HTTP front end ([`http`], `nucleon-http`), [`App`], the
-//!   command line and the test client.
+//! - `http` (default): the HTTP front end ([`http`], `nucleon-http`): routes, the
+//!   listener, `Dep<T>` for adapters' handles, the test client. Without it, an [`App`] is
+//!   a back-end service of adapters and tasks.
+//! - `db`: database access (`db`, `nucleon-db`): `App::database`, PostgreSQL (a pool
+//!   per worker) or embedded SQLite (one per process, the default), `app db sync|reset|
+//!   migrate|status`. It adds sqlx and a bundled SQLite to the build.
 //! - `dns` (default): async DNS and the outbound HTTP client ([`dns`], `nucleon-dns`).
-//!   With `http` too, every worker of an [`App`] gets a resolver and an HTTP client
-//!   (`[<env>.dns]` and `[<env>.http_client]` in `app.toml`), so handlers can call
-//!   `HttpClient::current()` and `Resolver::current()`; [`App::without_dns`] leaves them
-//!   out. It adds hickory-resolver, reqwest and rustls to the build: a service that never
+//!   Every worker of an [`App`] gets a resolver and an HTTP client (`[<env>.dns]` and
+//!   `[<env>.http_client]` in `app.toml`), which handlers take as `Dep<HttpClient>` (or
+//!   `HttpClient::current()`); [`App::without_dns`] leaves them out. It adds hickory-resolver, reqwest and rustls to the build: a service that never
 //!   calls out may prefer `default-features = false, features = ["http"]`.
 //!
 //! ```no_run
