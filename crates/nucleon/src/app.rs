@@ -66,6 +66,8 @@ pub struct App {
     pub(crate) start: Vec<Hook>,
     pub(crate) stop: Vec<Hook>,
     pub(crate) default_config: Option<&'static str>,
+    /// Configuration tables the app reads for itself (`App::config_table`).
+    pub(crate) tables: Vec<&'static str>,
     pub(crate) config_file: Option<PathBuf>,
     #[cfg(feature = "dns")]
     pub(crate) dns: bool,
@@ -99,6 +101,7 @@ impl App {
             start: Vec::new(),
             stop: Vec::new(),
             default_config: None,
+            tables: Vec::new(),
             config_file: None,
             #[cfg(feature = "dns")]
             dns: true,
@@ -296,6 +299,21 @@ impl App {
     pub fn default_config(mut self, toml: &'static str) -> Self {
         self.default_config = Some(toml);
         self
+    }
+
+    /// Declares a configuration table the app reads for itself (`[<env>.ticker]`), so
+    /// that it is known: a table that neither the framework nor the app reads is refused
+    /// at start and by `app check` (`[default.htp]`: did you mean `http`?).
+    pub fn config_table(mut self, name: &'static str) -> Self {
+        self.tables.push(name);
+        self
+    }
+
+    /// The tables this app's configuration may have: the framework's, and its own.
+    pub(crate) fn known_tables(&self) -> Vec<&'static str> {
+        let mut known = vec!["runtime", "http", "dns", "http_client", "db"];
+        known.extend(&self.tables);
+        known
     }
 
     /// The configuration file to read when `--config` is not given (default:

@@ -146,6 +146,8 @@ impl App {
     /// [`AppError::Runtime`] for invalid `runtime` settings.
     pub fn into_runtime(self, options: StartOptions) -> Result<AppRuntime, AppError> {
         let config = crate::cli::load_config_for(&self, &options)?;
+        // Before the port is claimed: a typo'd table is refused first.
+        config.check_tables(&self.known_tables())?;
         let name = self.name.clone();
         #[cfg(feature = "http")]
         if self.serves_http() {
@@ -182,6 +184,7 @@ impl App {
         options: &StartOptions,
         front: Front,
     ) -> Result<Runtime, AppError> {
+        config.check_tables(&self.known_tables())?;
         #[cfg_attr(not(feature = "db"), allow(unused_mut))]
         let mut plan = self.worker_plan(&config)?;
         #[cfg(feature = "db")]

@@ -313,3 +313,39 @@ fn a_service_without_routes_starts_no_listener_and_drains() {
     handle.shutdown();
     thread.join().unwrap().expect("a clean drain");
 }
+
+/// A typo'd table is refused by `check` and at start, naming it, with the table it
+/// was meant to be; a table the app declares is known.
+#[test]
+fn an_unknown_table_is_refused_with_the_closest_name() {
+    let app = || {
+        App::new("typo").default_config("[default.htp]\nport = 1\n\n[default.ticker]\nevery = 5\n")
+    };
+    let error = nucleon::run_from(app().config_table("ticker"), ["app", "check"]).expect_err("htp");
+    let message = error.to_string();
+    assert!(
+        message.contains("`htp`") && message.contains("did you mean `http`?"),
+        "{message}"
+    );
+    assert_eq!(error.exit_code(), 78);
+    let start = app()
+        .config_table("ticker")
+        .into_runtime(StartOptions::new().handle_signals(false));
+    assert!(matches!(start, Err(AppError::Config(_))), "{start:?}");
+    let undeclared = nucleon::run_from(
+        App::new("own").default_config("[default.ticker]\nevery = 5\n"),
+        ["app", "check"],
+    )
+    .expect_err("ticker is not declared");
+    assert!(
+        undeclared.to_string().contains("App::config_table"),
+        "{undeclared}"
+    );
+    nucleon::run_from(
+        App::new("own")
+            .default_config("[default.ticker]\nevery = 5\n")
+            .config_table("ticker"),
+        ["app", "check"],
+    )
+    .expect("declared");
+}

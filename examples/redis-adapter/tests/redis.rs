@@ -54,6 +54,7 @@ fn app(addr: &str) -> App {
     let config = format!("[default.redis]\naddr = \"{addr}\"\n");
     App::new("visits")
         .default_config(config.leak())
+        .config_table("redis")
         .without_dns()
         .per_worker_adapter(RedisAdapter::default)
         .route("/visits/{page}", get(visit))

@@ -45,6 +45,7 @@ impl Adapter for TickCounter {
 fn app() -> App {
     App::new("ticker")
         .default_config("[default.ticker]\nevery = 200\n")
+        .config_table("ticker")
         .adapter(TickCounter::default())
         .per_worker(|worker| {
             let every: u64 = worker.config().extract_at("ticker.every").unwrap_or(200);

@@ -240,6 +240,71 @@ impl Config {
     pub fn runtime_settings(&self) -> Result<RuntimeSettings, ConfigError> {
         self.extract_at("runtime")
     }
+
+    /// The environment's top-level keys (its tables: `http`, `runtime`, `db`…), from the
+    /// file and the `NUCLEON_…` variables.
+    pub fn tables(&self) -> Vec<String> {
+        self.figment
+            .extract::<figment::value::Dict>()
+            .map(|dict| dict.into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// Refuses a top-level table that is not in `known`, naming it, the file and the
+    /// environment, with the closest known name when one is close (`htp`: did you mean
+    /// `http`?).
+    ///
+    /// ```
+    /// use nucleon_runtime::Config;
+    ///
+    /// let config = Config::from_toml("[default.htp]\nport = 1\n", "default").unwrap();
+    /// let error = config.check_tables(&["http", "runtime"]).unwrap_err();
+    /// assert!(error.to_string().contains("did you mean `http`?"), "{error}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first unknown table.
+    pub fn check_tables(&self, known: &[&str]) -> Result<(), ConfigError> {
+        for table in self.tables() {
+            if known.contains(&table.as_str()) {
+                continue;
+            }
+            let closest = known
+                .iter()
+                .map(|k| (edit_distance(k, &table), *k))
+                .filter(|(d, k)| *d <= 2 && *d < k.len())
+                .min();
+            let hint = closest.map_or_else(
+                || format!(" (known: {})", known.join(", ")),
+                |(_, k)| format!(": did you mean `{k}`?"),
+            );
+            return Err(ConfigError::Invalid {
+                file: display_file(self.file.as_deref()),
+                environment: self.environment.clone(),
+                key: table.clone(),
+                message: format!(
+                    "`{table}` is not a table this service reads{hint}; a table an app reads for itself is declared with App::config_table"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Levenshtein distance, for "did you mean" (short names only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl std::fmt::Debug for Config {
