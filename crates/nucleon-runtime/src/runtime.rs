@@ -932,18 +932,13 @@ fn check_reserve(config: &Config, settings: &RuntimeSettings) -> Result<(), Runt
     if reserve < settings.shutdown_timeout {
         return Ok(());
     }
-    Err(RuntimeError::Config(crate::ConfigError::Invalid {
-        file: config.file().map_or_else(
-            || "the embedded defaults".to_owned(),
-            |f| f.display().to_string(),
-        ),
-        environment: config.environment().to_owned(),
-        key: "runtime.process_reserve".into(),
-        message: format!(
+    Err(RuntimeError::Config(config.invalid(
+        "runtime.process_reserve",
+        format!(
             "{reserve:?} leaves the workers nothing of runtime.shutdown_timeout ({:?}): make it shorter",
             settings.shutdown_timeout
         ),
-    }))
+    )))
 }
 
 /// What every worker is built from.

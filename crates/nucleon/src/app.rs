@@ -405,15 +405,7 @@ impl DnsSettings {
                 nucleon_dns::DnsError::Misconfigured { source_of, reason } => (source_of, reason),
                 other => ("dns".to_owned(), other.to_string()),
             };
-            return Err(ConfigError::Invalid {
-                file: config.file().map_or_else(
-                    || "the embedded defaults".to_owned(),
-                    |f| f.display().to_string(),
-                ),
-                environment: config.environment().to_owned(),
-                key,
-                message,
-            });
+            return Err(config.invalid(key, message));
         }
         Ok(Self {
             resolver,

@@ -241,6 +241,18 @@ impl Config {
         self.extract_at("runtime")
     }
 
+    /// An error about `key` of this configuration, naming its file and environment: for
+    /// checks the key's type alone cannot make (a value out of range, two values that
+    /// contradict each other).
+    pub fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: display_file(self.file.as_deref()),
+            environment: self.environment.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
     /// The environment's top-level keys (its tables: `http`, `runtime`, `db`…), from the
     /// file and the `NUCLEON_…` variables.
     pub fn tables(&self) -> Vec<String> {
@@ -278,14 +290,12 @@ impl Config {
                 || format!(" (known: {})", known.join(", ")),
                 |(_, k)| format!(": did you mean `{k}`?"),
             );
-            return Err(ConfigError::Invalid {
-                file: display_file(self.file.as_deref()),
-                environment: self.environment.clone(),
-                key: table.clone(),
-                message: format!(
+            return Err(self.invalid(
+                table.clone(),
+                format!(
                     "`{table}` is not a table this service reads{hint}; a table an app reads for itself is declared with App::config_table"
                 ),
-            });
+            ));
         }
         Ok(())
     }
