@@ -149,6 +149,80 @@ macro_rules! handle_name {
     };
 }
 
+/// An adapter's handle, by type, as a handler's argument: the worker's own for a
+/// per-worker adapter (a pool bound to this worker's reactor), the process's for a
+/// per-process one (a broker connection). The HTTP crate extracts it for routes, the
+/// AMQP crate for consumers; both declare it as a requirement checked at start.
+#[derive(Debug, Clone)]
+pub struct Dep<T>(pub T);
+
+impl<T> std::ops::Deref for Dep<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone + 'static> Dep<T> {
+    /// The current thread's handle (see [`get`]); `None` when no adapter gives one.
+    pub fn current() -> Option<Self> {
+        get::<T>().map(Dep)
+    }
+
+    /// The requirement this argument declares.
+    pub fn key() -> HandleKey {
+        HandleKey::of::<T>()
+    }
+}
+
+/// One named instance of an adapter's handle type, for two of a kind (two databases):
+/// `Named<Pool, Reporting>` is the `Pool` given by the adapter whose
+/// [`instance`](crate::Adapter::instance) is `reporting`. Declare the marker with
+/// [`handle_name!`](crate::handle_name).
+#[derive(Debug, Clone)]
+pub struct Named<T, N> {
+    handle: T,
+    name: std::marker::PhantomData<fn() -> N>,
+}
+
+impl<T, N> Named<T, N> {
+    /// The handle.
+    pub fn into_inner(self) -> T {
+        self.handle
+    }
+}
+
+impl<T, N> std::ops::Deref for Named<T, N> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.handle
+    }
+}
+
+impl<T: Clone + 'static, N: HandleName> Named<T, N> {
+    /// The current thread's handle of this name; `None` when no adapter gives one.
+    pub fn current() -> Option<Self> {
+        let found = match N::NAME {
+            Some(name) => named::<T>(name),
+            None => get::<T>(),
+        };
+        found.map(|handle| Named {
+            handle,
+            name: std::marker::PhantomData,
+        })
+    }
+
+    /// The requirement this argument declares.
+    pub fn key() -> HandleKey {
+        match N::NAME {
+            Some(name) => HandleKey::named::<T>(name),
+            None => HandleKey::of::<T>(),
+        }
+    }
+}
+
 /// Handles of the per-process adapters, frozen once they all started.
 pub(crate) type ProcessHandles = HashMap<HandleKey, Arc<dyn Any + Send + Sync>>;
 

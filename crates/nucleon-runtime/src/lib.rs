@@ -52,7 +52,7 @@ pub use adapter::{Adapter, AdapterContext, BoxError, HEALTH_TIMEOUT, Health};
 pub use config::{Config, ConfigError, ConfigOptions};
 pub use drain::{Drain, DrainTimeout, InFlightGuard};
 pub use error::RuntimeError;
-pub use handle::{HandleKey, HandleName, Requirement};
+pub use handle::{Dep, HandleKey, HandleName, Named, Requirement};
 pub use lifecycle::{Event, HandlerId};
 pub use local_state::LocalState;
 pub use runtime::{
