@@ -16,6 +16,8 @@
 //!   (a Redis, say): a `const` each, and the same behaviour. Their `*_in` methods take
 //!   the environment as a parameter, so a test can try any environment without setting
 //!   process-wide variables (tests in one binary run in parallel).
+//! - [`TcpProxy`]: a proxy inside the test, to cut a client's link to a shared server
+//!   (never restart the server itself).
 //! - [`wait_until`] and [`wait_until_async`]: poll a condition until it holds, or panic
 //!   with `timed out after … waiting for …`.
 //!
@@ -39,11 +41,13 @@
 //! are for test code, never for a worker's loop.
 
 mod note;
+mod proxy;
 mod server;
 mod tool;
 mod wait;
 
 pub use note::note_once;
+pub use proxy::TcpProxy;
 pub use server::{AMQP, POSTGRES, Server, Unavailable, amqp_url, mask_password, postgres_url};
 pub use tool::{Tool, require_tool};
 pub use wait::{wait_until, wait_until_async};

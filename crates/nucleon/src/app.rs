@@ -61,6 +61,9 @@ pub struct App {
     /// The schema synced at start, feature `db`.
     #[cfg(feature = "db")]
     pub(crate) schema: Option<&'static str>,
+    /// The service's messaging, feature `amqp`.
+    #[cfg(feature = "amqp")]
+    pub(crate) amqp: Option<nucleon_amqp::Amqp>,
     pub(crate) locals: Vec<LocalFn>,
     pub(crate) initialise: Vec<Hook>,
     pub(crate) start: Vec<Hook>,
@@ -96,6 +99,8 @@ impl App {
             databases: Vec::new(),
             #[cfg(feature = "db")]
             schema: None,
+            #[cfg(feature = "amqp")]
+            amqp: None,
             locals: Vec::new(),
             initialise: Vec::new(),
             start: Vec::new(),
@@ -224,6 +229,84 @@ impl App {
         self
     }
 
+    /// Connects the service to the broker (`[<env>.amqp]`, feature `amqp`): one
+    /// connection per process, whose handle is the [`Broker`](nucleon_amqp::Broker)
+    /// (`Dep<Broker>` in handlers) to publish, dispatch events, submit tasks and call
+    /// procedures. [`App::consume`] and its kin connect too; call this alone for a
+    /// service that only publishes.
+    #[cfg(feature = "amqp")]
+    pub fn messaging(mut self) -> Self {
+        self.amqp.get_or_insert_with(nucleon_amqp::Amqp::new);
+        self
+    }
+
+    #[cfg(feature = "amqp")]
+    fn with_amqp(mut self, add: impl FnOnce(nucleon_amqp::Amqp) -> nucleon_amqp::Amqp) -> Self {
+        let amqp = self.amqp.take().unwrap_or_default();
+        self.amqp = Some(add(amqp));
+        self
+    }
+
+    /// Declares an exchange, queue or binding on the broker at every (re)connect
+    /// (feature `amqp`).
+    #[cfg(feature = "amqp")]
+    pub fn declare(self, declaration: impl Into<nucleon_amqp::Declaration>) -> Self {
+        self.with_amqp(|amqp| amqp.declare(declaration))
+    }
+
+    /// Consumes `queue` (declared durable) with `handler` on every worker (feature
+    /// `amqp`): acked when the handler succeeds, retried then dead-lettered when it
+    /// fails (see [`nucleon_amqp::OnError`]). [`App::consumer`] takes the options.
+    ///
+    /// ```
+    /// use nucleon::App;
+    /// use nucleon::amqp::Msg;
+    ///
+    /// async fn on_signup(Msg(email): Msg<String>) -> Result<(), std::io::Error> {
+    ///     tracing::info!(%email, "welcome mail queued");
+    ///     Ok(())
+    /// }
+    ///
+    /// let app = App::new("mailer").consume("signups", on_signup);
+    /// # drop(app);
+    /// ```
+    #[cfg(feature = "amqp")]
+    pub fn consume<H: nucleon_amqp::Handler<A>, A: 'static>(self, queue: &str, handler: H) -> Self {
+        self.with_amqp(|amqp| amqp.consume(queue, handler))
+    }
+
+    /// Adds a consumer built with its options ([`nucleon_amqp::Consumer`]).
+    #[cfg(feature = "amqp")]
+    pub fn consumer(self, consumer: nucleon_amqp::Consumer) -> Self {
+        self.with_amqp(|amqp| amqp.consumer(consumer))
+    }
+
+    /// Serves procedure `name` over AMQP (queue `rpc.<name>`): callers use
+    /// [`Broker::call`](nucleon_amqp::Broker::call) (feature `amqp`).
+    #[cfg(feature = "amqp")]
+    pub fn rpc<H: nucleon_amqp::Handler<A>, A: 'static>(self, name: &str, handler: H) -> Self {
+        self.with_amqp(|amqp| amqp.rpc(name, handler))
+    }
+
+    /// Handles event `event` ([`Broker::dispatch`](nucleon_amqp::Broker::dispatch)) in
+    /// `mode` (feature `amqp`).
+    #[cfg(feature = "amqp")]
+    pub fn on_event<H: nucleon_amqp::Handler<A>, A: 'static>(
+        self,
+        event: &str,
+        mode: nucleon_amqp::EventMode,
+        handler: H,
+    ) -> Self {
+        self.with_amqp(|amqp| amqp.on_event(event, mode, handler))
+    }
+
+    /// Handles task `name` ([`Broker::submit`](nucleon_amqp::Broker::submit)), sharing
+    /// the tasks with every other worker and service that handles it (feature `amqp`).
+    #[cfg(feature = "amqp")]
+    pub fn task<H: nucleon_amqp::Handler<A>, A: 'static>(self, name: &str, handler: H) -> Self {
+        self.with_amqp(|amqp| amqp.task(name, handler))
+    }
+
     /// Per-worker setup of your own: adapters (a database pool, a client), tasks.
     /// Runs on each worker's thread at every (re)start (and in the test client's
     /// worker), after the per-worker state and the DNS adapters, before the HTTP server.
@@ -311,7 +394,7 @@ impl App {
 
     /// The tables this app's configuration may have: the framework's, and its own.
     pub(crate) fn known_tables(&self) -> Vec<&'static str> {
-        let mut known = vec!["runtime", "http", "dns", "http_client", "db"];
+        let mut known = vec!["runtime", "http", "dns", "http_client", "db", "amqp"];
         known.extend(&self.tables);
         known
     }
@@ -355,6 +438,8 @@ impl App {
             databases: Vec::new(),
             #[cfg(feature = "db")]
             schema: self.schema,
+            #[cfg(feature = "amqp")]
+            consumers: None,
         })
     }
 }
@@ -429,6 +514,10 @@ pub(crate) struct WorkerPlan {
     /// The schema each worker syncs at start (once the databases are up).
     #[cfg(feature = "db")]
     pub(crate) schema: Option<&'static str>,
+    /// The consumers each worker runs, after its other adapters (their handlers may
+    /// need them).
+    #[cfg(feature = "amqp")]
+    pub(crate) consumers: Option<nucleon_amqp::ConsumerFactory>,
 }
 
 impl WorkerPlan {
@@ -459,6 +548,10 @@ impl WorkerPlan {
         }
         for setup in &self.setups {
             setup(worker)?;
+        }
+        #[cfg(feature = "amqp")]
+        if let Some(consumers) = &self.consumers {
+            worker.adapter(consumers.make());
         }
         Ok(())
     }

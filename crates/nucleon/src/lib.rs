@@ -69,6 +69,10 @@ pub use nucleon_db as db;
 pub use nucleon_db::{Db, DbError, JsonRow, Sql};
 
 /// Async DNS and the outbound HTTP client.
+#[cfg(feature = "amqp")]
+pub use nucleon_amqp as amqp;
+#[cfg(feature = "amqp")]
+pub use nucleon_amqp::{AmqpError, Broker, Msg};
 #[cfg(feature = "dns")]
 pub use nucleon_dns as dns;
 #[cfg(feature = "dns")]

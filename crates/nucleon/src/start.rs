@@ -185,12 +185,16 @@ impl App {
         front: Front,
     ) -> Result<Runtime, AppError> {
         config.check_tables(&self.known_tables())?;
-        #[cfg_attr(not(feature = "db"), allow(unused_mut))]
+        #[cfg_attr(not(any(feature = "db", feature = "amqp")), allow(unused_mut))]
         let mut plan = self.worker_plan(&config)?;
         #[cfg(feature = "db")]
         let databases = self.place_databases(&config, &mut plan)?;
         let App {
             process,
+            #[cfg(feature = "amqp")]
+            amqp,
+            #[cfg(feature = "amqp")]
+            name,
             initialise,
             start,
             stop,
@@ -208,6 +212,18 @@ impl App {
         }
         for add in process {
             builder = add(builder);
+        }
+        #[cfg(feature = "amqp")]
+        if let Some(amqp) = amqp {
+            let consumers = amqp.consumer_count() > 0;
+            let (connection, factory) = amqp.build(&name);
+            for requirement in connection.requirements() {
+                builder = builder.require(requirement);
+            }
+            builder = builder.adapter(connection);
+            if consumers {
+                plan.consumers = Some(factory);
+            }
         }
         #[cfg(feature = "http")]
         if !matches!(front, Front::None) {

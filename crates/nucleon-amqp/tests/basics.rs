@@ -1,0 +1,132 @@
+//! The basics against the real broker: a published message reaches a consumer; a
+//! mandatory message nobody takes is `Returned`; an RPC round trip, a remote error, a
+//! procedure nobody serves.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nucleon_amqp::{Amqp, AmqpError, Message, Msg};
+use support::{Service, unique};
+
+#[test]
+fn a_message_reaches_its_consumer_and_a_lost_one_is_returned() {
+    let Some(url) = support::url() else { return };
+    let queue = unique("basics");
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let got = Arc::clone(&seen);
+    let amqp = Amqp::new().consume(&queue, move |Msg(n): Msg<u64>| {
+        let got = Arc::clone(&got);
+        async move {
+            got.lock().unwrap().push(n);
+        }
+    });
+    let service = Service::start("basics", &url, "", 2, amqp);
+    let rt = support::current_thread();
+    rt.block_on(async {
+        for n in 0..10_u64 {
+            service
+                .broker
+                .publish("", &queue, Message::json(&n).unwrap())
+                .await
+                .unwrap();
+        }
+        let lost = service
+            .broker
+            .publish("", &unique("nobody"), Message::bytes("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(lost, AmqpError::Returned { .. }), "{lost}");
+        let missing = service
+            .broker
+            .publish(&unique("no-such-exchange"), "k", Message::bytes("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(missing, AmqpError::Refused { .. }), "{missing}");
+        // The channel the broker closed is replaced: publishing goes on.
+        service
+            .broker
+            .publish("", &queue, Message::json(&10_u64).unwrap())
+            .await
+            .unwrap();
+    });
+    nucleon_testkit::wait_until("11 messages consumed", Duration::from_secs(10), || {
+        seen.lock().unwrap().len() == 11
+    });
+    let mut all = seen.lock().unwrap().clone();
+    all.sort_unstable();
+    assert_eq!(all, (0..=10).collect::<Vec<_>>());
+    let stats = service.broker.stats();
+    assert_eq!((stats.returned, stats.acked), (1, 11), "{stats:?}");
+    service.stop().unwrap();
+    rt.block_on(async {
+        let raw = support::raw(&url).await;
+        support::delete_queues(
+            &raw,
+            &[
+                queue.clone(),
+                format!("{queue}.dead-letter"),
+                format!("{queue}.retry.0"),
+                format!("{queue}.retry.1"),
+                format!("{queue}.retry.2"),
+            ],
+        )
+        .await;
+    });
+}
+
+#[derive(Debug)]
+struct Negative(i64);
+
+impl std::fmt::Display for Negative {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is negative", self.0)
+    }
+}
+
+async fn square_root(Msg(n): Msg<i64>) -> Result<f64, Negative> {
+    if n < 0 {
+        return Err(Negative(n));
+    }
+    Ok((n as f64).sqrt())
+}
+
+#[test]
+fn rpc_round_trip_remote_error_and_nobody_serving() {
+    let Some(url) = support::url() else { return };
+    let name = unique("sqrt");
+    let service = Service::start(
+        "rpc-basics",
+        &url,
+        "",
+        2,
+        Amqp::new().rpc(&name, square_root),
+    );
+    let rt = support::current_thread();
+    rt.block_on(async {
+        let broker = &service.broker;
+        let root: f64 = broker.call(&name, &16).await.unwrap();
+        assert_eq!(root, 4.0);
+        let error = broker.call::<f64, _>(&name, &-4).await.unwrap_err();
+        match &error {
+            AmqpError::Remote { kind, message, .. } => {
+                assert_eq!(kind, "Negative");
+                assert_eq!(message, "-4 is negative");
+            }
+            other => panic!("{other}"),
+        }
+        let undecodable = broker.call::<f64, _>(&name, &"four").await.unwrap_err();
+        assert!(
+            matches!(&undecodable, AmqpError::Remote { kind, .. } if kind == "Decode"),
+            "{undecodable}"
+        );
+        let nobody = broker
+            .call::<f64, _>(&unique("nobody"), &1)
+            .timeout(Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(nobody, AmqpError::Returned { .. }), "{nobody}");
+    });
+    service.stop().unwrap();
+}
