@@ -23,6 +23,10 @@ use crate::handler::Outcome;
 use crate::message::{JSON, Message};
 use crate::rpc::{RemoteError, Reply};
 
+/// How long an ack or nack may wait for lapin (which never answers one on a channel of
+/// a link that died: the broker requeues those deliveries itself).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a consumer the broker refused (its queue is missing) waits to try again.
 const REFUSED_RETRY: Duration = Duration::from_secs(2);
 
@@ -59,6 +63,9 @@ struct Runner {
     wake: Notify,
     /// The channel and consumer tag while consuming.
     consuming: RefCell<Option<(Channel, String)>>,
+    /// The consumer the drain cancelled, kept until the stop: lapin closes its channel
+    /// when it drops, and the handlers in flight still ack on that channel.
+    cancelled_consumer: RefCell<Option<lapin::Consumer>>,
 }
 
 impl Adapter for ConsumerAdapter {
@@ -79,6 +86,7 @@ impl Adapter for ConsumerAdapter {
                 cancelled: Cell::new(false),
                 wake: Notify::new(),
                 consuming: RefCell::new(None),
+                cancelled_consumer: RefCell::new(None),
             });
             self.runners.push(Rc::clone(&runner));
             let (broker, drain) = (broker.clone(), ctx.drain().clone());
@@ -130,6 +138,7 @@ impl Adapter for ConsumerAdapter {
                 let close = channel.close(200, "consumer stopping".into());
                 let _ = tokio::time::timeout_at(deadline.into(), close).await;
             }
+            runner.cancelled_consumer.borrow_mut().take();
         }
         Ok(())
     }
@@ -195,13 +204,7 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
             let acker = delivery.acker.clone();
             if runner.cancelled.get() {
                 // Sent before the cancel reached the broker: back to the queue, untouched.
-                let _ = acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await;
-                broker.inner.stats.requeued.add(1);
+                requeue(&broker, &acker).await;
                 continue;
             }
             let delivery = Delivery(Arc::new(Received {
@@ -225,6 +228,12 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
                     });
                 settle(&spec, &broker, &delivery, &acker, outcome).await;
             });
+        }
+        if runner.cancelled.get() {
+            // The drain's cancel: the channel stays open for the acks of the handlers in
+            // flight; the stop closes it.
+            *runner.cancelled_consumer.borrow_mut() = Some(consumer);
+            return;
         }
         runner.consuming.borrow_mut().take();
         if !link.is_up() {
@@ -379,17 +388,29 @@ fn error_reply(kind: String, message: String) -> Vec<u8> {
 async fn ack(broker: &Broker, acker: &Acker) {
     // An ack that cannot go (the channel or link is gone) is fine: the broker requeues
     // what was not acked, and the message id lets the next consumer tell.
-    if acker.ack(BasicAckOptions::default()).await.is_ok() {
+    // lapin never answers an ack on a channel of a link that died: bounded, so a
+    // handler's task (and the drain waiting for it) ends.
+    if !acker.usable() {
+        return;
+    }
+    let acked = tokio::time::timeout(SETTLE_TIMEOUT, acker.ack(BasicAckOptions::default())).await;
+    if matches!(acked, Ok(Ok(true))) {
         broker.inner.stats.acked.add(1);
     }
 }
 
 async fn requeue(broker: &Broker, acker: &Acker) {
-    let _ = acker
-        .nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        })
-        .await;
-    broker.inner.stats.requeued.add(1);
+    if !acker.usable() {
+        return; // the broker requeues it itself: the channel is gone
+    }
+    let nack = acker.nack(BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    });
+    if matches!(
+        tokio::time::timeout(SETTLE_TIMEOUT, nack).await,
+        Ok(Ok(true))
+    ) {
+        broker.inner.stats.requeued.add(1);
+    }
 }

@@ -9,10 +9,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, QueueDeleteOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use nucleon_amqp::{Amqp, Broker};
-use nucleon_runtime::{Phase, Runtime, RuntimeHandle};
+use nucleon_runtime::{Phase, Runtime, RuntimeHandle, WatchdogConfig};
 
 /// The broker's URL, or `None` when the AMQP tests are skipped on purpose.
 pub fn url() -> Option<String> {
@@ -62,6 +63,19 @@ impl Service {
     /// Starts `amqp` as service `name`, with `[default.amqp]` settings `settings`
     /// (TOML lines; `url` is the broker's unless given).
     pub fn start(name: &str, url: &str, settings: &str, workers: usize, amqp: Amqp) -> Self {
+        Self::start_with(name, url, settings, workers, amqp, None)
+    }
+
+    /// As [`Service::start`], with the runtime's watchdog set to `watchdog` (its
+    /// default when `None`).
+    pub fn start_with(
+        name: &str,
+        url: &str,
+        settings: &str,
+        workers: usize,
+        amqp: Amqp,
+        watchdog: Option<WatchdogConfig>,
+    ) -> Self {
         let url_line = if settings.contains("url =") {
             String::new()
         } else {
@@ -74,11 +88,15 @@ impl Service {
         .unwrap();
         let (connection, consumers) = amqp.build(name);
         let (sender, receiver) = mpsc::channel();
-        let runtime = Runtime::builder()
+        let mut builder = Runtime::builder()
             .config(config)
             .handle_signals(false)
             .workers(workers)
-            .shutdown_timeout(Duration::from_secs(10))
+            .shutdown_timeout(Duration::from_secs(10));
+        if let Some(watchdog) = watchdog {
+            builder = builder.watchdog(watchdog);
+        }
+        let runtime = builder
             .adapter(connection)
             .per_worker(move |worker| {
                 worker.adapter(consumers.make());
@@ -160,4 +178,31 @@ pub async fn delete_queues(connection: &Connection, queues: &[String]) {
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
+}
+
+/// The queues a consumer of `queue` may have made: the queue itself, its dead-letter
+/// queue and its retry queues (the default policy has three).
+pub fn consumer_queues(queue: &str) -> Vec<String> {
+    let mut all = vec![queue.to_owned(), format!("{queue}.dead-letter")];
+    all.extend((0..3).map(|n| format!("{queue}.retry.{n}")));
+    all
+}
+
+/// How many messages are ready in `queue` now, and how many consumers it has (a
+/// passive declare: the queue must exist).
+pub async fn queue_counts(connection: &Connection, queue: &str) -> (u32, u32) {
+    let channel = connection.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("queue `{queue}` should exist: {e}"));
+    let _ = channel.close(200, "counted".into()).await;
+    (declared.message_count(), declared.consumer_count())
 }
