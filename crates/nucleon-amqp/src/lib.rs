@@ -18,7 +18,9 @@
 //!   extracted arguments ([`Msg<T>`], [`Delivery`], [`Headers`], `Dep<T>`), run on every
 //!   worker, each on its own channel with a prefetch equal to the handler's
 //!   concurrency; acked after the handler succeeds; on failure, an [`OnError`] policy
-//!   (requeue, dead-letter, retry after delays) that never loops forever.
+//!   (requeue, dead-letter, retry after delays) that never loops forever. Or a
+//!   queue's messages as a stream the caller pulls and acks itself
+//!   ([`Broker::subscribe`]).
 //! - **Ready topologies**: RPC ([`Broker::call`], [`Consumer::rpc`]) over direct
 //!   reply-to, events in three modes ([`Broker::dispatch`], [`EventMode`]), task queues
 //!   shared by competing workers ([`Broker::submit`], [`Consumer::task`]), and
@@ -63,6 +65,7 @@ mod link;
 mod message;
 mod rpc;
 mod runner;
+mod subscription;
 mod topology;
 
 pub use adapter::{Amqp, AmqpAdapter, ConsumerFactory};
@@ -79,4 +82,5 @@ pub use lapin;
 pub use message::{HeaderValue, JSON, Message};
 pub use rpc::RpcCall;
 pub use runner::ConsumerAdapter;
+pub use subscription::{Incoming, Subscription};
 pub use topology::{Binding, Declaration, Exchange, Queue};

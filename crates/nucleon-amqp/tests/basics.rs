@@ -130,3 +130,54 @@ fn rpc_round_trip_remote_error_and_nobody_serving() {
     });
     service.stop().unwrap();
 }
+
+#[test]
+fn a_subscription_gives_messages_to_ack_or_reject() {
+    let Some(url) = support::url() else { return };
+    let queue = unique("subscription");
+    let service = Service::start(
+        "subscriber",
+        &url,
+        "",
+        1,
+        Amqp::new().declare(nucleon_amqp::Queue::durable(queue.clone())),
+    );
+    let rt = support::current_thread();
+    rt.block_on(async {
+        let broker = &service.broker;
+        let missing = broker.subscribe(&unique("missing"), 1).await.unwrap_err();
+        assert!(matches!(missing, AmqpError::Refused { .. }), "{missing}");
+        let mut messages = broker.subscribe(&queue, 2).await.unwrap();
+        for n in 0..3_u32 {
+            broker
+                .publish("", &queue, Message::json(&n).unwrap())
+                .await
+                .unwrap();
+        }
+        let mut acked = Vec::new();
+        let mut rejected_once = false;
+        while acked.len() < 3 {
+            let message = messages.next().await.unwrap();
+            let n: u32 = serde_json::from_slice(message.body()).unwrap();
+            if n == 1 && !rejected_once {
+                rejected_once = true;
+                message.reject(true).await.unwrap();
+                continue;
+            }
+            if n == 1 {
+                assert!(
+                    message.redelivered(),
+                    "a requeued message comes back marked"
+                );
+            }
+            acked.push(n);
+            message.ack().await.unwrap();
+        }
+        acked.sort_unstable();
+        assert_eq!(acked, [0, 1, 2]);
+        messages.cancel().await;
+        let raw = support::raw(&url).await;
+        support::delete_queues(&raw, &[queue.clone()]).await;
+    });
+    service.stop().unwrap();
+}
