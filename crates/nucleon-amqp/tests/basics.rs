@@ -96,13 +96,14 @@ async fn square_root(Msg(n): Msg<i64>) -> Result<f64, Negative> {
 fn rpc_round_trip_remote_error_and_nobody_serving() {
     let Some(url) = support::url() else { return };
     let name = unique("sqrt");
-    let service = Service::start(
-        "rpc-basics",
-        &url,
-        "",
-        2,
-        Amqp::new().rpc(&name, square_root),
-    );
+    let slow = unique("slow");
+    let amqp = Amqp::new()
+        .rpc(&name, square_root)
+        .rpc(&slow, |Msg(ms): Msg<u64>| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, std::convert::Infallible>(ms)
+        });
+    let service = Service::start("rpc-basics", &url, "", 2, amqp);
     let rt = support::current_thread();
     rt.block_on(async {
         let broker = &service.broker;
@@ -127,6 +128,17 @@ fn rpc_round_trip_remote_error_and_nobody_serving() {
             .await
             .unwrap_err();
         assert!(matches!(nobody, AmqpError::Returned { .. }), "{nobody}");
+        let late = broker
+            .call::<u64, _>(&slow, &2_000)
+            .timeout(Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(late, AmqpError::Timeout { .. }), "{late}");
+        assert!(late.to_string().contains(&slow), "names the procedure: {late}");
+        // The late reply, when it comes, finds nobody waiting and is dropped; the next
+        // call gets its own.
+        let quick: u64 = broker.call(&slow, &1).await.unwrap();
+        assert_eq!(quick, 1);
     });
     service.stop().unwrap();
 }
