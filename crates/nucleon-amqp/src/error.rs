@@ -93,12 +93,14 @@ pub enum AmqpError {
 }
 
 impl AmqpError {
-    /// Whether trying again later may succeed (the link or broker is the cause, not
-    /// the message).
+    /// Whether trying again later may succeed: the link or the broker is the cause,
+    /// or the receiving side is not there yet (a message returned because no queue
+    /// takes it; an RPC nobody serves), not the message itself.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             Self::Unreachable { .. }
+                | Self::Returned { .. }
                 | Self::Timeout { .. }
                 | Self::ConnectionLost { .. }
                 | Self::Nacked { .. }

@@ -39,7 +39,10 @@ where
 {
     let not_access = Targets::new()
         .with_default(LevelFilter::TRACE)
-        .with_target(ACCESS_TARGET, LevelFilter::OFF);
+        .with_target(ACCESS_TARGET, LevelFilter::OFF)
+        // lapin warns of every returned message, body and all; the publisher already
+        // has it as `AmqpError::Returned`, named by exchange and routing key.
+        .with_target("lapin::returned_messages", LevelFilter::ERROR);
     let only_access = Targets::new().with_target(ACCESS_TARGET, LevelFilter::TRACE);
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(writer.clone())
