@@ -55,7 +55,8 @@ pub enum EventMode {
     Service,
     /// One handler in all: every listening service shares one queue (`events.<event>`).
     Singleton,
-    /// Every instance: each process has its own exclusive queue, deleted when it stops.
+    /// Every instance: each process has its own exclusive queue, deleted when it stops
+    /// (with its dead-letter and retry queues, exclusive too).
     Broadcast,
 }
 
@@ -205,18 +206,20 @@ impl Consumer {
     /// Fixes the queue's name and what to declare, for `service` (instance `instance`).
     pub(crate) fn resolve(self, service: &str, instance: &str, events: &str) -> Arc<ConsumerSpec> {
         let mut bindings = self.bindings;
+        // An event handler's queue is bound to the events exchange, whether named by
+        // its mode or given with `Consumer::queue`.
+        if let Role::Event { event, .. } = &self.role {
+            bindings.push((events.to_owned(), event.clone()));
+        }
         let queue = match (&self.role, self.queue) {
             (_, Some(queue)) => queue,
-            (Role::Event { event, mode }, None) => {
-                bindings.push((events.to_owned(), event.clone()));
-                match mode {
-                    EventMode::Service => Queue::durable(format!("events.{event}.{service}")),
-                    EventMode::Singleton => Queue::durable(format!("events.{event}")),
-                    EventMode::Broadcast => {
-                        Queue::exclusive(format!("events.{event}.{service}.{instance}"))
-                    }
+            (Role::Event { event, mode }, None) => match mode {
+                EventMode::Service => Queue::durable(format!("events.{event}.{service}")),
+                EventMode::Singleton => Queue::durable(format!("events.{event}")),
+                EventMode::Broadcast => {
+                    Queue::exclusive(format!("events.{event}.{service}.{instance}"))
                 }
-            }
+            },
             (_, None) => unreachable!("only events name their queue late"),
         };
         let name: Arc<str> = queue.name().into();
@@ -274,15 +277,26 @@ impl ConsumerSpec {
         for (exchange, key) in &self.bindings {
             all.push(Binding::new(&*self.queue, exchange, key).into());
         }
+        // The dead-letter and retry queues of an exclusive queue (a broadcast's, named
+        // after its instance) are exclusive too: durable, each instance's start would
+        // leave them behind on the broker for good.
+        let exclusive = self.declare.as_ref().is_some_and(Queue::is_exclusive);
+        let companion = |name: String| {
+            if exclusive {
+                Queue::exclusive(name)
+            } else {
+                Queue::durable(name)
+            }
+        };
         all.push(Exchange::direct(dead_letter_exchange).into());
-        all.push(Queue::durable(self.dead_letter_queue()).into());
+        all.push(companion(self.dead_letter_queue()).into());
         all.push(Binding::new(self.dead_letter_queue(), dead_letter_exchange, &*self.queue).into());
         if let OnError::Retry(delays) = &self.on_error {
             for (n, delay) in delays.iter().enumerate() {
                 // Held for `delay`, then dead-lettered by the broker back to the queue
                 // through the default exchange.
                 all.push(
-                    Queue::durable(self.retry_queue(n))
+                    companion(self.retry_queue(n))
                         .message_ttl(*delay)
                         .dead_letter("", Some(&self.queue))
                         .into(),

@@ -35,7 +35,10 @@ mod tests {
             routing_key: "rpc.primes".into(),
             reply: "NO_ROUTE".into(),
         };
-        assert_eq!(HttpError::from(nobody).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            HttpError::from(nobody).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         let remote = AmqpError::Remote {
             rpc: "primes".into(),
             kind: "Overflow".into(),
@@ -46,6 +49,9 @@ mod tests {
             what: "publish to exchange `x`".into(),
             reason: "NOT_FOUND".into(),
         };
-        assert_eq!(HttpError::from(refused).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            HttpError::from(refused).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

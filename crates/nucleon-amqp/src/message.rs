@@ -146,12 +146,51 @@ impl Message {
     }
 
     /// A message that keeps `properties` (headers included), for messages forwarded
-    /// elsewhere (dead letters, retries).
+    /// elsewhere (dead letters, retries), but for two of them. No `expiration`, as
+    /// RabbitMQ's own dead-lettering does: a dead letter must wait to be looked at, not
+    /// vanish with the original's time to live (and a retry waits its whole delay). No
+    /// `user_id`: the broker checks it against the user of the connection that
+    /// publishes, this service's, and would refuse the copy.
     pub(crate) fn forwarded(body: Vec<u8>, properties: &BasicProperties) -> Self {
+        let p = properties;
+        let mut kept = BasicProperties::default();
+        if let Some(v) = p.content_type() {
+            kept = kept.with_content_type(v.clone());
+        }
+        if let Some(v) = p.content_encoding() {
+            kept = kept.with_content_encoding(v.clone());
+        }
+        if let Some(v) = *p.delivery_mode() {
+            kept = kept.with_delivery_mode(v);
+        }
+        if let Some(v) = *p.priority() {
+            kept = kept.with_priority(v);
+        }
+        if let Some(v) = p.correlation_id() {
+            kept = kept.with_correlation_id(v.clone());
+        }
+        if let Some(v) = p.reply_to() {
+            kept = kept.with_reply_to(v.clone());
+        }
+        if let Some(v) = p.message_id() {
+            kept = kept.with_message_id(v.clone());
+        }
+        if let Some(v) = *p.timestamp() {
+            kept = kept.with_timestamp(v);
+        }
+        if let Some(v) = p.kind() {
+            kept = kept.with_type(v.clone());
+        }
+        if let Some(v) = p.app_id() {
+            kept = kept.with_app_id(v.clone());
+        }
+        if let Some(v) = p.cluster_id() {
+            kept = kept.with_cluster_id(v.clone());
+        }
         Self {
             body,
-            headers: properties.headers().clone().unwrap_or_default(),
-            properties: properties.clone().with_headers(FieldTable::default()),
+            headers: p.headers().clone().unwrap_or_default(),
+            properties: kept,
             mandatory: true,
         }
     }
@@ -251,6 +290,33 @@ mod tests {
         assert_eq!(a.ensure_id(), first, "an id once set stays");
         let mut named = Message::bytes("x").message_id("order-42");
         assert_eq!(named.ensure_id().as_str(), "order-42");
+    }
+
+    #[test]
+    fn forwarded_copies_keep_all_but_expiration_and_user_id() {
+        let original = Message::json(&1)
+            .unwrap()
+            .header("tenant", "acme")
+            .priority(3)
+            .correlation_id("c-1")
+            .message_id("m-1")
+            .kind("order")
+            .expiration(Duration::from_secs(5))
+            .properties()
+            .with_user_id("alice".into());
+        let copy = Message::forwarded(b"1".to_vec(), &original).properties();
+        assert_eq!(*copy.expiration(), None);
+        assert_eq!(*copy.user_id(), None);
+        assert_eq!(*copy.delivery_mode(), Some(2));
+        assert_eq!(*copy.priority(), Some(3));
+        assert_eq!(copy.content_type().as_ref().unwrap().as_str(), JSON);
+        assert_eq!(copy.correlation_id().as_ref().unwrap().as_str(), "c-1");
+        assert_eq!(copy.message_id().as_ref().unwrap().as_str(), "m-1");
+        assert_eq!(copy.kind().as_ref().unwrap().as_str(), "order");
+        assert_eq!(
+            header_text(copy.headers().as_ref(), "tenant").as_deref(),
+            Some("acme")
+        );
     }
 
     #[test]

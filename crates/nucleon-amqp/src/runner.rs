@@ -220,7 +220,10 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
             let (spec, broker) = (Arc::clone(spec), broker.clone());
             nucleon_runtime::spawn(TaskLabel::from(Arc::clone(&spec.label)), async move {
                 let _guard = guard;
-                let outcome = AssertUnwindSafe(spec.handler.call(&delivery))
+                // The call itself is inside what is caught: a handler (or an extractor)
+                // may panic before it returns its future, and the delivery must be
+                // settled all the same (unsettled, it holds a prefetch slot for good).
+                let outcome = AssertUnwindSafe(async { spec.handler.call(&delivery).await })
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| {

@@ -161,6 +161,11 @@ impl Queue {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Whether it belongs to its connection alone ([`Queue::exclusive`]).
+    pub(crate) fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
 }
 
 /// A binding: messages of `exchange` whose routing key matches `key` go to `queue`.

@@ -62,17 +62,7 @@ fn a_message_reaches_its_consumer_and_a_lost_one_is_returned() {
     service.stop().unwrap();
     rt.block_on(async {
         let raw = support::raw(&url).await;
-        support::delete_queues(
-            &raw,
-            &[
-                queue.clone(),
-                format!("{queue}.dead-letter"),
-                format!("{queue}.retry.0"),
-                format!("{queue}.retry.1"),
-                format!("{queue}.retry.2"),
-            ],
-        )
-        .await;
+        support::delete_queues(&raw, &support::consumer_queues(&queue)).await;
     });
 }
 
@@ -134,7 +124,10 @@ fn rpc_round_trip_remote_error_and_nobody_serving() {
             .await
             .unwrap_err();
         assert!(matches!(late, AmqpError::Timeout { .. }), "{late}");
-        assert!(late.to_string().contains(&slow), "names the procedure: {late}");
+        assert!(
+            late.to_string().contains(&slow),
+            "names the procedure: {late}"
+        );
         // The late reply, when it comes, finds nobody waiting and is dropped; the next
         // call gets its own.
         let quick: u64 = broker.call(&slow, &1).await.unwrap();
@@ -189,7 +182,7 @@ fn a_subscription_gives_messages_to_ack_or_reject() {
         assert_eq!(acked, [0, 1, 2]);
         messages.cancel().await;
         let raw = support::raw(&url).await;
-        support::delete_queues(&raw, &[queue.clone()]).await;
+        support::delete_queues(&raw, std::slice::from_ref(&queue)).await;
     });
     service.stop().unwrap();
 }

@@ -61,7 +61,7 @@ fn a_drain_mid_stream_loses_nothing_and_handles_nothing_twice() {
                 broker.publish("", &queue_name, message).await.unwrap();
                 ids.push(id);
                 n += 1;
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }

@@ -206,3 +206,53 @@ pub async fn queue_counts(connection: &Connection, queue: &str) -> (u32, u32) {
     let _ = channel.close(200, "counted".into()).await;
     (declared.message_count(), declared.consumer_count())
 }
+
+/// Deletes queues when dropped, even when the test fails: create it before the
+/// services (so that they stop first) and name every queue the test makes.
+pub struct Cleanup {
+    url: String,
+    queues: std::cell::RefCell<Vec<String>>,
+}
+
+impl Cleanup {
+    /// Deletes `queues` at the end of the test.
+    pub fn new(url: &str, queues: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            url: url.to_owned(),
+            queues: std::cell::RefCell::new(queues.into_iter().collect()),
+        }
+    }
+
+    /// Deletes these too.
+    pub fn add(&self, queues: impl IntoIterator<Item = String>) {
+        self.queues.borrow_mut().extend(queues);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let queues = self.queues.take();
+        if queues.is_empty() {
+            return;
+        }
+        // Best effort, and never a panic (this may run while a failed test unwinds).
+        current_thread().block_on(async {
+            let Ok(connection) =
+                Connection::connect(&self.url, ConnectionProperties::default()).await
+            else {
+                return;
+            };
+            for queue in &queues {
+                // A channel each: a refusal closes its channel.
+                let Ok(channel) = connection.create_channel().await else {
+                    return;
+                };
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+                let _ = channel.close(200, "deleted".into()).await;
+            }
+            let _ = connection.close(200, "cleaned up".into()).await;
+        });
+    }
+}
