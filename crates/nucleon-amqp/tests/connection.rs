@@ -8,6 +8,10 @@ use nucleon_testkit::Tool;
 use support::Service;
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a plain #[test] waiting for rabbitmqctl, on no loop"
+)]
 fn the_broker_lists_the_connection_under_the_service_s_name() {
     let Some(url) = support::url() else { return };
     let rabbitmqctl = Tool {

@@ -26,6 +26,10 @@ fn multi_thread() -> tokio::runtime::Runtime {
 }
 
 #[test]
+#[allow(
+    clippy::print_stderr,
+    reason = "the test's report: duplicate deliveries are counted"
+)]
 fn no_confirmed_message_is_lost_when_the_link_drops_twice() {
     let Some(url) = support::url() else { return };
     let rt = multi_thread();
