@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{Channel, Confirmation};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) blocked: watch::Sender<Option<String>>,
     /// Room for unconfirmed messages: publishers wait when it is empty.
     pub(crate) window: Semaphore,
+    /// Taken by a declaration under way (they are rare, and one at a time).
+    pub(crate) declaring: tokio::sync::Mutex<()>,
     pub(crate) stats: Counters,
 }
 
@@ -165,6 +168,7 @@ impl Broker {
                 }),
                 blocked: watch::Sender::new(None),
                 window,
+                declaring: tokio::sync::Mutex::new(()),
                 stats: Counters::default(),
                 config,
             }),
@@ -392,32 +396,63 @@ impl Broker {
     /// exists with other arguments), [`AmqpError::Unreachable`].
     pub async fn declare(&self, declaration: impl Into<Declaration>) -> Result<(), AmqpError> {
         let declaration = declaration.into();
-        if !self.inner.topology.record(declaration.clone()) {
+        if self.inner.topology.contains(&declaration) {
             return Ok(());
         }
+        // One at a time, and recorded once the broker has it: a second caller of the
+        // same declaration returns when the queue exists, not before.
+        let _one = self.inner.declaring.lock().await;
+        if self.inner.topology.contains(&declaration) {
+            return Ok(());
+        }
+        let what = || format!("{declaration:?}");
         let deadline = Instant::now() + self.inner.config.publish_timeout;
-        let link = match self
-            .link(deadline, None, &|| format!("{declaration:?}"))
-            .await
-        {
+        let link = match self.link(deadline, None, &what).await {
             Ok(link) => link,
-            // Declared by the replay once the link is back.
-            Err(AmqpError::Unreachable { .. } | AmqpError::Timeout { .. }) => return Ok(()),
+            Err(AmqpError::Unreachable { .. } | AmqpError::Timeout { .. }) => {
+                // Declared by the replay, before the link is up again.
+                self.inner.topology.record(declaration);
+                return Ok(());
+            }
             Err(error) => return Err(error),
         };
-        let channel =
-            link.connection
-                .create_channel()
-                .await
-                .map_err(|_| AmqpError::ConnectionLost {
-                    what: format!("{declaration:?}"),
-                })?;
+        let lost = |_| AmqpError::ConnectionLost { what: what() };
+        let channel = link.connection.create_channel().await.map_err(lost)?;
         let declared = declaration.apply(&channel).await;
         let _ = channel.close(200, "declared".into()).await;
-        if declared.is_err() {
-            self.inner.topology.forget(&declaration);
+        if declared.is_ok() {
+            self.inner.topology.record(declaration);
         }
         declared
+    }
+
+    /// Makes sure the durable queue `queue` exists: declared as such if it does not;
+    /// left as it is (quorum, priorities…) if it does.
+    async fn ensure_queue(&self, queue: &str) -> Result<(), AmqpError> {
+        let plain = Declaration::Queue(Queue::durable(queue));
+        if self.inner.topology.contains(&plain) {
+            return Ok(());
+        }
+        {
+            let _one = self.inner.declaring.lock().await;
+            let what = || format!("checking that queue `{queue}` exists");
+            let deadline = Instant::now() + self.inner.config.publish_timeout;
+            let link = self.link(deadline, None, &what).await?;
+            let lost = |_| AmqpError::ConnectionLost { what: what() };
+            let channel = link.connection.create_channel().await.map_err(lost)?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let found = channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await;
+            let _ = channel.close(200, "checked".into()).await;
+            if found.is_ok() {
+                return Ok(());
+            }
+        }
+        self.declare(plain).await
     }
 
     /// Dispatches an event: `payload` as JSON to the events exchange with `event` as
@@ -451,7 +486,7 @@ impl Broker {
         payload: &T,
     ) -> Result<String, AmqpError> {
         let queue = task_queue(task);
-        self.declare(Queue::durable(queue.clone())).await?;
+        self.ensure_queue(&queue).await?;
         let mut message = Message::json(payload)?.kind(task);
         let id = message.ensure_id().to_string();
         self.publish("", &queue, message).await?;
@@ -504,7 +539,10 @@ impl std::fmt::Debug for Transaction {
 }
 
 impl Transaction {
-    /// Publishes `message` within the transaction.
+    /// Publishes `message` within the transaction. AMQP gives a transaction no way to
+    /// report a message no queue takes, so it is published as not mandatory: such a
+    /// message is dropped at the commit (use [`Broker::publish`], confirmed, when that
+    /// matters).
     ///
     /// # Errors
     /// [`AmqpError::ConnectionLost`], [`AmqpError::Refused`].

@@ -9,6 +9,9 @@ use nucleon_runtime::{HandleKey, Requirement};
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::topology::{Binding, Declaration, Exchange, Queue};
 
+/// How long a procedure's queue outlives its last server.
+const RPC_QUEUE_EXPIRES: Duration = Duration::from_secs(60);
+
 /// What happens to a message whose handler fails or panics.
 ///
 /// Whatever the policy, a message never loops forever: it ends in the dead-letter
@@ -135,12 +138,13 @@ impl Consumer {
     /// Serves procedure `name` (queue `rpc.<name>`): the handler's `Ok` value is the
     /// caller's result, its `Err` the caller's [`AmqpError::Remote`](crate::AmqpError::Remote).
     pub fn rpc<H: Handler<A>, A: 'static>(name: &str, handler: H) -> Self {
-        let queue = crate::rpc::rpc_queue(name);
-        Self::with_role(
-            Role::Rpc(name.to_owned()),
-            Some(Queue::durable(queue)),
-            handler,
-        )
+        // Unused for a minute (no server), the queue goes: calls then fail at once
+        // (`Returned`, a 503) rather than wait out their timeout in it.
+        let queue = Queue::durable(crate::rpc::rpc_queue(name)).expires(RPC_QUEUE_EXPIRES);
+        // A failed call is answered, not retried: only a request without `reply_to`
+        // (published by hand) meets the policy.
+        Self::with_role(Role::Rpc(name.to_owned()), Some(queue), handler)
+            .on_error(OnError::DeadLetter)
     }
 
     /// Handles event `event` ([`Broker::dispatch`](crate::Broker::dispatch)) in `mode`.
@@ -257,9 +261,9 @@ pub(crate) struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// The queue a message goes to for its `n`-th retry (0-based).
-    pub(crate) fn retry_queue(&self, n: usize) -> String {
-        format!("{}.retry.{n}", self.queue)
+    /// The queue a message waits `delay` in before it is tried again.
+    pub(crate) fn retry_queue(&self, delay: Duration) -> String {
+        format!("{}.retry.{}", self.queue, delay_name(delay))
     }
 
     /// The queue dead letters go to.
@@ -292,11 +296,11 @@ impl ConsumerSpec {
         all.push(companion(self.dead_letter_queue()).into());
         all.push(Binding::new(self.dead_letter_queue(), dead_letter_exchange, &*self.queue).into());
         if let OnError::Retry(delays) = &self.on_error {
-            for (n, delay) in delays.iter().enumerate() {
+            for delay in delays {
                 // Held for `delay`, then dead-lettered by the broker back to the queue
                 // through the default exchange.
                 all.push(
-                    companion(self.retry_queue(n))
+                    companion(self.retry_queue(*delay))
                         .message_ttl(*delay)
                         .dead_letter("", Some(&self.queue))
                         .into(),
@@ -316,5 +320,17 @@ impl ConsumerSpec {
                 needed_by: format!("the consumer of `{}`", self.queue),
             })
             .collect()
+    }
+}
+
+/// A delay as a retry queue's name ends: `1s`, `250ms`. Named by its delay (the queue's
+/// TTL), so that a service whose delays change declares new queues rather than clash
+/// with the old ones' TTL.
+fn delay_name(delay: Duration) -> String {
+    let ms = delay.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }

@@ -50,7 +50,9 @@
 //! Names on the broker: procedure `p` is queue `rpc.p`; task `t` is queue `tasks.t`;
 //! an event handler's queue is `events.<event>.<service>` (one per service),
 //! `events.<event>` (singleton) or `events.<event>.<service>.<instance>` (broadcast);
-//! every consumed queue `q` has `q.dead-letter` and, with retries, `q.retry.<n>`.
+//! every consumed queue `q` has `q.dead-letter` and, with retries, `q.retry.<delay>`
+//! (`q.retry.10s`) for each delay. A procedure's queue goes a minute after its last
+//! server: calls then fail at once (`Returned`) rather than wait out their timeout.
 
 mod adapter;
 mod broker;

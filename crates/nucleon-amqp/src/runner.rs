@@ -315,7 +315,10 @@ async fn settle(
             }
             tracing::warn!(target: "nucleon::amqp", queue = &*spec.queue, id = delivery.message_id(), "handler failed, retried in {:?}: {reason}", delays[attempts]);
             let retry = forwarded(delivery, &reason).header(ATTEMPTS_HEADER, (attempts + 1) as i64);
-            match broker.publish("", &spec.retry_queue(attempts), retry).await {
+            match broker
+                .publish("", &spec.retry_queue(delays[attempts]), retry)
+                .await
+            {
                 Ok(()) => {
                     broker.inner.stats.retried.add(1);
                     ack(broker, acker).await;

@@ -146,6 +146,13 @@ impl Queue {
         }
     }
 
+    /// The broker deletes the queue once it has gone unused (no consumer, no
+    /// declaration) for `after`.
+    pub fn expires(self, after: Duration) -> Self {
+        let ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        self.argument("x-expires", AMQPValue::LongLongInt(ms))
+    }
+
     /// Priorities 0..=`max` are honoured.
     pub fn max_priority(self, max: u8) -> Self {
         self.argument("x-max-priority", AMQPValue::ShortShortUInt(max))
@@ -290,12 +297,12 @@ impl Topology {
         true
     }
 
-    /// Removes `declaration` (one the broker refused).
-    pub(crate) fn forget(&self, declaration: &Declaration) {
+    /// Whether the record has `declaration`.
+    pub(crate) fn contains(&self, declaration: &Declaration) -> bool {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|d| d != declaration);
+            .contains(declaration)
     }
 
     /// Declares everything on `channel`, in order.

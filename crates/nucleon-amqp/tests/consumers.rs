@@ -267,6 +267,15 @@ fn retry_tries_after_each_delay_then_dead_letters() {
     );
     assert_eq!(int_header(&dead[0], ATTEMPTS_HEADER), Some(2));
     assert_eq!(dead[0].data, b"\"flaky\"", "the body is kept");
+    // Retry queues are named by their delay: a new version with other delays (a
+    // rolling deploy) declares its own rather than clash with the old ones' TTL.
+    let changed =
+        Consumer::new(&queue, |_: Delivery| std::future::ready(())).on_error(OnError::retry([
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        ]));
+    let service = Service::start("retry", &url, "", 1, Amqp::new().consumer(changed));
+    service.stop().unwrap();
 }
 
 #[test]

@@ -181,10 +181,13 @@ pub async fn delete_queues(connection: &Connection, queues: &[String]) {
 }
 
 /// The queues a consumer of `queue` may have made: the queue itself, its dead-letter
-/// queue and its retry queues (the default policy has three).
+/// queue and its retry queues (the default policy's, and the 100 ms and 200 ms the
+/// tests use).
 pub fn consumer_queues(queue: &str) -> Vec<String> {
     let mut all = vec![queue.to_owned(), format!("{queue}.dead-letter")];
-    all.extend((0..3).map(|n| format!("{queue}.retry.{n}")));
+    for delay in ["1s", "10s", "60s", "100ms", "200ms"] {
+        all.push(format!("{queue}.retry.{delay}"));
+    }
     all
 }
 
