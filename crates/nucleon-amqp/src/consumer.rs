@@ -328,7 +328,7 @@ impl ConsumerSpec {
 /// with the old ones' TTL.
 fn delay_name(delay: Duration) -> String {
     let ms = delay.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
