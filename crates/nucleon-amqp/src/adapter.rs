@@ -224,24 +224,40 @@ impl Adapter for AmqpAdapter {
         );
         self.stop = Some(stop);
         let mut state = broker.inner.state.subscribe();
-        let up = tokio::time::timeout(
+        // Up, or the topology refused (which no retry mends): no need to wait longer.
+        let settled = tokio::time::timeout(
             start_timeout,
-            state.wait_for(|s| matches!(s, LinkState::Up(_))),
+            state.wait_for(|s| {
+                matches!(
+                    s,
+                    LinkState::Up(_)
+                        | LinkState::Down {
+                            last_error: Some(AmqpError::Refused { .. }),
+                            ..
+                        }
+                )
+            }),
         )
         .await;
-        if up.is_err() {
-            let reason = match broker.status() {
-                LinkStatus::Reconnecting {
-                    last_error: Some(e),
+        let up = matches!(&settled, Ok(Ok(state)) if matches!(**state, LinkState::Up(_)));
+        drop(settled);
+        if !up {
+            // The last attempt's error as it was: the broker refusing the topology (a
+            // queue that exists with other arguments) is not the broker unreachable.
+            let error = match &*broker.inner.state.borrow() {
+                LinkState::Down {
+                    last_error: Some(error),
                     ..
-                } => e,
-                _ => format!("no connection within amqp.start_timeout ({start_timeout:?})"),
+                } => error.clone(),
+                _ => AmqpError::Unreachable {
+                    broker: broker.config().describe(),
+                    reason: format!("no connection within amqp.start_timeout ({start_timeout:?})"),
+                },
             };
-            self.stop.take().map(|s| s.send_replace(true));
-            return Err(Box::new(AmqpError::Unreachable {
-                broker: broker.config().describe(),
-                reason,
-            }));
+            if let Some(stop) = self.stop.take() {
+                stop.send_replace(true);
+            }
+            return Err(Box::new(error));
         }
         self.broker = Some(broker.clone());
         Ok(broker)

@@ -200,7 +200,7 @@ impl Broker {
             },
             LinkState::Down { since, last_error } => LinkStatus::Reconnecting {
                 for_: since.elapsed(),
-                last_error: last_error.clone(),
+                last_error: last_error.as_ref().map(ToString::to_string),
             },
             LinkState::Closed => LinkStatus::Closed,
         }

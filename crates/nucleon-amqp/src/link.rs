@@ -56,7 +56,7 @@ pub(crate) enum LinkState {
     /// Not connected (yet, or again): since when, and the last error.
     Down {
         since: Instant,
-        last_error: Option<String>,
+        last_error: Option<AmqpError>,
     },
     /// Connected.
     Up(Arc<Link>),
@@ -97,7 +97,10 @@ pub(crate) async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>
                         tracing::warn!(target: "nucleon::amqp", broker = %settings.describe(), "lost the connection to the broker: {error}; reconnecting");
                         inner.state.send_replace(LinkState::Down {
                             since: Instant::now(),
-                            last_error: Some(error),
+                            last_error: Some(AmqpError::Unreachable {
+                                broker: settings.describe(),
+                                reason: error,
+                            }),
                         });
                     }
                 }
@@ -112,7 +115,7 @@ pub(crate) async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>
                 }
                 inner.state.send_modify(|state| {
                     if let LinkState::Down { last_error, .. } = state {
-                        *last_error = Some(text);
+                        *last_error = Some(error);
                     }
                 });
             }

@@ -35,3 +35,48 @@ fn the_broker_lists_the_connection_under_the_service_s_name() {
     );
     service.stop().unwrap();
 }
+
+/// A topology the broker refuses (a queue that exists with other arguments) fails the
+/// start at once, saying so: no retry mends it, and the broker is not unreachable.
+#[test]
+fn a_refused_topology_fails_the_start_at_once_and_says_why() {
+    let Some(url) = support::url() else { return };
+    let queue = support::unique("refused");
+    let _cleanup = support::Cleanup::new(&url, [queue.clone()]);
+    let first = Service::start(
+        "first",
+        &url,
+        "",
+        1,
+        Amqp::new().declare(nucleon_amqp::Queue::durable(queue.clone())),
+    );
+    first.stop().unwrap();
+    let config = nucleon_runtime::Config::from_toml(
+        &format!("[default.amqp]\nurl = \"{url}\"\nstart_timeout = \"120s\"\n"),
+        "default",
+    )
+    .unwrap();
+    let (connection, _) = Amqp::new()
+        .declare(nucleon_amqp::Queue::durable(queue.clone()).max_priority(9))
+        .build("second");
+    let runtime = nucleon_runtime::Runtime::builder()
+        .config(config)
+        .handle_signals(false)
+        .workers(1)
+        .adapter(connection)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let error = runtime.run().expect_err("the broker refuses the queue");
+    let text = format!("{error:?}");
+    assert!(
+        text.contains("Refused") && text.contains(&queue) && text.contains("x-max-priority"),
+        "{text}"
+    );
+    assert!(
+        // Against 120 s of start_timeout: the start did not wait it out.
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "failed only after {:?}",
+        started.elapsed()
+    );
+}
