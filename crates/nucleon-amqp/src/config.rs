@@ -5,7 +5,7 @@ use std::time::Duration;
 use nucleon_runtime::config::{SecretUrl, duration};
 use serde::Deserialize;
 
-use crate::error::AmqpError;
+use nucleon_runtime::ConfigError;
 
 /// The broker connection's settings, `[<env>.amqp]`.
 ///
@@ -90,14 +90,12 @@ impl AmqpConfig {
     /// Reads `[<env>.amqp]` (defaults when absent) and checks it.
     ///
     /// # Errors
-    /// [`AmqpError::Config`] naming the key.
-    pub fn load(config: &nucleon_runtime::Config) -> Result<Self, AmqpError> {
-        let settings: AmqpConfig = config
-            .extract_at("amqp")
-            .map_err(|e| AmqpError::Config(e.to_string()))?;
-        settings.check().map_err(|(key, message)| {
-            AmqpError::Config(config.invalid(format!("amqp.{key}"), message).to_string())
-        })?;
+    /// [`ConfigError::Invalid`] naming the file (or variable), environment and key.
+    pub fn load(config: &nucleon_runtime::Config) -> Result<Self, ConfigError> {
+        let settings: AmqpConfig = config.extract_at("amqp")?;
+        settings
+            .check()
+            .map_err(|(key, message)| config.invalid(format!("amqp.{key}"), message))?;
         Ok(settings)
     }
 
@@ -180,7 +178,7 @@ impl AmqpConfig {
 mod tests {
     use super::*;
 
-    fn load(toml: &str) -> Result<AmqpConfig, AmqpError> {
+    fn load(toml: &str) -> Result<AmqpConfig, ConfigError> {
         let config = nucleon_runtime::Config::from_toml(toml, "default").unwrap();
         AmqpConfig::load(&config)
     }

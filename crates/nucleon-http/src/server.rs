@@ -107,7 +107,7 @@ pub struct HttpConfig {
     /// the lame duck) is kept open for one more request (default 1 s). An HTTP/1.1
     /// client may be sending its next request on a connection the server sees idle:
     /// closing it at once would lose that request. Within the grace, the request is
-    /// answered (503 with `Retry-After` and `Connection: close`); a connection that
+    /// served, its answer with `Connection: close`; a connection that
     /// stays quiet for the grace is closed. The same holds for a connection accepted
     /// whose first request has not arrived yet. The grace ends by the drain's deadline
     /// at the latest; 0 closes idle connections at once (a request on its way then
@@ -125,6 +125,13 @@ pub struct HttpConfig {
     pub http2: bool,
     /// One `nucleon::access` log line per request (default true).
     pub access_log: bool,
+    /// Bind the port even while another process listens on it (default false): the
+    /// new process of a restart without downtime (the command line's `--replace`), whose
+    /// listeners join the old one's `SO_REUSEPORT` group before the old one drains.
+    /// Both must run as the same user (the kernel's rule for the group). Without it, a
+    /// second instance on a port in use is refused at start, a mistake more often than
+    /// not.
+    pub share_port: bool,
 }
 
 impl Default for HttpConfig {
@@ -146,6 +153,7 @@ impl Default for HttpConfig {
             retry_after: 1,
             http2: true,
             access_log: true,
+            share_port: false,
         }
     }
 }
@@ -214,7 +222,7 @@ impl HttpConfig {
             socket.set_reuse_port(reuse_port)?;
             Ok(socket)
         };
-        if addr.port() != 0 {
+        if addr.port() != 0 && !self.share_port {
             // Without `SO_REUSEPORT` (with `SO_REUSEADDR`, so that connections of an
             // earlier run left in `TIME_WAIT` do not count), binding fails while any
             // socket listens on the address, one of this service's kind included.
@@ -441,7 +449,9 @@ impl Adapter for HttpServer {
 
     /// Readiness answers 503 from the drain's start (the pipeline sees the drain); after
     /// `http.lame_duck` (bounded by `deadline`) the listener closes, and requests that
-    /// still arrive are answered 503 with `Retry-After` and `Connection: close`.
+    /// still arrive on connections it accepted are served, with `Connection: close`
+    /// (a restart on the same port hands new connections to the new process; the old
+    /// one loses none it took).
     async fn drain(&mut self, deadline: Instant) {
         let lame_duck = self.config.lame_duck;
         if self.running.is_some() && !lame_duck.is_zero() {
@@ -1761,11 +1771,11 @@ mod tests {
         );
     }
 
-    /// Past the lame duck every new request is answered 503 + `Retry-After` and the
-    /// connection closes: an answer, not a reset.
+    /// Past the lame duck a request that arrives on an accepted connection is served
+    /// and the connection closes: an answer, not a reset.
     fn assert_answered(text: &str) {
-        assert!(text.starts_with("HTTP/1.1 503"), "got {text:?}");
-        assert!(text.contains("retry-after: 1\r\n"), "got {text:?}");
+        assert!(text.starts_with("HTTP/1.1 200"), "got {text:?}");
+        assert!(text.ends_with("hello"), "got {text:?}");
         assert!(text.contains("connection: close\r\n"), "got {text:?}");
     }
 

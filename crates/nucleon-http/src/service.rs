@@ -83,7 +83,8 @@ impl HttpService {
         }
     }
 
-    /// After the lame-duck delay: every new request gets 503 with `Retry-After`.
+    /// After the lame-duck delay (the listener closed): the requests still arriving on
+    /// connections already accepted are served, each answer with `Connection: close`.
     pub(crate) fn set_closing(&self) {
         self.inner.closing.set(true);
     }
@@ -151,17 +152,14 @@ impl HttpService {
         }
     }
 
-    /// What the pipeline answers itself, before routing: the readiness route, 503
-    /// past the lame duck, headers past the limit, a declared body past the limit.
+    /// What the pipeline answers itself, before routing: the readiness route, headers
+    /// past the limit, a declared body past the limit.
     /// The checks only; the answers are made out of line (the checks run for every
     /// request, and the code of answers that are seldom made would spread the hot
     /// path over more of the instruction cache).
     #[inline]
     fn early_answer(&self, request: &Request) -> Option<Response> {
         let config = &*self.inner.config;
-        if self.inner.closing.get() {
-            return Some(closing_answer(config.retry_after));
-        }
         if header_size(request) > config.max_header_size {
             return Some(headers_too_large(config.max_header_size));
         }
@@ -623,17 +621,6 @@ fn given_request_id(value: &HeaderValue) -> Option<Id> {
     let bytes = value.as_bytes();
     let ok = !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic);
     ok.then(|| Id::given(Bytes::copy_from_slice(bytes)))
-}
-
-/// 503 past the lame-duck delay.
-#[cold]
-#[inline(never)]
-fn closing_answer(retry_after: u64) -> Response {
-    HttpError::unavailable(
-        "draining: this instance is shutting down; retry on another connection",
-        retry_after,
-    )
-    .into_response()
 }
 
 /// 431 for headers past `http.max_header_size`.

@@ -122,12 +122,48 @@ fn missing_handles(worker: Option<usize>, missing: &[crate::handle::Requirement]
     )
 }
 
+/// The process exit codes of a Nucleon service (`app start`, `app check`…).
+///
+/// | code | meaning |
+/// |---|---|
+/// | 0 | clean: started, drained, stopped (or `check` found nothing wrong) |
+/// | 1 | forced: the drain did not finish by the deadline, a second signal, a failure after the start |
+/// | 2 | usage: the command line is wrong |
+/// | 3 | configuration: a file, table, key, value or variable is wrong |
+/// | 4 | start: an adapter, a hook, a worker or the listener could not start |
+pub mod exit_code {
+    /// Started, drained and stopped cleanly.
+    pub const CLEAN: u8 = 0;
+    /// The stop was forced, or something failed after the start.
+    pub const FORCED: u8 = 1;
+    /// The command line is wrong.
+    pub const USAGE: u8 = 2;
+    /// The configuration is wrong.
+    pub const CONFIG: u8 = 3;
+    /// The service could not start.
+    pub const START: u8 = 4;
+}
+
 impl RuntimeError {
-    /// The process exit code for this error: 78 (`EX_CONFIG`) for configuration, 1 else.
+    /// The process exit code for this error (see [`exit_code`]): 3 for configuration,
+    /// 4 for what failed at the start, 1 for what failed after it.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RuntimeError::Config(_) => 78,
-            _ => 1,
+            RuntimeError::Config(_) => exit_code::CONFIG,
+            RuntimeError::AdapterStart { source, .. } if source.is::<ConfigError>() => {
+                exit_code::CONFIG
+            }
+            RuntimeError::AdapterStart { .. }
+            | RuntimeError::AdapterStartTimeout { .. }
+            | RuntimeError::WorkerSetup { .. }
+            | RuntimeError::MissingHandles { .. }
+            | RuntimeError::WorkerStartPanicked { .. }
+            | RuntimeError::Io { .. } => exit_code::START,
+            RuntimeError::Hook { stage, .. } if *stage != "on_stop" => exit_code::START,
+            RuntimeError::Hook { .. }
+            | RuntimeError::ProcessLoopDied { .. }
+            | RuntimeError::ShutdownTimeout { .. }
+            | RuntimeError::DrainIncomplete { .. } => exit_code::FORCED,
         }
     }
 }

@@ -51,7 +51,7 @@ mod worker;
 pub use adapter::{Adapter, AdapterContext, BoxError, HEALTH_TIMEOUT, Health};
 pub use config::{Config, ConfigError, ConfigOptions};
 pub use drain::{Drain, DrainTimeout, InFlightGuard};
-pub use error::RuntimeError;
+pub use error::{RuntimeError, exit_code};
 pub use handle::{Dep, HandleKey, HandleName, Named, Requirement};
 pub use lifecycle::{Event, HandlerId};
 pub use local_state::LocalState;

@@ -12,7 +12,9 @@ use nucleon_runtime::config::choose_environment;
 use nucleon_runtime::{Config, ConfigError, ConfigOptions, RuntimeError};
 
 use crate::App;
+use crate::ops::{OpsError, Pidfile, Privileges};
 use crate::start::StartOptions;
+use nucleon_runtime::lifecycle::hook;
 
 #[derive(Debug, Parser)]
 #[command(disable_version_flag = true, args_conflicts_with_subcommands = true)]
@@ -59,6 +61,59 @@ struct StartArgs {
     /// The number of workers (default: `runtime.workers`, else one per core).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
+    /// Start beside a running instance on the same port, to replace it without
+    /// downtime: bind the port although it is in use (`http.share_port`), then send
+    /// the old one SIGTERM (see the README's "Running in production").
+    #[arg(long)]
+    replace: bool,
+    /// Write the process id to FILE once the listeners are bound; removed at exit. A
+    /// file naming a process still running is refused; one left by a process that is
+    /// gone is replaced.
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// Run as this user once the listeners are bound (port 80 without running as
+    /// root); the start fails rather than go on as root if that cannot be done.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Run as this group (default with `--user`: the user's own).
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// The log's format: `text` (default) or `json`, one object per line (also
+    /// `NUCLEON_LOG_FORMAT`).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// The log's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event (the access log's lines formatted off the `fmt`
+    /// layer, cheaply).
+    #[default]
+    Text,
+    /// One JSON object per event, its fields and its span's as keys (the access log's
+    /// too), for a log collector.
+    Json,
+}
+
+impl LogFormat {
+    /// The format asked for: `--log-format` on the command line `args`, else
+    /// `NUCLEON_LOG_FORMAT`, else text.
+    fn chosen(args: &[OsString], variable: Option<String>) -> Self {
+        let mut given = None;
+        for (i, arg) in args.iter().enumerate() {
+            let arg = arg.to_string_lossy();
+            if let Some(value) = arg.strip_prefix("--log-format=") {
+                given = Some(value.to_owned());
+            } else if arg == "--log-format" {
+                given = args.get(i + 1).map(|v| v.to_string_lossy().into_owned());
+            }
+        }
+        match given.or(variable).as_deref().map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -96,24 +151,32 @@ pub enum AppError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// The pidfile or the privileges (`--pidfile`, `--user`, `--group`).
+    #[error(transparent)]
+    Ops(#[from] OpsError),
 }
 
 impl AppError {
-    /// The process exit code: 64 (`EX_USAGE`) for a wrong command line (0 when it only
-    /// asked for `--help`), 78 (`EX_CONFIG`) for configuration, the runtime's own for a
-    /// drain that did not complete, 1 else.
+    /// The process exit code (see [`nucleon_runtime::exit_code`]): 2 for a wrong
+    /// command line (0 when it only asked for `--help`), 3 for configuration, 4 for what
+    /// failed at the start, 1 for a forced stop.
     pub fn exit_code(&self) -> u8 {
+        use nucleon_runtime::exit_code;
         match self {
             // Help is not an error: clap prints it to stdout.
-            AppError::Usage(error) if !error.use_stderr() => 0,
-            AppError::Usage(_) => 64,
-            AppError::Config(_) => 78,
+            AppError::Usage(error) if !error.use_stderr() => exit_code::CLEAN,
+            AppError::Usage(_) => exit_code::USAGE,
+            AppError::Config(_) => exit_code::CONFIG,
             #[cfg(feature = "db")]
-            AppError::Db(nucleon_db::DbError::Config(_)) => 78,
+            AppError::Db(nucleon_db::DbError::Config(_)) => exit_code::CONFIG,
             #[cfg(feature = "http")]
-            AppError::Http(ServerError::InvalidHost { .. }) => 78,
+            AppError::Http(ServerError::InvalidHost { .. }) => exit_code::CONFIG,
+            #[cfg(feature = "http")]
+            AppError::Http(_) => exit_code::START,
             AppError::Runtime(error) => error.exit_code(),
-            _ => 1,
+            AppError::Ops(OpsError::Unknown { .. }) => exit_code::USAGE,
+            AppError::Ops(_) => exit_code::START,
+            _ => exit_code::FORCED,
         }
     }
 }
@@ -128,6 +191,7 @@ impl AppError {
 ///
 /// ```text
 /// app [start] [--host H] [--port P] [-j N] [--env E] [--config FILE]
+///             [--pidfile FILE] [--user U] [--group G] [--log-format text|json]
 /// app routes
 /// app check [--env E] [--config FILE]
 /// ```
@@ -148,23 +212,35 @@ pub fn run(app: App) -> ExitCode {
     let mut drops = Some(crate::dropped_lines::DropWatch::start(
         writer.error_counter(),
     ));
-    nucleon_runtime::before_forced_exit(|| drop(lock_log_guard().take()));
+    nucleon_runtime::before_forced_exit(|| {
+        crate::ops::release_held();
+        drop(lock_log_guard().take());
+    });
     let filter = log_filter(
         std::env::var("NUCLEON_LOG").ok(),
         std::env::var("RUST_LOG").ok(),
     );
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing::subscriber::set_global_default(crate::log::subscriber(&filter, writer, ansi));
-    let code = match run_from(app, std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let _ = match LogFormat::chosen(&args, std::env::var("NUCLEON_LOG_FORMAT").ok()) {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            tracing::subscriber::set_global_default(crate::log::subscriber(&filter, writer, ansi))
+        }
+        LogFormat::Json => {
+            tracing::subscriber::set_global_default(crate::log::json_subscriber(&filter, writer))
+        }
+    };
+    let code = match run_from(app, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::Usage(error)) => {
-            // clap's own message (help on stdout, a usage error on stderr), but our exit
-            // code: `clap::Error::exit` would exit 2 for a usage error, not 64.
+            // clap's own message (help on stdout, a usage error on stderr), and our exit
+            // code (clap's own exit would run no destructors).
             let _ = error.print();
             ExitCode::from(AppError::Usage(error).exit_code())
         }
         Err(error) => {
-            tracing::error!(target: "nucleon", "{error}");
+            // Once, as a plain line on stderr (after the log's last lines): not also as
+            // a log line, which would say it twice on a terminal.
             drop(drops.take());
             drop(lock_log_guard().take());
             let mut stderr = std::io::stderr().lock();
@@ -287,6 +363,9 @@ pub(crate) fn http_config(config: &Config, options: &StartOptions) -> Result<Htt
     if let Some(port) = options.port {
         http.port = port;
     }
+    if options.replace {
+        http.share_port = true;
+    }
     Ok(http)
 }
 
@@ -318,8 +397,24 @@ pub(crate) fn config_for_tests(app: &App) -> Result<Config, ConfigError> {
 }
 
 /// The command line's `start`: [`App::into_runtime`], then [`crate::AppRuntime::run`].
-fn start(app: App, start: StartArgs, config: ConfigArgs) -> Result<(), AppError> {
+fn start(mut app: App, start: StartArgs, config: ConfigArgs) -> Result<(), AppError> {
+    let privileges = Privileges::resolve(start.user.as_deref(), start.group.as_deref())?;
+    if let Some(privileges) = privileges {
+        // The first hook once every worker is up (their listeners bound): the app's
+        // own hooks already run as the user asked for.
+        let drop_them = hook(move || async move {
+            privileges.drop_now()?;
+            Ok(())
+        });
+        app.start.insert(0, drop_them);
+    }
+    let pidfile = start.pidfile.clone();
+    if start.replace {
+        crate::ops::check_migration();
+    }
     let runtime = app.into_runtime(options(start, config))?;
+    // After the bind (a second instance that cannot bind never touches it).
+    let _pidfile = pidfile.as_deref().map(Pidfile::claim).transpose()?;
     runtime.run()?;
     Ok(())
 }
@@ -332,12 +427,29 @@ fn options(start: StartArgs, config: ConfigArgs) -> StartOptions {
         environment: config.environment,
         config_file: config.config,
         handle_signals: true,
+        replace: start.replace,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_format_comes_from_the_flag_then_the_variable() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        let json = Some("json".to_owned());
+        assert_eq!(LogFormat::chosen(&args(&["app"]), None), LogFormat::Text);
+        assert_eq!(LogFormat::chosen(&args(&["app"]), json.clone()), LogFormat::Json);
+        assert_eq!(
+            LogFormat::chosen(&args(&["app", "--log-format", "json"]), None),
+            LogFormat::Json
+        );
+        assert_eq!(
+            LogFormat::chosen(&args(&["app", "start", "--log-format=text"]), json),
+            LogFormat::Text
+        );
+    }
 
     #[test]
     fn an_empty_log_variable_counts_as_unset() {
@@ -359,9 +471,9 @@ mod tests {
     }
 
     #[test]
-    fn usage_errors_exit_64_and_help_exits_0() {
-        assert_eq!(usage(&["--no-such-flag"]).exit_code(), 64);
-        assert_eq!(usage(&["start", "--port", "x"]).exit_code(), 64);
+    fn usage_errors_exit_2_and_help_exits_0() {
+        assert_eq!(usage(&["--no-such-flag"]).exit_code(), 2);
+        assert_eq!(usage(&["start", "--port", "x"]).exit_code(), 2);
         assert_eq!(usage(&["--help"]).exit_code(), 0);
         assert_eq!(usage(&["check", "--help"]).exit_code(), 0);
     }

@@ -50,12 +50,14 @@ mod cli;
 mod db_cli;
 mod dropped_lines;
 mod log;
+mod ops;
 mod start;
 #[cfg(feature = "http")]
 pub mod test;
 
 pub use app::App;
-pub use cli::{AppError, run, run_from};
+pub use cli::{AppError, LogFormat, run, run_from};
+pub use ops::OpsError;
 pub use start::{AppRuntime, StartOptions};
 
 /// The runtime: workers, adapters, lifecycle, drain, watchdog, offload, configuration.

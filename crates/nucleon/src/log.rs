@@ -52,6 +52,26 @@ where
     tracing_subscriber::registry().with(lines).with(access)
 }
 
+/// The subscriber of `--log-format json`: one JSON object per line for every event, the
+/// access log's included (its fields as keys), with the current span's fields, under
+/// `filter`, written to `writer`.
+pub(crate) fn json_subscriber<W>(filter: &str, writer: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
+{
+    let quiet = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("lapin::returned_messages", LevelFilter::ERROR);
+    let lines = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+        .with_filter(EnvFilter::new(filter).and(quiet));
+    tracing_subscriber::registry().with(lines)
+}
+
 /// Writes `nucleon::access` events, one line each, in one write.
 struct AccessLog<W> {
     writer: W,

@@ -34,6 +34,8 @@ pub struct StartOptions {
     pub(crate) environment: Option<String>,
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) handle_signals: bool,
+    /// Bind the port although another instance listens on it (`--replace`).
+    pub(crate) replace: bool,
 }
 
 impl Default for StartOptions {
@@ -45,6 +47,7 @@ impl Default for StartOptions {
             environment: None,
             config_file: None,
             handle_signals: true,
+            replace: false,
         }
     }
 }
@@ -189,6 +192,11 @@ impl App {
         let mut plan = self.worker_plan(&config)?;
         #[cfg(feature = "db")]
         let databases = self.place_databases(&config, &mut plan)?;
+        // Read now, so that `check` (which starts no adapter) refuses a bad value.
+        #[cfg(feature = "amqp")]
+        if self.amqp.is_some() {
+            nucleon_amqp::AmqpConfig::load(&config)?;
+        }
         let App {
             process,
             #[cfg(feature = "amqp")]

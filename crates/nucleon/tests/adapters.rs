@@ -327,7 +327,7 @@ fn an_unknown_table_is_refused_with_the_closest_name() {
         message.contains("`htp`") && message.contains("did you mean `http`?"),
         "{message}"
     );
-    assert_eq!(error.exit_code(), 78);
+    assert_eq!(error.exit_code(), 3);
     let start = app()
         .config_table("ticker")
         .into_runtime(StartOptions::new().handle_signals(false));

@@ -25,7 +25,7 @@ fn app(config: &'static str) -> App {
 #[test]
 fn check_reads_the_dns_tables_unless_without_dns() {
     let error = nucleon::run_from(app(BAD_DNS), ["dns", "check"]).expect_err("bad dns table");
-    assert_eq!(error.exit_code(), 78, "{error}");
+    assert_eq!(error.exit_code(), 3, "{error}");
     let text = error.to_string();
     assert!(text.contains("ip_preference"), "{text}");
 
@@ -34,7 +34,7 @@ fn check_reads_the_dns_tables_unless_without_dns() {
         ["dns", "check"],
     )
     .expect_err("bad http_client table");
-    assert_eq!(error.exit_code(), 78, "{error}");
+    assert_eq!(error.exit_code(), 3, "{error}");
     assert!(error.to_string().contains("timeout"), "{error}");
 
     // A minimum TTL past its maximum would fail every lookup that misses the cache.
@@ -43,7 +43,7 @@ fn check_reads_the_dns_tables_unless_without_dns() {
         ["dns", "check"],
     )
     .expect_err("min ttl past max");
-    assert_eq!(error.exit_code(), 78, "{error}");
+    assert_eq!(error.exit_code(), 3, "{error}");
     assert!(
         error.to_string().contains("key `dns.positive_min_ttl`"),
         "{error}"

@@ -240,12 +240,12 @@ fn a_bad_configuration_is_refused_before_anything_starts() {
         .into_runtime(StartOptions::new().handle_signals(false))
         .expect_err("invalid http.port");
     assert!(matches!(error, AppError::Config(_)), "{error:?}");
-    assert_eq!(error.exit_code(), 78);
+    assert_eq!(error.exit_code(), 3);
     assert!(error.to_string().contains("port"), "{error}");
 
     let error = App::new("bad")
         .route("/", get(seen))
         .into_runtime(StartOptions::new().host("not an address"))
         .expect_err("invalid host");
-    assert_eq!(error.exit_code(), 78, "{error}");
+    assert_eq!(error.exit_code(), 3, "{error}");
 }

@@ -138,11 +138,11 @@ fn command_line_routes_check_and_bad_configuration() {
         ["notes", "check", "--env", "staging"],
     )
     .expect_err("unknown environment");
-    assert_eq!(error.exit_code(), 78);
+    assert_eq!(error.exit_code(), 3);
     assert!(error.to_string().contains("staging"), "{error}");
     let error = nucleon::run_from(app(Arc::clone(&log)), ["notes", "--port", "nope"])
         .expect_err("bad port");
-    assert_eq!(error.exit_code(), 64);
+    assert_eq!(error.exit_code(), 2);
     // No workers is not one worker: a usage error.
     let error = nucleon::run_from(app(log), ["notes", "-j", "0"]).expect_err("-j 0");
     assert_eq!(error.exit_code(), 64, "{error}");

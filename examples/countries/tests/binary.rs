@@ -2,109 +2,17 @@
 //! under concurrent load, and check that every request got a real answer and the
 //! process exited 0.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use support::{exchange, get, reserve_port, sigterm};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
-fn parse(buf: &[u8]) -> Option<Reply> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    (buf.len() >= end + length).then(|| Reply {
-        status,
-        headers,
-        body: buf[end..end + length].to_vec(),
-    })
-}
-
-/// Sends one request on `stream`; `Ok(None)` if the connection closed before any byte
-/// of a response (the server never read the request); panics on a truncated response.
-async fn exchange(
-    stream: &mut TcpStream,
-    method: &str,
-    path: &str,
-) -> std::io::Result<Option<Reply>> {
-    let request = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0_u8; 4096];
-    loop {
-        if let Some(reply) = parse(&buf) {
-            return Ok(Some(reply));
-        }
-        let n = match stream.read(&mut chunk).await {
-            Ok(n) => n,
-            Err(e) if buf.is_empty() => return Err(e),
-            Err(e) => panic!("connection broke mid-response: {e}"),
-        };
-        if n == 0 {
-            assert!(
-                buf.is_empty(),
-                "truncated response: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn get(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    exchange(&mut stream, method, path)
-        .await
-        .expect("io")
-        .expect("a response")
-}
-
-/// A port for one server, held for the whole test: bound with `SO_REUSEPORT` and not
-/// listening, so the server (which binds with `SO_REUSEPORT` too) can take it, while no
-/// other test's `bind(0)` is handed the same port in the meantime (two servers of two
-/// concurrent tests sharing one port would answer each other's clients). With
-/// `SO_REUSEADDR` as well, as the server's own claim has it: the server's check that
-/// nothing listens on its port lets such a reservation be.
-fn reserve_port() -> (u16, TcpSocket) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket.set_reuseport(true).unwrap();
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    (socket.local_addr().unwrap().port(), socket)
-}
 
 async fn start(port: u16, lame_duck: &str) -> (Child, SocketAddr) {
     let child = Command::new(env!("CARGO_BIN_EXE_countries"))
@@ -123,16 +31,6 @@ async fn start(port: u16, lame_duck: &str) -> (Child, SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("countries did not listen on {addr}");
-}
-
-async fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! The command line's exit codes, as a user's shell sees them: 64 (`EX_USAGE`) for a
-//! wrong command line, with clap's message; 0 for `--help`; 78 (`EX_CONFIG`) for a
-//! configuration that cannot be used; the environment chosen as documented.
+//! The command line's exit codes, as a user's shell sees them: 2 for a wrong command
+//! line, with clap's message; 0 for `--help`; 3 for a configuration that cannot be used,
+//! said once; the environment chosen as documented.
 
 use std::process::Output;
 
@@ -16,7 +16,7 @@ async fn countries(args: &[&str]) -> Output {
 }
 
 #[tokio::test]
-async fn a_usage_error_exits_64_with_clap_s_message() {
+async fn a_usage_error_exits_2_with_clap_s_message() {
     for args in [
         &["--no-such-flag"][..],
         &["start", "--port", "not-a-port"],
@@ -24,7 +24,7 @@ async fn a_usage_error_exits_64_with_clap_s_message() {
     ] {
         let output = countries(args).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
         assert!(stderr.contains("--help"), "{args:?}: {stderr}");
     }
@@ -78,6 +78,51 @@ async fn a_section_outside_any_environment_is_refused() {
         .unwrap();
     let output = check_in(&dir).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("[default.http]"), "{stderr}");
+}
+
+/// Configuration mistakes as a user makes them: each said once, naming where it is (the
+/// file, or the variable as written) and, for a typo, the key meant.
+#[tokio::test]
+async fn configuration_mistakes_are_said_once_naming_the_variable_or_the_key_meant() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-mistakes");
+    tokio::fs::create_dir_all(&dir).await.unwrap();
+    let said = |output: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    tokio::fs::write(dir.join("app.toml"), "[default]\n").await.unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_countries"))
+        .arg("check")
+        .current_dir(&dir)
+        .env_remove("NUCLEON_ENV")
+        .env("NUCLEON_HTTP__PORT", "eighty")
+        .output()
+        .await
+        .unwrap();
+    let text = said(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(text.contains("environment variable `NUCLEON_HTTP__PORT`"), "{text}");
+    assert_eq!(text.matches("NUCLEON_HTTP__PORT").count(), 1, "said once: {text}");
+    for (toml, expected) in [
+        ("[default.http]\nprot = 1\n", "unknown key `prot`: did you mean `port`?"),
+        ("[default.htp]\nport = 1\n", "did you mean `http`?"),
+    ] {
+        tokio::fs::write(dir.join("app.toml"), toml).await.unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_countries"))
+            .arg("check")
+            .current_dir(&dir)
+            .env_remove("NUCLEON_ENV")
+            .output()
+            .await
+            .unwrap();
+        let text = said(&output);
+        assert_eq!(output.status.code(), Some(3), "{toml}: {text}");
+        assert!(text.contains(expected), "{toml}: {text}");
+        assert_eq!(text.matches(expected).count(), 1, "said once: {text}");
+    }
 }

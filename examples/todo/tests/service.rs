@@ -61,7 +61,7 @@ fn on_sqlite_with_its_db_commands() {
     run(&["sync", "--env", "test"]).expect("sync: nothing to do");
     let refused = run(&["reset", "--env", "production"]).expect_err("no reset in production");
     assert!(refused.to_string().contains("--force"), "{refused}");
-    assert_eq!(refused.exit_code(), 78);
+    assert_eq!(refused.exit_code(), 3);
     run(&["reset", "--env", "test"]).expect("reset");
     let client = TestClient::new(app(&dir, &url));
     assert_eq!(

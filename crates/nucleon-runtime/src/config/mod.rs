@@ -246,7 +246,7 @@ impl Config {
     /// contradict each other).
     pub fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
-            file: display_file(self.file.as_deref()),
+            file: format!("`{}`", display_file(self.file.as_deref())),
             environment: self.environment.clone(),
             key: key.into(),
             message: message.into(),
@@ -425,10 +425,12 @@ pub enum ConfigError {
     },
     /// A value is missing, malformed, or of the wrong type.
     #[error(
-        "invalid configuration in `{file}` (environment `{environment}`), key `{key}`: {message}"
+        "invalid configuration in {file} (environment `{environment}`), key `{key}`: {message}"
     )]
     Invalid {
-        /// Where the value came from (the file, or the environment variables).
+        /// Where the value came from, as the message names it: the file
+        /// (`` `app.toml` ``) or the variable as written (``environment variable
+        /// `NUCLEON_HTTP__PORT` ``).
         file: String,
         /// The environment in force.
         environment: String,
@@ -441,22 +443,53 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn from_figment(error: figment::Error, environment: &str, file: Option<&Path>) -> Self {
-        let source = error
+        let source = error.metadata.as_ref().and_then(|m| m.source.as_ref());
+        let from_variables = error
             .metadata
             .as_ref()
-            .and_then(|m| m.source.as_ref())
-            .map(|s| match s {
-                figment::Source::File(path) => path.display().to_string(),
-                other => other.to_string(),
-            })
-            .or_else(|| error.metadata.as_ref().map(|m| m.name.to_string()))
-            .unwrap_or_else(|| display_file(file));
+            .is_some_and(|m| m.name.contains("environment variable"));
+        let place = match source {
+            Some(figment::Source::File(path)) => format!("`{}`", path.display()),
+            _ if from_variables => match variable_for(&error.path) {
+                Some(name) => format!("environment variable `{name}`"),
+                None => "the `NUCLEON_` environment variables".to_owned(),
+            },
+            Some(other) => format!("`{other}`"),
+            None => format!("`{}`", display_file(file)),
+        };
         ConfigError::Invalid {
-            file: source,
+            file: place,
             environment: environment.to_owned(),
             key: error.path.join("."),
-            message: error.kind.to_string(),
+            message: describe(&error.kind),
         }
+    }
+}
+
+/// The variable, as it is written in the environment, that set the key at `path`
+/// (`NUCLEON_HTTP__PORT` for `http.port`).
+fn variable_for(path: &[String]) -> Option<String> {
+    let wanted = format!("NUCLEON_{}", path.join("__"));
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .find(|name| name.eq_ignore_ascii_case(&wanted))
+}
+
+/// What is wrong, in words: an unknown key says which known one is closest.
+fn describe(kind: &figment::error::Kind) -> String {
+    match kind {
+        figment::error::Kind::UnknownField(found, expected) => {
+            let closest = expected
+                .iter()
+                .map(|k| (edit_distance(k, found), *k))
+                .filter(|(d, k)| *d <= 2 && *d < k.len())
+                .min();
+            match closest {
+                Some((_, k)) => format!("unknown key `{found}`: did you mean `{k}`?"),
+                None => format!("unknown key `{found}` (known: {})", expected.join(", ")),
+            }
+        }
+        other => other.to_string(),
     }
 }
 
@@ -558,6 +591,28 @@ mod tests {
             for key in ["log", "env", "test_database_url"] {
                 assert!(!config.figment.contains(key), "{key}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_variable_is_named_as_written_and_a_typo_gets_its_closest_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("app.toml", "[default.runtime]\nshutdown_timeuot = \"5s\"\n")?;
+            let error = load(None).unwrap().runtime_settings().unwrap_err().to_string();
+            assert!(error.contains("in `app.toml`"), "{error}");
+            assert!(
+                error.contains("unknown key `shutdown_timeuot`: did you mean `shutdown_timeout`?"),
+                "{error}"
+            );
+            jail.create_file("app.toml", "[default]\n")?;
+            jail.set_env("NUCLEON_RUNTIME__WORKERS", "many");
+            let error = load(None).unwrap().runtime_settings().unwrap_err().to_string();
+            assert!(
+                error.contains("in environment variable `NUCLEON_RUNTIME__WORKERS`"),
+                "{error}"
+            );
+            assert!(!error.contains("``"), "{error}");
             Ok(())
         });
     }
