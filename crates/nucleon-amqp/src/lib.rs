@@ -54,6 +54,7 @@
 //! (`q.retry.10s`) for each delay. A procedure's queue goes a minute after its last
 //! server: calls then fail at once (`Returned`) rather than wait out their timeout.
 
+mod acks;
 mod adapter;
 mod broker;
 mod config;

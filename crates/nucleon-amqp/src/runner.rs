@@ -8,24 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::Channel;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Acker, Channel};
 use nucleon_runtime::{Adapter, AdapterContext, BoxError, Drain, Health, TaskLabel};
 use tokio::sync::Notify;
 
+use crate::acks::{Acks, Ticket};
 use crate::broker::Broker;
 use crate::consumer::{ConsumerSpec, OnError};
 use crate::delivery::{ATTEMPTS_HEADER, Delivery, ERROR_HEADER, QUEUE_HEADER, Received};
 use crate::handler::Outcome;
 use crate::message::{JSON, Message};
 use crate::rpc::{RemoteError, Reply};
-
-/// How long an ack or nack may wait for lapin (which never answers one on a channel of
-/// a link that died: the broker requeues those deliveries itself).
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a consumer the broker refused (its queue is missing) waits to try again.
 const REFUSED_RETRY: Duration = Duration::from_secs(2);
@@ -196,15 +191,16 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
             }
         };
         *runner.consuming.borrow_mut() = Some((channel, tag));
+        let acks = Acks::new(broker.clone());
         tracing::debug!(target: "nucleon::amqp", queue = &*spec.queue, worker, prefetch = spec.concurrency, "consuming");
         while let Some(delivery) = consumer.next().await {
             let Ok(delivery) = delivery else {
                 break;
             };
-            let acker = delivery.acker.clone();
+            let (tag, acker) = (delivery.delivery_tag, delivery.acker.clone());
             if runner.cancelled.get() {
                 // Sent before the cancel reached the broker: back to the queue, untouched.
-                requeue(&broker, &acker).await;
+                acks.ticket(tag, acker, None).requeue().await;
                 continue;
             }
             let delivery = Delivery(Arc::new(Received {
@@ -216,10 +212,9 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
                 body: delivery.data,
             }));
             broker.inner.stats.consumed.add(1);
-            let guard = drain.guard();
+            let ticket = acks.ticket(tag, acker, Some(drain.guard()));
             let (spec, broker) = (Arc::clone(spec), broker.clone());
             nucleon_runtime::spawn(TaskLabel::from(Arc::clone(&spec.label)), async move {
-                let _guard = guard;
                 // The call itself is inside what is caught: a handler (or an extractor)
                 // may panic before it returns its future, and the delivery must be
                 // settled all the same (unsettled, it holds a prefetch slot for good).
@@ -229,7 +224,7 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
                     .unwrap_or_else(|panic| {
                         Outcome::Panicked(nucleon_runtime::task::panic_message(&*panic))
                     });
-                settle(&spec, &broker, &delivery, &acker, outcome).await;
+                settle(&spec, &broker, &delivery, ticket, outcome).await;
             });
         }
         if runner.cancelled.get() {
@@ -254,7 +249,7 @@ async fn settle(
     spec: &ConsumerSpec,
     broker: &Broker,
     delivery: &Delivery,
-    acker: &Acker,
+    ticket: Ticket,
     outcome: Outcome,
 ) {
     let reply_to = delivery
@@ -264,12 +259,12 @@ async fn settle(
         .map(|to| to.to_string());
     if let Some(to) = reply_to.filter(|_| spec.replies) {
         reply(broker, delivery, &to, outcome).await;
-        ack(broker, acker).await;
+        ticket.ack();
         return;
     }
     let reason = match outcome {
         Outcome::Done(_) => {
-            ack(broker, acker).await;
+            ticket.ack();
             return;
         }
         Outcome::Rejected(rejection) => {
@@ -278,7 +273,7 @@ async fn settle(
                 spec,
                 broker,
                 delivery,
-                acker,
+                ticket,
                 &format!("undecodable: {}", rejection.reason),
             )
             .await;
@@ -289,7 +284,7 @@ async fn settle(
     match &spec.on_error {
         OnError::DeadLetter => {
             tracing::warn!(target: "nucleon::amqp", queue = &*spec.queue, id = delivery.message_id(), "handler failed, dead-lettered: {reason}");
-            dead_letter(spec, broker, delivery, acker, &reason).await;
+            dead_letter(spec, broker, delivery, ticket, &reason).await;
         }
         OnError::Requeue if delivery.redelivered() => {
             tracing::warn!(target: "nucleon::amqp", queue = &*spec.queue, id = delivery.message_id(), "handler failed again after a requeue, dead-lettered: {reason}");
@@ -297,21 +292,21 @@ async fn settle(
                 spec,
                 broker,
                 delivery,
-                acker,
+                ticket,
                 &format!("failed again after a requeue: {reason}"),
             )
             .await;
         }
         OnError::Requeue => {
             tracing::warn!(target: "nucleon::amqp", queue = &*spec.queue, id = delivery.message_id(), "handler failed, requeued: {reason}");
-            requeue(broker, acker).await;
+            ticket.requeue().await;
         }
         OnError::Retry(delays) => {
             let attempts = delivery.attempts() as usize;
             if attempts >= delays.len() {
                 tracing::warn!(target: "nucleon::amqp", queue = &*spec.queue, id = delivery.message_id(), "handler failed {} times, dead-lettered: {reason}", attempts + 1);
                 let why = format!("failed {} times; last: {reason}", attempts + 1);
-                return dead_letter(spec, broker, delivery, acker, &why).await;
+                return dead_letter(spec, broker, delivery, ticket, &why).await;
             }
             tracing::warn!(target: "nucleon::amqp", queue = &*spec.queue, id = delivery.message_id(), "handler failed, retried in {:?}: {reason}", delays[attempts]);
             let retry = forwarded(delivery, &reason).header(ATTEMPTS_HEADER, (attempts + 1) as i64);
@@ -321,11 +316,11 @@ async fn settle(
             {
                 Ok(()) => {
                     broker.inner.stats.retried.add(1);
-                    ack(broker, acker).await;
+                    ticket.ack();
                 }
                 Err(error) => {
                     tracing::error!(target: "nucleon::amqp", queue = &*spec.queue, "could not schedule a retry ({error}); requeued");
-                    requeue(broker, acker).await;
+                    ticket.requeue().await;
                 }
             }
         }
@@ -345,7 +340,7 @@ async fn dead_letter(
     spec: &ConsumerSpec,
     broker: &Broker,
     delivery: &Delivery,
-    acker: &Acker,
+    ticket: Ticket,
     reason: &str,
 ) {
     let exchange = &broker.config().dead_letter_exchange;
@@ -355,11 +350,11 @@ async fn dead_letter(
     {
         Ok(()) => {
             broker.inner.stats.dead_lettered.add(1);
-            ack(broker, acker).await;
+            ticket.ack();
         }
         Err(error) => {
             tracing::error!(target: "nucleon::amqp", queue = &*spec.queue, "could not dead-letter a message ({error}); requeued");
-            requeue(broker, acker).await;
+            ticket.requeue().await;
         }
     }
 }
@@ -389,34 +384,4 @@ async fn reply(broker: &Broker, delivery: &Delivery, to: &str, outcome: Outcome)
 fn error_reply(kind: String, message: String) -> Vec<u8> {
     serde_json::to_vec(&Reply::<()>::Error(RemoteError { kind, message }))
         .unwrap_or_else(|_| b"{\"error\":{\"kind\":\"Encode\",\"message\":\"\"}}".to_vec())
-}
-
-async fn ack(broker: &Broker, acker: &Acker) {
-    // An ack that cannot go (the channel or link is gone) is fine: the broker requeues
-    // what was not acked, and the message id lets the next consumer tell.
-    // lapin never answers an ack on a channel of a link that died: bounded, so a
-    // handler's task (and the drain waiting for it) ends.
-    if !acker.usable() {
-        return;
-    }
-    let acked = tokio::time::timeout(SETTLE_TIMEOUT, acker.ack(BasicAckOptions::default())).await;
-    if matches!(acked, Ok(Ok(true))) {
-        broker.inner.stats.acked.add(1);
-    }
-}
-
-async fn requeue(broker: &Broker, acker: &Acker) {
-    if !acker.usable() {
-        return; // the broker requeues it itself: the channel is gone
-    }
-    let nack = acker.nack(BasicNackOptions {
-        requeue: true,
-        multiple: false,
-    });
-    if matches!(
-        tokio::time::timeout(SETTLE_TIMEOUT, nack).await,
-        Ok(Ok(true))
-    ) {
-        broker.inner.stats.requeued.add(1);
-    }
 }
