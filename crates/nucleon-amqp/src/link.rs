@@ -19,8 +19,11 @@ pub(crate) struct Link {
     pub(crate) generation: u64,
     pub(crate) connection: Connection,
     /// Channels in confirm mode, one per worker by default; a channel the broker closed
-    /// (a publish to a missing exchange) is replaced at its next use.
-    publish: Vec<AsyncMutex<Channel>>,
+    /// (a publish to a missing exchange) is replaced at its next use. Behind an `Arc`:
+    /// a publish clones one pointer, not the channel's dozen.
+    publish: Vec<std::sync::Mutex<Arc<Channel>>>,
+    /// Taken while a closed publishing channel is replaced.
+    replacing: AsyncMutex<()>,
     pub(crate) rpc: RpcLink,
 }
 
@@ -32,14 +35,28 @@ impl Link {
 
     /// The publishing channel for the calling worker (opened anew if the broker closed
     /// the last one).
-    pub(crate) async fn publish_channel(&self) -> Result<Channel, lapin::Error> {
+    pub(crate) async fn publish_channel(&self) -> Result<Arc<Channel>, lapin::Error> {
         let index = nucleon_runtime::current_worker().unwrap_or(0) % self.publish.len();
-        let mut slot = self.publish[index].lock().await;
-        if !slot.status().connected() {
-            *slot = confirm_channel(&self.connection).await?;
+        let slot = &self.publish[index];
+        let current = Arc::clone(&lock(slot));
+        if current.status().connected() {
+            return Ok(current);
         }
-        Ok(slot.clone())
+        let _one = self.replacing.lock().await;
+        let current = Arc::clone(&lock(slot));
+        if current.status().connected() {
+            return Ok(current); // replaced meanwhile
+        }
+        let fresh = Arc::new(confirm_channel(&self.connection).await?);
+        *lock(slot) = Arc::clone(&fresh);
+        Ok(fresh)
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
@@ -158,7 +175,7 @@ async fn connect(inner: &Arc<Inner>, generation: u64) -> Result<(Link, Events), 
             let channel = confirm_channel(&connection)
                 .await
                 .map_err(|e| unreachable(reason(&e)))?;
-            publish.push(AsyncMutex::new(channel));
+            publish.push(std::sync::Mutex::new(Arc::new(channel)));
         }
         let rpc = RpcLink::open(&connection)
             .await
@@ -171,6 +188,7 @@ async fn connect(inner: &Arc<Inner>, generation: u64) -> Result<(Link, Events), 
                 generation,
                 connection,
                 publish,
+                replacing: AsyncMutex::new(()),
                 rpc,
             },
             events,
