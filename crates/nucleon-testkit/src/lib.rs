@@ -4,10 +4,11 @@
 //! a PostgreSQL, a RabbitMQ, a tool such as `strace`. The rule it keeps: **a test that
 //! needs a server never passes silently without it.**
 //!
-//! - [`postgres_url`] and [`amqp_url`] give the server's URL once they have checked that
-//!   it accepts connections; when it does not, they **panic** with what to do: the URL
-//!   tried (its password masked), the variable that changes it, how to start the server
-//!   on this machine, and the variable that skips those tests on purpose. With that
+//! - [`postgres_url`], [`amqp_url`] and [`redis_url`] give the server's URL once they
+//!   have checked that it accepts connections; when it does not, they **panic** with
+//!   what to do: the URL tried (its password masked), the variable that changes it, how
+//!   to start the server on this machine, and the variable that skips those tests on
+//!   purpose. With that
 //!   variable set (`NUCLEON_TEST_SKIP_POSTGRES=1`), they return `None` and print one
 //!   line per test binary saying so, which libtest's output capture does not swallow.
 //! - [`require_tool`] does the same for a command (`strace`): present, skipped on
@@ -36,6 +37,7 @@
 //! |---|---|---|---|
 //! | PostgreSQL | `NUCLEON_TEST_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/test`) | `NUCLEON_TEST_SKIP_POSTGRES=1` | `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` |
 //! | RabbitMQ | `NUCLEON_TEST_AMQP_URL` (`amqp://guest:guest@127.0.0.1:5672/%2f`) | `NUCLEON_TEST_SKIP_AMQP=1` | `rabbitmq-server -detached` |
+//! | Redis | `NUCLEON_TEST_REDIS_URL` (`redis://127.0.0.1:6379`) | `NUCLEON_TEST_SKIP_REDIS=1` | `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no` |
 //!
 //! The checks block (a TCP connect with a short timeout, a look along `PATH`): they
 //! are for test code, never for a worker's loop.
@@ -48,7 +50,9 @@ mod wait;
 
 pub use note::note_once;
 pub use proxy::TcpProxy;
-pub use server::{AMQP, POSTGRES, Server, Unavailable, amqp_url, mask_password, postgres_url};
+pub use server::{
+    AMQP, POSTGRES, REDIS, Server, Unavailable, amqp_url, mask_password, postgres_url, redis_url,
+};
 pub use tool::{Tool, require_tool};
 pub use wait::{wait_until, wait_until_async};
 

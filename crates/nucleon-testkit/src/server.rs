@@ -75,6 +75,20 @@ pub const AMQP: Server = Server {
     start_hint: "rabbitmq-server -detached",
 };
 
+/// The Redis that tests use: `NUCLEON_TEST_REDIS_URL`, by default
+/// `redis://127.0.0.1:6379`; skipped with `NUCLEON_TEST_SKIP_REDIS=1`.
+///
+/// ```no_run
+/// let url = nucleon_testkit::REDIS.url(); // as nucleon_testkit::redis_url()
+/// ```
+pub const REDIS: Server = Server {
+    name: "Redis",
+    url_var: "NUCLEON_TEST_REDIS_URL",
+    skip_var: "NUCLEON_TEST_SKIP_REDIS",
+    default_url: "redis://127.0.0.1:6379",
+    start_hint: "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no",
+};
+
 /// The URL of the PostgreSQL for tests ([`POSTGRES`]), checked reachable; `None` when
 /// `NUCLEON_TEST_SKIP_POSTGRES=1` skips those tests on purpose (said once per test
 /// binary, on standard error).
@@ -116,6 +130,27 @@ pub fn postgres_url() -> Option<String> {
 #[track_caller]
 pub fn amqp_url() -> Option<String> {
     AMQP.url()
+}
+
+/// The URL of the Redis for tests ([`REDIS`]), checked reachable; `None` when
+/// `NUCLEON_TEST_SKIP_REDIS=1` skips those tests on purpose (said once per test binary,
+/// on standard error).
+///
+/// # Panics
+/// When the server does not accept a connection, with the URL (password masked),
+/// `NUCLEON_TEST_REDIS_URL`, how to start it here, and `NUCLEON_TEST_SKIP_REDIS=1`.
+///
+/// ```no_run
+/// #[test]
+/// fn sessions_expire() {
+///     let Some(url) = nucleon_testkit::redis_url() else { return };
+///     // connect to `url`…
+/// #   drop(url);
+/// }
+/// ```
+#[track_caller]
+pub fn redis_url() -> Option<String> {
+    REDIS.url()
 }
 
 /// Why a server (or a tool) that a test needs is not there; its text says what to do.
@@ -413,6 +448,7 @@ mod tests {
         let hp = |url: &str| host_and_port(url).map_err(|e| e.to_string());
         assert_eq!(hp(POSTGRES.default_url), Ok(("127.0.0.1".to_owned(), 5432)));
         assert_eq!(hp(AMQP.default_url), Ok(("127.0.0.1".to_owned(), 5672)));
+        assert_eq!(hp(REDIS.default_url), Ok(("127.0.0.1".to_owned(), 6379)));
         assert_eq!(
             hp("postgresql://u:p@db.internal/app"),
             Ok(("db.internal".to_owned(), 5432))
