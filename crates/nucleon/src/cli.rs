@@ -440,7 +440,10 @@ mod tests {
         let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
         let json = Some("json".to_owned());
         assert_eq!(LogFormat::chosen(&args(&["app"]), None), LogFormat::Text);
-        assert_eq!(LogFormat::chosen(&args(&["app"]), json.clone()), LogFormat::Json);
+        assert_eq!(
+            LogFormat::chosen(&args(&["app"]), json.clone()),
+            LogFormat::Json
+        );
         assert_eq!(
             LogFormat::chosen(&args(&["app", "--log-format", "json"]), None),
             LogFormat::Json

@@ -82,7 +82,9 @@ impl Pidfile {
         let partial = path.with_extension("pid.partial");
         write(&partial, format!("{ours}\n").as_bytes()).map_err(failed)?;
         rename(&partial, path).map_err(failed)?;
-        *HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(path.to_owned());
+        *HELD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(path.to_owned());
         Ok(Self {
             path: path.to_owned(),
         })
@@ -116,7 +118,10 @@ fn release(path: &Path) {
         .take();
 }
 
-#[allow(clippy::disallowed_methods, reason = "at start or exit, off any worker loop")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "at start or exit, off any worker loop"
+)]
 fn read_pid(path: &Path) -> Result<Option<i32>, std::io::Error> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text.trim().parse().ok()),
@@ -203,8 +208,12 @@ impl Privileges {
         }
         nix::unistd::setgid(self.gid).map_err(|e| failed(format!("setgid: {e}")))?;
         nix::unistd::setuid(self.uid).map_err(|e| failed(format!("setuid: {e}")))?;
-        if !self.uid.is_root() && (Uid::effective().is_root() || nix::unistd::setuid(Uid::from_raw(0)).is_ok()) {
-            return Err(failed("root's privileges are still there after setuid".into()));
+        if !self.uid.is_root()
+            && (Uid::effective().is_root() || nix::unistd::setuid(Uid::from_raw(0)).is_ok())
+        {
+            return Err(failed(
+                "root's privileges are still there after setuid".into(),
+            ));
         }
         tracing::info!(target: "nucleon", "running as {}", self.to);
         Ok(())
@@ -250,7 +259,10 @@ mod tests {
         // PID 1 runs on every system.
         write(&path, b"1\n").unwrap();
         let refused = Pidfile::claim(&path).unwrap_err();
-        assert!(matches!(refused, OpsError::PidfileInUse { pid: 1, .. }), "{refused}");
+        assert!(
+            matches!(refused, OpsError::PidfileInUse { pid: 1, .. }),
+            "{refused}"
+        );
         assert_eq!(read_pid(&path).unwrap(), Some(1), "left as it was");
     }
 
@@ -258,7 +270,10 @@ mod tests {
     fn unknown_users_and_groups_are_named() {
         assert!(Privileges::resolve(None, None).unwrap().is_none());
         let error = Privileges::resolve(Some("no-such-user-here"), None).unwrap_err();
-        assert_eq!(error.to_string(), "no user `no-such-user-here` on this system (--user)");
+        assert_eq!(
+            error.to_string(),
+            "no user `no-such-user-here` on this system (--user)"
+        );
         let error = Privileges::resolve(None, Some("no-such-group-here")).unwrap_err();
         assert!(error.to_string().contains("--group"), "{error}");
         assert!(Privileges::resolve(Some("root"), None).unwrap().is_some());

@@ -95,7 +95,9 @@ async fn configuration_mistakes_are_said_once_naming_the_variable_or_the_key_mea
             String::from_utf8_lossy(&output.stderr)
         )
     };
-    tokio::fs::write(dir.join("app.toml"), "[default]\n").await.unwrap();
+    tokio::fs::write(dir.join("app.toml"), "[default]\n")
+        .await
+        .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_countries"))
         .arg("check")
         .current_dir(&dir)
@@ -106,10 +108,20 @@ async fn configuration_mistakes_are_said_once_naming_the_variable_or_the_key_mea
         .unwrap();
     let text = said(&output);
     assert_eq!(output.status.code(), Some(3), "{text}");
-    assert!(text.contains("environment variable `NUCLEON_HTTP__PORT`"), "{text}");
-    assert_eq!(text.matches("NUCLEON_HTTP__PORT").count(), 1, "said once: {text}");
+    assert!(
+        text.contains("environment variable `NUCLEON_HTTP__PORT`"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("NUCLEON_HTTP__PORT").count(),
+        1,
+        "said once: {text}"
+    );
     for (toml, expected) in [
-        ("[default.http]\nprot = 1\n", "unknown key `prot`: did you mean `port`?"),
+        (
+            "[default.http]\nprot = 1\n",
+            "unknown key `prot`: did you mean `port`?",
+        ),
         ("[default.htp]\nport = 1\n", "did you mean `http`?"),
     ] {
         tokio::fs::write(dir.join("app.toml"), toml).await.unwrap();

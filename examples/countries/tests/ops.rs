@@ -53,14 +53,22 @@ async fn status_line(pid: u32, field: &str) -> String {
 #[tokio::test]
 async fn pidfile_privileges_and_json_logs() {
     // Only root can give root's privileges up.
-    if !status_line(std::process::id(), "Uid:").await.contains("\t0\t") {
+    if !status_line(std::process::id(), "Uid:")
+        .await
+        .contains("\t0\t")
+    {
         panic!("this test drops root's privileges: run it as root (it is, in CI)");
     }
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-pidfile");
     let _ = tokio::fs::remove_dir_all(&dir).await;
     tokio::fs::create_dir_all(&dir).await.unwrap();
     // The user the service becomes must be able to remove its pidfile at exit.
-    Command::new("chmod").args(["0777"]).arg(&dir).status().await.unwrap();
+    Command::new("chmod")
+        .args(["0777"])
+        .arg(&dir)
+        .status()
+        .await
+        .unwrap();
     let pidfile = dir.join("countries.pid");
     let (port, _reserved) = reserve_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_countries"))
@@ -85,7 +93,11 @@ async fn pidfile_privileges_and_json_logs() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(uid.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"; 4], "{uid}");
+    assert_eq!(
+        uid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{uid}"
+    );
     let groups = status_line(pid, "Groups:").await;
     assert!(!groups.split_whitespace().any(|g| g == "0"), "{groups}");
     assert_eq!(get(addr, "GET", "/countries/gb/").await.status, 200);
@@ -106,7 +118,13 @@ async fn pidfile_privileges_and_json_logs() {
     assert!(status.success(), "exit status {status}");
     assert!(!pidfile.exists(), "the pidfile is removed at exit");
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
     let lines: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -115,8 +133,16 @@ async fn pidfile_privileges_and_json_logs() {
         .iter()
         .find(|l| l["target"] == "nucleon::access")
         .expect("an access line");
-    assert!(access.get("request_id").is_some() || access.to_string().contains("200"), "{access}");
-    assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("running as user nobody"))), "{out}");
+    assert!(
+        access.get("request_id").is_some() || access.to_string().contains("200"),
+        "{access}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("running as user nobody"))),
+        "{out}"
+    );
 }
 
 /// `net.ipv4.tcp_migrate_req`: when a listener of a `SO_REUSEPORT` group closes, the
@@ -129,7 +155,9 @@ async fn a_restart_on_the_same_port_loses_no_request() {
     let before = tokio::fs::read_to_string(MIGRATE_REQ)
         .await
         .expect("a kernel with net.ipv4.tcp_migrate_req (Linux 5.14+)");
-    tokio::fs::write(MIGRATE_REQ, "1\n").await.expect("root sets the sysctl");
+    tokio::fs::write(MIGRATE_REQ, "1\n")
+        .await
+        .expect("root sets the sysctl");
     let (port, _reserved) = reserve_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-restart");
@@ -181,7 +209,10 @@ async fn a_restart_on_the_same_port_loses_no_request() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     sigterm(&old).await;
     let status = old.wait().await.unwrap();
-    assert!(status.success(), "the old process drained and exited 0: {status}");
+    assert!(
+        status.success(),
+        "the old process drained and exited 0: {status}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     going.store(false, Ordering::Relaxed);
     let mut errors = Vec::new();

@@ -599,7 +599,11 @@ mod tests {
     fn a_bad_variable_is_named_as_written_and_a_typo_gets_its_closest_key() {
         Jail::expect_with(|jail| {
             jail.create_file("app.toml", "[default.runtime]\nshutdown_timeuot = \"5s\"\n")?;
-            let error = load(None).unwrap().runtime_settings().unwrap_err().to_string();
+            let error = load(None)
+                .unwrap()
+                .runtime_settings()
+                .unwrap_err()
+                .to_string();
             assert!(error.contains("in `app.toml`"), "{error}");
             assert!(
                 error.contains("unknown key `shutdown_timeuot`: did you mean `shutdown_timeout`?"),
@@ -607,7 +611,11 @@ mod tests {
             );
             jail.create_file("app.toml", "[default]\n")?;
             jail.set_env("NUCLEON_RUNTIME__WORKERS", "many");
-            let error = load(None).unwrap().runtime_settings().unwrap_err().to_string();
+            let error = load(None)
+                .unwrap()
+                .runtime_settings()
+                .unwrap_err()
+                .to_string();
             assert!(
                 error.contains("in environment variable `NUCLEON_RUNTIME__WORKERS`"),
                 "{error}"

@@ -112,4 +112,3 @@ pub async fn sigterm(child: &Child) {
         .unwrap();
     assert!(status.success());
 }
-
