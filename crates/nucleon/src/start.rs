@@ -35,6 +35,10 @@ pub struct StartOptions {
     pub(crate) config_file: Option<PathBuf>,
     pub(crate) handle_signals: bool,
     /// Bind the port although another instance listens on it (`--replace`).
+    #[cfg_attr(
+        not(feature = "http"),
+        allow(dead_code, reason = "read when an HTTP listener claims its port")
+    )]
     pub(crate) replace: bool,
 }
 
