@@ -11,8 +11,8 @@
 //!   `incr`, `get_json`/`set_json`, any command with [`Redis::query`], and the raw
 //!   `ConnectionManager`; every call within `redis.command_timeout`, with a typed
 //!   [`RedisError`].
-//! - Feature `http`: [`cached`], a layer that caches a route's JSON answers in Redis
-//!   (or in each worker's memory with [`CacheLayer::in_process`]), which a Redis that is
+//! - Feature `http`: `cached`, a layer that caches a route's JSON answers in Redis
+//!   (or in each worker's memory with `CacheLayer::in_process`), which a Redis that is
 //!   down never fails; and `From<RedisError> for HttpError` (503, 500).
 //!
 //! ```no_run
