@@ -17,7 +17,7 @@ use crate::runner::ConsumerAdapter;
 use crate::topology::{Declaration, Topology};
 
 /// A service's messaging, described once: what it declares and what it consumes.
-/// [`Amqp::connection`] gives the per-process adapter, [`Amqp::consumers`] the
+/// [`Amqp::build`] gives the per-process adapter and the factory of the
 /// per-worker one. The umbrella's `App::consume`, `App::rpc`, `App::on_event` and
 /// `App::task` fill one for you.
 ///
