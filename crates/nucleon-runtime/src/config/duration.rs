@@ -1,5 +1,5 @@
 //! Durations in configuration: `"50ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, or a bare
-//! number of seconds.
+//! number of seconds; 100 years at most ([`MAX`]).
 //!
 //! Use with serde: `#[serde(with = "nucleon_runtime::config::duration")]`, or
 //! `duration::option` for an `Option<Duration>`.
@@ -10,7 +10,13 @@ use std::time::Duration;
 use serde::Deserializer;
 use serde::de::{self, Visitor};
 
-/// Parses `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"` or `"3"` (seconds).
+/// The longest duration configuration takes: 100 years. A longer one is a mistake,
+/// and one long enough (from some 6 × 10¹⁸ s) makes the runtime's arithmetic
+/// overflow and panic: a deadline `Instant::now() + timeout`, 30 % of a timeout.
+pub const MAX: Duration = Duration::from_secs(36_525 * 24 * 3600);
+
+/// Parses `"250ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"` or `"3"` (seconds), up to
+/// [`MAX`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -19,10 +25,11 @@ use serde::de::{self, Visitor};
 /// assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
 /// assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
 /// assert!(parse("soon").is_err());
+/// assert!(parse("1000000000000h").is_err(), "more than 100 years");
 /// ```
 ///
 /// # Errors
-/// A message naming the accepted forms.
+/// A message naming the accepted forms, or the limit.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -37,7 +44,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(invalid(text)),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| invalid(text))
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|_| invalid(text))?;
+    at_most_max(duration, text)
+}
+
+fn at_most_max(duration: Duration, text: &str) -> Result<Duration, String> {
+    if duration > MAX {
+        return Err(format!(
+            "`{text}` is too long: a duration may be 100 years at most"
+        ));
+    }
+    Ok(duration)
 }
 
 fn invalid(text: &str) -> String {
@@ -60,17 +77,19 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-        Ok(Duration::from_secs(v))
+        at_most_max(Duration::from_secs(v), &v.to_string()).map_err(E::custom)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-        u64::try_from(v)
-            .map(Duration::from_secs)
-            .map_err(|_| E::custom("a duration cannot be negative"))
+        let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+        self.visit_u64(v)
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-        Duration::try_from_secs_f64(v).map_err(|_| E::custom(invalid(&v.to_string())))
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| invalid(&v.to_string()))
+            .and_then(|duration| at_most_max(duration, &v.to_string()))
+            .map_err(E::custom)
     }
 }
 

@@ -380,8 +380,14 @@ impl RuntimeSettings {
     /// else 30 % of `shutdown_timeout`. A runtime without per-process adapters keeps
     /// no reserve.
     pub fn process_reserve_in_force(&self) -> Duration {
+        // 30 %, without the overflow of `* 3` for a timeout past 6 × 10¹⁸ s (set in
+        // code: configuration takes 100 years at most).
+        let share = self
+            .shutdown_timeout
+            .checked_mul(3)
+            .map_or(self.shutdown_timeout / 10 * 3, |triple| triple / 10);
         self.process_reserve
-            .unwrap_or(self.shutdown_timeout * 3 / 10)
+            .unwrap_or(share)
             .min(self.shutdown_timeout)
     }
 
