@@ -241,7 +241,7 @@ impl Broker {
         &self,
         exchange: &str,
         routing_key: &str,
-        mut message: Message,
+        message: Message,
     ) -> Result<(), AmqpError> {
         let settings = &self.inner.config;
         let deadline = Instant::now() + settings.publish_timeout;
@@ -256,8 +256,7 @@ impl Broker {
                 after: settings.publish_timeout,
             })?
             .map_err(|_| AmqpError::Closing { what: what() })?;
-        message.ensure_id();
-        let properties = message.properties();
+        let (body, properties, mandatory) = message.into_parts();
         let stats = &self.inner.stats;
         stats.published.add(1);
         let mut stale = None;
@@ -267,7 +266,7 @@ impl Broker {
             let sent = match link.publish_channel().await {
                 Ok(channel) => {
                     let options = BasicPublishOptions {
-                        mandatory: message.mandatory,
+                        mandatory,
                         immediate: false,
                     };
                     match channel
@@ -275,7 +274,7 @@ impl Broker {
                             exchange.into(),
                             routing_key.into(),
                             options,
-                            message.body(),
+                            &body,
                             properties.clone(),
                         )
                         .await

@@ -132,8 +132,20 @@ impl Message {
             return id.clone();
         }
         let id: ShortString = next_id().into();
-        self.properties = self.properties.clone().with_message_id(id.clone());
+        self.properties = std::mem::take(&mut self.properties).with_message_id(id.clone());
         id
+    }
+
+    /// The body, the properties as sent (a message id set, headers included) and the
+    /// mandatory flag, taken apart without a copy (a publish's path).
+    pub(crate) fn into_parts(mut self) -> (Vec<u8>, BasicProperties, bool) {
+        self.ensure_id();
+        let properties = if self.headers.inner().is_empty() {
+            self.properties
+        } else {
+            self.properties.with_headers(self.headers)
+        };
+        (self.body, properties, self.mandatory)
     }
 
     /// The properties as sent (headers included).
