@@ -145,7 +145,7 @@ fn command_line_routes_check_and_bad_configuration() {
     assert_eq!(error.exit_code(), 2);
     // No workers is not one worker: a usage error.
     let error = nucleon::run_from(app(log), ["notes", "-j", "0"]).expect_err("-j 0");
-    assert_eq!(error.exit_code(), 64, "{error}");
+    assert_eq!(error.exit_code(), 2, "{error}");
 }
 
 /// What the per-worker adapter below registers at start.
