@@ -136,6 +136,7 @@ mod error;
 pub mod extract;
 mod handler;
 mod limits;
+mod metrics;
 mod request_ids;
 mod request_log;
 mod response;

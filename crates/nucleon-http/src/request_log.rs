@@ -43,21 +43,8 @@ impl AccessStart {
     /// the server took to answer, not how long the body took to send.
     #[inline(never)]
     pub(crate) fn log(&self, method: &Method, response: &Response, request_id: &Id) {
-        // The body's exact size when it is known before it is sent (a buffer, a
-        // known length); a streamed body's is not known yet, and the field is
-        // left out rather than logged as 0. None at all for the answers HTTP sends
-        // without one (HEAD, 1xx, 204, 304), whatever body they were given.
-        let status = response.status();
-        let bodiless = method == Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let bytes = if bodiless {
-            Some(0)
-        } else {
-            http_body::Body::size_hint(response.body()).exact()
-        };
-        self.line(method, status.as_u16(), bytes, None, request_id);
+        let bytes = response_body_size(method, response);
+        self.line(method, response.status().as_u16(), bytes, None, request_id);
     }
 
     /// The line of a request dropped before its response was ready (the client
@@ -102,7 +89,24 @@ impl AccessStart {
 }
 
 /// nginx's status for a request whose client went away before its answer.
-const CLIENT_CLOSED_REQUEST: u16 = 499;
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// The response body's exact size when it is known before it is sent (a buffer, a
+/// known length); a streamed body's is not known yet: `None`, not 0. Zero for the
+/// answers HTTP sends without one (HEAD, 1xx, 204, 304), whatever body they were given.
+#[inline]
+pub(crate) fn response_body_size(method: &Method, response: &Response) -> Option<u64> {
+    let status = response.status();
+    let bodiless = method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if bodiless {
+        Some(0)
+    } else {
+        http_body::Body::size_hint(response.body()).exact()
+    }
+}
 
 /// The error line of a request that failed (a handler's error or panic, answered
 /// with a 500): its method, its path when the access log keeps it (else its route,

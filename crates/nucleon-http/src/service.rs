@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
@@ -20,8 +20,9 @@ use nucleon_runtime::{Drain, Health, InFlightGuard, TaskLabel};
 use crate::error::{BodyLeftUnread, InternalCause};
 use crate::extract::{Params, RequestContext, limit_body};
 use crate::limits::{Limited, Limits, strip_body};
+use crate::metrics::{HttpMetrics, Rejection};
 use crate::request_ids::IdSource;
-use crate::request_log::{AccessStart, log_failure};
+use crate::request_log::{AccessStart, CLIENT_CLOSED_REQUEST, log_failure, response_body_size};
 use crate::response::{IntoResponse, Json, Response};
 use crate::router::{Compiled, Dispatch, Endpoint};
 use crate::server::{HttpConfig, InService};
@@ -61,6 +62,10 @@ struct Pipeline {
     /// [`CONNECTION_LABEL`], interned: a connection's task takes it back after each
     /// request without a lock.
     connection_label: StaticLabel,
+    /// This worker's HTTP metrics, when the runtime records metrics.
+    metrics: Option<HttpMetrics>,
+    /// The probes' routes as metrics name them (`GET /readyz`), interned.
+    probe_labels: [Option<&'static str>; 2],
 }
 
 impl HttpService {
@@ -79,6 +84,11 @@ impl HttpService {
                 probes: Probes::new(config),
                 ids: IdSource::new(),
                 connection_label: StaticLabel::intern(CONNECTION_LABEL),
+                metrics: HttpMetrics::for_this_worker(),
+                probe_labels: [&config.readiness_path, &config.liveness_path].map(|path| {
+                    path.as_deref()
+                        .map(|path| StaticLabel::intern(&format!("GET {path}")).as_str())
+                }),
             }),
         }
     }
@@ -123,6 +133,11 @@ impl HttpService {
         bytes: usize,
         request_id: &Id,
     ) {
+        if let Some(metrics) = &self.inner.metrics
+            && let Some(reason) = Rejection::of(status, false)
+        {
+            metrics.rejected(reason);
+        }
         if self.inner.config.access_log {
             let remote = remote.to_string();
             request_id.with_str(|id| {
@@ -168,6 +183,17 @@ impl HttpService {
             return Some(payload_too_large(config.body_limit));
         }
         None
+    }
+
+    /// The probe's route label, as metrics name it.
+    #[cold]
+    fn probe_label(&self, path: &str) -> Option<&'static str> {
+        let [readiness, liveness] = self.inner.probe_labels;
+        if self.inner.config.readiness_path.as_deref() == Some(path) {
+            readiness
+        } else {
+            liveness
+        }
     }
 
     /// The probes' answer when `request` is for one: the liveness route's at once, the
@@ -253,6 +279,10 @@ impl HttpService {
         let access = config
             .access_log
             .then(|| AccessStart::new(&request, remote, conn.as_ref()));
+        let measured = pipeline
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.started(http_body::Body::size_hint(request.body()).exact()));
         let mut started = Started {
             service: self.clone(),
             span,
@@ -260,12 +290,15 @@ impl HttpService {
             method: request.method().clone(),
             version: request.version(),
             access,
+            measured,
+            route: None,
             _guard: None,
             _conn: conn,
         };
         if self.inner.probes.contains(request.uri().path())
             && let Some(answer) = self.probe(&request)
         {
+            started.route = self.probe_label(request.uri().path());
             return match answer {
                 Ok(mut response) => {
                     started.respond(&mut response);
@@ -303,7 +336,9 @@ impl HttpService {
             return call_service(app, request, ctx, Finish::new(started, Limits::NONE));
         }
         let label = started._conn.as_ref().and_then(InService::label);
-        match pipeline.compiled.dispatch(&mut request, &mut ctx, label) {
+        let dispatched = pipeline.compiled.dispatch(&mut request, &mut ctx, label);
+        started.route = ctx.route;
+        match dispatched {
             Dispatch::Handler { handler, limits } => {
                 Outcome::Pending(handler.call_finished(request, ctx, Finish::new(started, limits)))
             }
@@ -448,6 +483,10 @@ pub(crate) struct Started {
     method: Method,
     version: Version,
     access: Option<Box<AccessStart>>,
+    /// When the request started, when metrics are recorded.
+    measured: Option<Instant>,
+    /// The route that took the request (its interned label), once routed.
+    route: Option<&'static str>,
     /// Held until the response is ready: the drain waits for it.
     _guard: Option<InFlightGuard>,
     /// The connection's count of requests in service, until the response is ready.
@@ -543,6 +582,8 @@ impl Started {
             method,
             version,
             access,
+            measured,
+            route,
             _conn: conn,
             ..
         } = self;
@@ -580,6 +621,9 @@ impl Started {
         if close {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
+        if let (Some(since), Some(metrics)) = (measured, &service.inner.metrics) {
+            record_response(metrics, since, route, &method, response, service.draining());
+        }
         if let Some(access) = access {
             access.log(&method, response, &request_id);
         }
@@ -598,9 +642,36 @@ impl Started {
     #[cold]
     #[inline(never)]
     fn cancelled(self) {
+        if let (Some(since), Some(metrics)) = (self.measured, &self.service.inner.metrics) {
+            metrics.finished(since, self.route, &self.method, CLIENT_CLOSED_REQUEST, None);
+        }
         if let Some(access) = &self.access {
             access.log_cancelled(&self.method, &self.request_id);
         }
+    }
+}
+
+/// A response's figures in the worker's metrics: by route, method and status class,
+/// its time, its body's size when known, and a refusal's reason.
+#[inline]
+fn record_response(
+    metrics: &HttpMetrics,
+    since: Instant,
+    route: Option<&'static str>,
+    method: &Method,
+    response: &Response,
+    draining: bool,
+) {
+    let status = response.status();
+    metrics.finished(
+        since,
+        route,
+        method,
+        status.as_u16(),
+        response_body_size(method, response),
+    );
+    if let Some(reason) = Rejection::of(status, draining) {
+        metrics.rejected(reason);
     }
 }
 

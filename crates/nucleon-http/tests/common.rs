@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use nucleon_http::{HttpConfig, HttpServer, Router};
 use nucleon_runtime::{Phase, Runtime, RuntimeBuilder, RuntimeHandle, WorkerSetup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -97,112 +95,8 @@ impl Drop for Server {
     }
 }
 
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// Parses one response from the front of `buf`; `None` until complete.
-pub fn parse_reply(buf: &[u8], head_request: bool) -> Option<(Reply, usize)> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buf[..end]).expect("ascii head");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let length = if head_request {
-        0
-    } else {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-            .unwrap_or(0)
-    };
-    if buf.len() < end + length {
-        return None;
-    }
-    Some((
-        Reply {
-            status,
-            headers,
-            body: buf[end..end + length].to_vec(),
-        },
-        end + length,
-    ))
-}
-
-/// Sends raw bytes on a new connection and reads one response.
-pub async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request).await.expect("write");
-    read_reply(&mut stream, request.starts_with(b"HEAD")).await
-}
-
-pub async fn read_reply(stream: &mut TcpStream, head_request: bool) -> Reply {
-    let mut buf = Vec::new();
-    let mut chunk = [0_u8; 8192];
-    loop {
-        if let Some((reply, _)) = parse_reply(&buf, head_request) {
-            return reply;
-        }
-        let n = stream.read(&mut chunk).await.expect("read");
-        assert!(
-            n > 0,
-            "connection closed before a full response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-pub async fn get(addr: SocketAddr, path: &str) -> Reply {
-    request(addr, "GET", path, &[], b"").await
-}
-
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        text.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    text.push_str("\r\n");
-    let mut bytes = text.into_bytes();
-    bytes.extend_from_slice(body);
-    raw(addr, &bytes).await
-}
+#[allow(unused_imports, reason = "each test file uses part of the client")]
+pub use nucleon_testkit::http::{Reply, get, parse_reply, raw, read_reply, request};
 
 /// Events captured by a tracing layer: target, and every field as text (`message`
 /// included).

@@ -40,6 +40,7 @@ mod label;
 pub mod lifecycle;
 mod local_state;
 mod loop_thread;
+pub mod metrics;
 pub mod offload;
 mod process;
 pub mod request_id;

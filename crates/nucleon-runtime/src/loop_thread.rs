@@ -51,6 +51,8 @@ pub(crate) struct LoopThread {
     pub(crate) slot: Arc<WorkerSlot>,
     pub(crate) watchdog: Watchdog,
     pub(crate) worker: Option<usize>,
+    /// How often the loop hands its local metrics to the recorder; `None`: metrics off.
+    pub(crate) metrics: Option<Duration>,
 }
 
 /// How a loop thread's run ended.
@@ -110,6 +112,8 @@ impl LoopThread {
             .store(crate::watchdog::stack_current_thread(), Ordering::Release);
         slot.beat();
         slot.alive.store(enabled, Ordering::Release);
+        let metrics = self.metrics;
+        crate::metrics::enable_on_thread(metrics);
 
         let local = tokio::task::LocalSet::new();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -120,6 +124,9 @@ impl LoopThread {
                     // is not taken for a stall, and one that blocks is.
                     tokio::task::spawn_local(heartbeat(Arc::clone(&slot), self.watchdog));
                 }
+                if let Some(interval) = metrics {
+                    tokio::task::spawn_local(crate::metrics::flush_every(interval));
+                }
                 body().await;
             });
         }));
@@ -129,6 +136,9 @@ impl LoopThread {
         slot.alive.store(false, Ordering::Release);
         // Tasks still on the LocalSet are dropped here, on the loop's own thread.
         drop(local);
+        // What the loop's local metrics still hold (the last requests' figures).
+        crate::metrics::flush_local();
+        crate::metrics::enable_on_thread(None);
         local_state::clear_registered();
         handle::clear();
         health::set_routes(None);

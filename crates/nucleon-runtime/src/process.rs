@@ -37,6 +37,8 @@ pub(crate) struct ProcessSpec {
     pub(crate) shutdown_timeout: Duration,
     /// When the workers' phases end, from the drain's start.
     pub(crate) workers_phase: Duration,
+    /// The loop's metrics flush interval; `None`: metrics off.
+    pub(crate) metrics: Option<Duration>,
 }
 
 /// What the process loop tells the control thread.
@@ -68,6 +70,7 @@ impl ProcessLoop {
             slot: Arc::clone(&slots[slots.len() - 1]),
             watchdog: spec.watchdog.clone(),
             worker: None,
+            metrics: spec.metrics,
         };
         let thread = std::thread::Builder::new()
             .name("nucleon-process".into())

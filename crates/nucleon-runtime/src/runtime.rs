@@ -11,6 +11,7 @@ use crate::config::{Config, RuntimeSettings};
 use crate::drain::Drain;
 use crate::handle::{self, HandleKey, ProcessHandles, Requirement};
 use crate::lifecycle::{Hooks, hook, run_cleanup_hooks, run_hooks};
+use crate::metrics::MetricsSettings;
 use crate::process::{ProcessAdapter, ProcessEvent, ProcessLoop, ProcessSpec};
 use crate::watchdog::{Watchdog, WatchdogConfig, lock};
 use crate::worker::{
@@ -196,6 +197,7 @@ impl RuntimeBuilder {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
             .max(1);
+        let metrics = MetricsSettings::load(&config)?;
         let watchdog = Watchdog::new(settings.watchdog.clone(), workers);
         let drain = Drain::new();
         let (phase, _) = watch::channel(Phase::Starting);
@@ -212,6 +214,7 @@ impl RuntimeBuilder {
         Ok(Runtime {
             config: Arc::new(config),
             settings,
+            metrics,
             workers,
             adapters: self.adapters,
             requirements: self.requirements.into(),
@@ -233,6 +236,7 @@ impl RuntimeBuilder {
 pub struct Runtime {
     config: Arc<Config>,
     settings: RuntimeSettings,
+    metrics: MetricsSettings,
     workers: usize,
     adapters: Vec<ProcessAdapter>,
     requirements: Arc<[Requirement]>,
@@ -269,6 +273,16 @@ impl Runtime {
     /// The settings in force.
     pub fn settings(&self) -> &RuntimeSettings {
         &self.settings
+    }
+
+    /// The metrics settings in force (`[<env>.metrics]`).
+    pub fn metrics_settings(&self) -> &MetricsSettings {
+        &self.metrics
+    }
+
+    /// How often loops flush their local metrics; `None` when metrics are off.
+    fn metrics_interval(&self) -> Option<Duration> {
+        self.metrics.enabled.then_some(self.metrics.flush_interval)
     }
 
     /// Checks, without starting anything, that every handle declared needed
@@ -493,6 +507,12 @@ impl Control {
         } else {
             None
         };
+        // The figures read when exported (offload pools, the drain), and, for exporters
+        // that are not scraped through `collect`, a collection every flush interval.
+        let _collector = self.runtime.metrics_interval().map(|interval| {
+            tokio::task::spawn_local(crate::metrics::collect_every(interval));
+            crate::metrics::register_runtime_collector(drain.clone())
+        });
         let result = self.lifecycle(&settings).await;
         watchdog.stop_monitor();
         if let Some(monitor) = monitor {
@@ -662,6 +682,7 @@ impl Control {
             start_timeout: settings.start_timeout,
             shutdown_timeout: settings.shutdown_timeout,
             workers_phase: self.runtime.workers_phase,
+            metrics: self.runtime.metrics_interval(),
         })
         .map_err(|source| RuntimeError::Io {
             what: "start the process loop's thread",
@@ -747,6 +768,7 @@ impl Control {
                         .shared
                         .restarts
                         .fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::worker_restarted(worker);
                     tokio::time::sleep(backoff(attempts)).await;
                     self.start_worker(worker)?;
                 }
@@ -959,6 +981,7 @@ fn worker_spec(
         process_commands,
         requirements: Arc::clone(&runtime.requirements),
         events: events.clone(),
+        metrics: runtime.metrics_interval(),
     }
 }
 

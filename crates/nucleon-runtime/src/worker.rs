@@ -115,6 +115,8 @@ pub(crate) struct WorkerSpec {
     /// Handles that must be there (a route's `Dep<T>`): checked after setup.
     pub(crate) requirements: Arc<[Requirement]>,
     pub(crate) events: mpsc::UnboundedSender<WorkerEvent>,
+    /// The workers' metrics flush interval; `None`: metrics off.
+    pub(crate) metrics: Option<Duration>,
 }
 
 /// What a worker tells the control thread.
@@ -151,6 +153,7 @@ pub(crate) fn spawn_worker(
         slot: Arc::clone(&spec.watchdog.inner.slots[id]),
         watchdog: spec.watchdog.clone(),
         worker: Some(id),
+        metrics: spec.metrics,
     };
     std::thread::Builder::new()
         .name(format!("nucleon-worker-{id}"))

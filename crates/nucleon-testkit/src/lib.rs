@@ -17,6 +17,10 @@
 //!   (a Redis, say): a `const` each, and the same behaviour. Their `*_in` methods take
 //!   the environment as a parameter, so a test can try any environment without setting
 //!   process-wide variables (tests in one binary run in parallel).
+//! - [`http`]: a raw HTTP/1.1 client (one request per connection, or a keep-alive
+//!   [`http::Connection`]) that shows exactly what a server answered.
+//! - [`prometheus::Scrape`]: a `/metrics` scrape parsed, samples looked up by name
+//!   and labels.
 //! - [`TcpProxy`]: a proxy inside the test, to cut a client's link to a shared server
 //!   (never restart the server itself).
 //! - [`wait_until`] and [`wait_until_async`]: poll a condition until it holds, or panic
@@ -42,7 +46,9 @@
 //! The checks block (a TCP connect with a short timeout, a look along `PATH`): they
 //! are for test code, never for a worker's loop.
 
+pub mod http;
 mod note;
+pub mod prometheus;
 mod proxy;
 mod server;
 mod tool;

@@ -394,7 +394,15 @@ impl App {
 
     /// The tables this app's configuration may have: the framework's, and its own.
     pub(crate) fn known_tables(&self) -> Vec<&'static str> {
-        let mut known = vec!["runtime", "http", "dns", "http_client", "db", "amqp"];
+        let mut known = vec![
+            "runtime",
+            "http",
+            "dns",
+            "http_client",
+            "db",
+            "amqp",
+            "metrics",
+        ];
         known.extend(&self.tables);
         known
     }

@@ -50,6 +50,8 @@ mod cli;
 mod db_cli;
 mod dropped_lines;
 mod log;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod ops;
 mod start;
 #[cfg(feature = "http")]

@@ -192,6 +192,27 @@ impl App {
         front: Front,
     ) -> Result<Runtime, AppError> {
         config.check_tables(&self.known_tables())?;
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::Endpoint::prepare(&config)?;
+        #[cfg(feature = "metrics")]
+        let metrics_listener = match &metrics {
+            Some(endpoint) => match endpoint.port {
+                Some(port) => {
+                    let app_http = match &front {
+                        Front::Listener(http) => http.clone(),
+                        _ => crate::cli::http_config(&config, options)?,
+                    };
+                    Some(endpoint.own_listener(&app_http, port))
+                }
+                None => {
+                    if !matches!(front, Front::None) {
+                        self.router = endpoint.add_route(self.router);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         #[cfg_attr(not(any(feature = "db", feature = "amqp")), allow(unused_mut))]
         let mut plan = self.worker_plan(&config)?;
         #[cfg(feature = "db")]
@@ -247,6 +268,13 @@ impl App {
         let router = self.router;
         builder = builder.per_worker(move |worker| {
             plan.setup(worker)?;
+            // The metrics' own listener: one worker serves it.
+            #[cfg(feature = "metrics")]
+            if let Some((router, http)) = &metrics_listener
+                && worker.id() == 0
+            {
+                worker.adapter(HttpServer::new(router.clone(), http.clone()));
+            }
             match &front {
                 Front::None => {}
                 #[cfg(feature = "http")]

@@ -54,7 +54,15 @@ fn reserved(key: &str) -> bool {
 /// written outside any environment (`[http]` for `[default.http]`): the file's top-level
 /// tables are environments, so it would be read as an environment named `http`, and
 /// silently never used.
-const SECTIONS: [&str; 6] = ["runtime", "http", "http_client", "dns", "db", "amqp"];
+const SECTIONS: [&str; 7] = [
+    "runtime",
+    "http",
+    "http_client",
+    "dns",
+    "db",
+    "amqp",
+    "metrics",
+];
 
 /// The environment to run in: `explicit` (`--env`) when given and not empty, else
 /// `NUCLEON_ENV`, else `NUCLEON_CONFIGURATION`, else `default`.

@@ -189,6 +189,7 @@ impl Inner {
         match report.kind {
             ReportKind::Blocking => {
                 self.blocking_reports.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::watchdog_report(&report);
                 tracing::warn!(
                     target: "nucleon::watchdog",
                     worker = report.worker,
@@ -205,6 +206,7 @@ impl Inner {
             ReportKind::SlowPollEnded => {
                 self.slow_polls.fetch_add(1, Ordering::Relaxed);
                 self.record_histogram(report.elapsed);
+                crate::metrics::watchdog_report(&report);
                 tracing::warn!(
                     target: "nucleon::watchdog",
                     worker = report.worker,
@@ -219,6 +221,7 @@ impl Inner {
             }
             ReportKind::Stall => {
                 self.stalls.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::watchdog_report(&report);
                 tracing::warn!(
                     target: "nucleon::watchdog",
                     worker = report.worker,
