@@ -107,6 +107,7 @@ impl Amqp {
                 resolved: Arc::clone(&factory.pending),
                 broker: None,
                 stop: None,
+                metrics: None,
             },
             factory,
         )
@@ -156,6 +157,8 @@ pub struct AmqpAdapter {
     resolved: Resolved,
     broker: Option<Broker>,
     stop: Option<watch::Sender<bool>>,
+    /// Keeps the link's figures collected while the adapter runs.
+    metrics: Option<nucleon_runtime::metrics::CollectorGuard>,
 }
 
 impl std::fmt::Debug for AmqpAdapter {
@@ -259,6 +262,9 @@ impl Adapter for AmqpAdapter {
             }
             return Err(Box::new(error));
         }
+        if nucleon_runtime::metrics::enabled() {
+            self.metrics = Some(crate::metrics::watch_broker(&broker));
+        }
         self.broker = Some(broker.clone());
         Ok(broker)
     }
@@ -285,6 +291,7 @@ impl Adapter for AmqpAdapter {
     /// Waits for the messages published and not yet confirmed (within the deadline),
     /// then closes the connection.
     async fn stop(&mut self, deadline: Instant) -> Result<(), BoxError> {
+        self.metrics = None;
         let Some(broker) = self.broker.take() else {
             return Ok(());
         };

@@ -66,6 +66,7 @@ mod handler;
 mod http;
 mod link;
 mod message;
+mod metrics;
 mod rpc;
 mod runner;
 mod subscription;

@@ -20,6 +20,7 @@ use crate::consumer::{ConsumerSpec, OnError};
 use crate::delivery::{ATTEMPTS_HEADER, Delivery, ERROR_HEADER, QUEUE_HEADER, Received};
 use crate::handler::Outcome;
 use crate::message::{JSON, Message};
+use crate::metrics::QueueMetrics;
 use crate::rpc::{RemoteError, Reply};
 
 /// How long a consumer the broker refused (its queue is missing) waits to try again.
@@ -192,6 +193,7 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
         };
         *runner.consuming.borrow_mut() = Some((channel, tag));
         let acks = Acks::new(broker.clone());
+        let queue_metrics = QueueMetrics::for_queue(&spec.queue);
         tracing::debug!(target: "nucleon::amqp", queue = &*spec.queue, worker, prefetch = spec.concurrency, "consuming");
         while let Some(delivery) = consumer.next().await {
             let Ok(delivery) = delivery else {
@@ -214,7 +216,9 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
             broker.inner.stats.consumed.add(1);
             let ticket = acks.ticket(tag, acker, Some(drain.guard()));
             let (spec, broker) = (Arc::clone(spec), broker.clone());
+            let queue_metrics = queue_metrics.clone();
             nucleon_runtime::spawn(TaskLabel::from(Arc::clone(&spec.label)), async move {
+                let started = Instant::now();
                 // The call itself is inside what is caught: a handler (or an extractor)
                 // may panic before it returns its future, and the delivery must be
                 // settled all the same (unsettled, it holds a prefetch slot for good).
@@ -224,6 +228,9 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
                     .unwrap_or_else(|panic| {
                         Outcome::Panicked(nucleon_runtime::task::panic_message(&*panic))
                     });
+                if let Some(metrics) = &queue_metrics {
+                    metrics.handled(started, &outcome);
+                }
                 settle(&spec, &broker, &delivery, ticket, outcome).await;
             });
         }

@@ -45,6 +45,8 @@ pub struct DbAdapter {
     name: Option<String>,
     app: Option<String>,
     db: Option<Db>,
+    /// Keeps the pool's connection gauges collected while the adapter runs.
+    metrics: Option<nucleon_runtime::metrics::CollectorGuard>,
 }
 
 impl DbAdapter {
@@ -110,7 +112,20 @@ impl Adapter for DbAdapter {
             (Backend::Postgres, Some(_)) => settings.per_worker(ctx.workers()),
             _ => settings.pool_size,
         };
-        let db = Db::connect(&settings, &backend, size).await?;
+        let db = Db::connect_as(
+            &settings,
+            &backend,
+            size,
+            self.name.as_deref().unwrap_or("default"),
+        )
+        .await?;
+        if nucleon_runtime::metrics::enabled() {
+            self.metrics = Some(crate::metrics::watch_pool(
+                &db.inner.metrics_name,
+                ctx.worker(),
+                db.pool(),
+            ));
+        }
         match &backend {
             Backend::Postgres => {
                 tracing::info!(target: "nucleon::db", worker = ?ctx.worker(), database = self.key(), "PostgreSQL pool of {size} connection(s)");
@@ -141,6 +156,7 @@ impl Adapter for DbAdapter {
     }
 
     async fn stop(&mut self, deadline: Instant) -> Result<(), BoxError> {
+        self.metrics = None;
         let Some(db) = self.db.take() else {
             return Ok(());
         };

@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     /// A query slower than this is logged.
     pub(crate) slow_query: Duration,
     pub(crate) statement_timeout: Option<Duration>,
+    /// The database's name in metrics: `default`, or its `[<env>.db.<name>]`.
+    pub(crate) metrics_name: String,
 }
 
 /// The pool under a [`Db`], for what the query API does not cover: sqlx's own
@@ -76,6 +78,16 @@ impl Db {
         backend: &Backend,
         size: u32,
     ) -> Result<Self, DbError> {
+        Self::connect_as(settings, backend, size, "default").await
+    }
+
+    /// [`Db::connect`], for the database that metrics name `name`.
+    pub(crate) async fn connect_as(
+        settings: &DbConfig,
+        backend: &Backend,
+        size: u32,
+        name: &str,
+    ) -> Result<Self, DbError> {
         let pool = match backend {
             Backend::Postgres => Pool::Postgres(connect_postgres(settings, size).await?),
             Backend::Sqlite(path) => Pool::Sqlite(connect_sqlite(settings, path, size).await?),
@@ -86,6 +98,7 @@ impl Db {
                 slow_query: settings.slow_query,
                 statement_timeout: (!settings.statement_timeout.is_zero())
                     .then_some(settings.statement_timeout),
+                metrics_name: name.to_owned(),
             }),
         };
         db.query("SELECT 1").execute().await.map_err(|e| match e {

@@ -34,6 +34,7 @@ mod error;
 #[cfg(feature = "http")]
 mod http;
 mod listen;
+mod metrics;
 mod param;
 mod query;
 mod row;

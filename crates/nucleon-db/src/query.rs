@@ -149,6 +149,56 @@ impl Drop for QueryLabel {
     }
 }
 
+/// Runs `$body` with `$exec` bound to a connection, for each backend: the pool's taken
+/// explicitly (timed and counted while waiting, for the metrics), or the transaction's.
+macro_rules! on_connection {
+    ($target:expr, |$kind:ident, $exec:ident| $body:expr) => {
+        match $target {
+            Target::Db(db) => match &db.inner.pool {
+                Pool::Postgres(pool) => {
+                    type $kind = Postgres;
+                    let mut conn = acquire(pool, &db.inner.metrics_name).await?;
+                    let $exec = &mut *conn;
+                    $body
+                }
+                Pool::Sqlite(pool) => {
+                    type $kind = Sqlite;
+                    let mut conn = acquire(pool, &db.inner.metrics_name).await?;
+                    let $exec = &mut *conn;
+                    $body
+                }
+            },
+            Target::Tx(_, TxConn::Postgres(tx)) => {
+                type $kind = Postgres;
+                let $exec = &mut **tx;
+                $body
+            }
+            Target::Tx(_, TxConn::Sqlite(tx)) => {
+                type $kind = Sqlite;
+                let $exec = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+/// A connection of `pool` (of the database `db`), its wait timed and counted.
+async fn acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    db: &str,
+) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+    /// Ends the wait in the metrics however it ends (a cancelled query too).
+    struct Waiting<'a>(&'a str, Instant);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            crate::metrics::acquire_finished(self.0, self.1.elapsed());
+        }
+    }
+    crate::metrics::acquire_started(db);
+    let _waiting = Waiting(db, Instant::now());
+    pool.acquire().await
+}
+
 /// Runs `$body` with `$exec` bound to the right executor, for each backend.
 macro_rules! on_backend {
     ($target:expr, |$kind:ident, $exec:ident| $body:expr) => {
@@ -225,15 +275,20 @@ impl<'a> Query<'a> {
         let started = Instant::now();
         let result = run.instrument(span).await;
         let took = started.elapsed();
+        crate::metrics::query_finished(&db.inner.metrics_name, &name, took);
         if took >= slow {
             tracing::warn!(target: "nucleon::db", query = %name, elapsed_ms = took.as_millis() as u64, "slow query {name}: {took:?} (db.slow_query)");
         }
-        result.map_err(|error| match DbError::from_sqlx(&name, error) {
-            DbError::Timeout { query, after: None } => DbError::Timeout {
-                query,
-                after: db.inner.statement_timeout,
-            },
-            other => other,
+        result.map_err(|error| {
+            let error = match DbError::from_sqlx(&name, error) {
+                DbError::Timeout { query, after: None } => DbError::Timeout {
+                    query,
+                    after: db.inner.statement_timeout,
+                },
+                other => other,
+            };
+            crate::metrics::query_failed(&db.inner.metrics_name, &error);
+            error
         })
     }
 
@@ -243,7 +298,7 @@ impl<'a> Query<'a> {
     /// [`DbError`]: the database's refusal, a decoding failure, an unreachable database.
     pub async fn rows<T: Record>(self) -> Result<Vec<T>, DbError> {
         let (name, failed, result) = run_query!(self, |target, sql, params| {
-            on_backend!(target, |D, exec| {
+            on_connection!(target, |D, exec| {
                 bind_params!(sqlx::query_as::<D, T>(sql), params)
                     .fetch_all(exec)
                     .await
@@ -275,7 +330,7 @@ impl<'a> Query<'a> {
     /// [`DbError::TooManyRows`] when there are several; as [`Query::rows`].
     pub async fn optional<T: Record>(self) -> Result<Option<T>, DbError> {
         let (name, failed, result) = run_query!(self, |target, sql, params| {
-            on_backend!(target, |D, exec| {
+            on_connection!(target, |D, exec| {
                 // Two rows at most: a second one is an error, the rest is not read.
                 let mut rows = bind_params!(sqlx::query_as::<D, T>(sql), params).fetch(exec);
                 let first = rows.try_next().await?;
@@ -322,7 +377,7 @@ impl<'a> Query<'a> {
     /// As [`Query::rows`].
     pub async fn execute(self) -> Result<u64, DbError> {
         let (name, failed, result) = run_query!(self, |target, sql, params| {
-            on_backend!(target, |D, exec| {
+            on_connection!(target, |D, exec| {
                 bind_params!(sqlx::query::<D>(sql), params)
                     .execute(exec)
                     .await

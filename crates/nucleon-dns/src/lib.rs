@@ -72,6 +72,7 @@ mod config;
 mod connect;
 mod error;
 mod health;
+mod metrics;
 /// The current request's id (defined in `nucleon-runtime`, set by `nucleon-http`).
 pub use nucleon_runtime::request_id;
 mod resolver;

@@ -360,10 +360,13 @@ impl Resolver {
         if is_localhost(host) {
             return Ok(self.loopback());
         }
-        let name = parse_name(host)?;
+        let name = parse_name(host).inspect_err(|error| {
+            crate::metrics::failed(error, false, Duration::ZERO);
+        })?;
         let candidates = self.shared.search.candidates(&name);
         if let Some(addrs) = self.hosts_file_answer(&name, &candidates) {
             tracing::trace!(target: "nucleon::dns", host, ?addrs, "resolved from the hosts file");
+            crate::metrics::answered(crate::metrics::Source::Hosts, Duration::ZERO);
             return Ok(addrs);
         }
         let preference = self.shared.preference;
@@ -456,6 +459,8 @@ impl Resolver {
         // Whether a name server answered any candidate; the last candidate with no answer.
         let mut answered = false;
         let mut unanswered: Option<DnsError> = None;
+        // Whether any candidate's query went to the name servers (for the metrics).
+        let mut asked = false;
         for candidate in candidates {
             // A query the cache answers is ready at its first poll; one that waited
             // went to the name servers.
@@ -469,9 +474,16 @@ impl Resolver {
                 });
                 tokio::time::timeout(self.shared.deadline, watched).await
             };
+            asked |= waited;
             let error = match outcome {
                 Ok(Ok(answers)) if !answers.is_empty() => {
                     self.note(answered || waited, unanswered.as_ref());
+                    let source = if asked {
+                        crate::metrics::Source::Network
+                    } else {
+                        crate::metrics::Source::Cache
+                    };
+                    crate::metrics::answered(source, started.elapsed());
                     return Ok(answers);
                 }
                 Ok(Ok(_)) => DnsError::NoRecords {
@@ -496,10 +508,12 @@ impl Resolver {
             });
         }
         self.note(answered, unanswered.as_ref());
-        Err(failure.unwrap_or_else(|| DnsError::NoRecords {
+        let error = failure.unwrap_or_else(|| DnsError::NoRecords {
             host: host.to_owned(),
             record_type: label.to_owned(),
-        }))
+        });
+        crate::metrics::failed(&error, asked, started.elapsed());
+        Err(error)
     }
 
     /// Notes a lookup in the health record: answered by a name server, else failed with

@@ -120,6 +120,30 @@ fn parse_labels(mut rest: &str) -> Option<BTreeMap<String, String>> {
     }
 }
 
+/// The test process's Prometheus recorder, installed on first use: render it and
+/// [`Scrape::parse`] the text. Metrics recorded before it was installed are lost.
+///
+/// # Panics
+/// When another `metrics` recorder was installed in the process first.
+#[cfg(feature = "metrics")]
+pub fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder)
+            .expect("no other metrics recorder in the test process");
+        handle
+    })
+}
+
+/// A scrape of [`recorder`].
+#[cfg(feature = "metrics")]
+pub fn scrape() -> Scrape {
+    Scrape::parse(&recorder().render())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,3 +41,43 @@ pub const OFFLOAD_COMPLETED: &str = "nucleon_offload_completed_total";
 pub const OFFLOAD_REFUSED: &str = "nucleon_offload_refused_total";
 /// Counter: jobs dropped because their caller stopped waiting first, by `pool`.
 pub const OFFLOAD_ABANDONED: &str = "nucleon_offload_abandoned_total";
+
+/// Counter: name lookups, by `source`: `cache` (answered from the resolver's cache),
+/// `network` (a name server was asked), `hosts` (the hosts file). IP literals and
+/// `localhost` are not lookups.
+pub const DNS_LOOKUPS: &str = "nucleon_dns_lookups_total";
+/// Counter: failed lookups, by `kind`: `no_such_host`, `no_records`, `timeout`,
+/// `failed`, `invalid_name`.
+pub const DNS_FAILURES: &str = "nucleon_dns_failures_total";
+/// Histogram (seconds): lookups that asked a name server (answered or not).
+pub const DNS_LOOKUP_DURATION: &str = "nucleon_dns_lookup_duration_seconds";
+
+/// Histogram (seconds): queries, from the call to the result (a connection's
+/// acquisition included), by `db` (`default` or the database's name) and `query` (its
+/// declared name, else its first words).
+pub const DB_QUERY_DURATION: &str = "nucleon_db_query_duration_seconds";
+/// Histogram (seconds): waiting for a connection of the pool, by `db`.
+pub const DB_ACQUIRE_DURATION: &str = "nucleon_db_acquire_duration_seconds";
+/// Gauge: queries waiting for a connection of the pool, by `db`.
+pub const DB_WAITING: &str = "nucleon_db_pool_waiting";
+/// Gauge: connections of the pools, by `db`, `worker` (`process` for a pool of the
+/// process) and `state` (`idle`, `busy`).
+pub const DB_CONNECTIONS: &str = "nucleon_db_pool_connections";
+/// Counter: failed queries, by `db` and `kind` (`not_found`, `conflict`, `timeout`,
+/// `unavailable`, `retryable`, …).
+pub const DB_ERRORS: &str = "nucleon_db_errors_total";
+
+/// Counters of the broker link, process-wide, one metric each:
+/// `nucleon_amqp_{published, confirmed, returned, nacked, republished, reconnects,
+/// consumed, acked, requeued, retried, dead_lettered}_total` (see the fields of
+/// `nucleon_amqp::BrokerStats`); this is their prefix.
+pub const AMQP_PREFIX: &str = "nucleon_amqp_";
+/// Gauge: messages published and not confirmed yet (the window in use).
+pub const AMQP_UNCONFIRMED: &str = "nucleon_amqp_unconfirmed";
+/// Gauge: 1 while the connection is up, else 0.
+pub const AMQP_CONNECTED: &str = "nucleon_amqp_connected";
+/// Counter: deliveries handled by consumers, by `queue` and `outcome`: `done`,
+/// `failed`, `rejected` (undecodable), `panicked`.
+pub const AMQP_HANDLED: &str = "nucleon_amqp_handled_total";
+/// Histogram (seconds): consumers' handlers, by `queue`.
+pub const AMQP_HANDLER_DURATION: &str = "nucleon_amqp_handler_duration_seconds";
