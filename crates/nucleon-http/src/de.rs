@@ -1,5 +1,9 @@
-//! A serde deserializer over string key/value pairs (path parameters, query strings)
-//! that parses numbers and booleans from text and names the field in its errors.
+//! A serde deserializer over the path's parameters (name/value pairs, each name once)
+//! that parses numbers and booleans from text and names the parameter in its errors.
+//!
+//! Kept by hand, as axum keeps its own: a route's parameters are a struct by name, a
+//! tuple by position or one value, and a type that does not fit the route is the
+//! program's error (`shape`), not the client's; query strings are serde_html_form's.
 
 use std::fmt;
 
@@ -97,13 +101,6 @@ impl<'de, K: AsRef<str>, T: AsRef<str>> Deserializer<'de> for Pairs<'de, K, T> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        if has_repeated_keys(self.0) {
-            // `?tag=a&tag=b`: one entry per key, its values together (a sequence).
-            return visitor.visit_map(GroupedMap {
-                iter: group(self.0).into_iter(),
-                value: None,
-            });
-        }
         visitor.visit_map(PairsMap {
             iter: self.0.iter(),
             value: None,
@@ -230,193 +227,6 @@ where
             .take()
             .ok_or_else(|| <Error as de::Error>::custom("value without a key"))?;
         seed.deserialize(value)
-    }
-}
-
-/// Whether a key comes more than once (rare: checked before grouping, which allocates).
-fn has_repeated_keys<K: AsRef<str>, T>(pairs: &[(K, T)]) -> bool {
-    if pairs.len() <= 16 {
-        return pairs.iter().enumerate().any(|(i, (key, _))| {
-            pairs[..i]
-                .iter()
-                .any(|(earlier, _)| earlier.as_ref() == key.as_ref())
-        });
-    }
-    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
-    !pairs.iter().all(|(key, _)| seen.insert(key.as_ref()))
-}
-
-/// The pairs by key, in the order keys first come, each key's values in order.
-fn group<'de, K: AsRef<str>, T: AsRef<str>>(pairs: &'de [(K, T)]) -> Vec<Values<'de>> {
-    let mut groups: Vec<Values<'de>> = Vec::new();
-    let mut index: std::collections::HashMap<&'de str, usize> = std::collections::HashMap::new();
-    for (key, value) in pairs {
-        let at = *index.entry(key.as_ref()).or_insert_with(|| {
-            groups.push(Values {
-                key: key.as_ref(),
-                values: Vec::new(),
-            });
-            groups.len() - 1
-        });
-        groups[at].values.push(value.as_ref());
-    }
-    groups
-}
-
-struct GroupedMap<'de, I> {
-    iter: I,
-    value: Option<Values<'de>>,
-}
-
-impl<'de, I: Iterator<Item = Values<'de>>> MapAccess<'de> for GroupedMap<'de, I> {
-    type Error = Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Error> {
-        let Some(values) = self.iter.next() else {
-            return Ok(None);
-        };
-        let key = values.key;
-        self.value = Some(values);
-        seed.deserialize(key.into_deserializer())
-            .map(Some)
-            .map_err(|e: de::value::Error| Error {
-                field: Some(key.to_owned()),
-                message: e.to_string(),
-                shape: false,
-            })
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let values = self
-            .value
-            .take()
-            .ok_or_else(|| <Error as de::Error>::custom("value without a key"))?;
-        match values.values[..] {
-            [value] => seed.deserialize(Value {
-                key: values.key,
-                value,
-            }),
-            _ => seed.deserialize(values),
-        }
-    }
-}
-
-/// A key given more than once: a sequence (`Vec<T>`, a set…), or an error naming the
-/// key for a type that takes one value.
-struct Values<'de> {
-    key: &'de str,
-    values: Vec<&'de str>,
-}
-
-impl Values<'_> {
-    fn one_expected(&self) -> Error {
-        Error {
-            field: Some(self.key.to_owned()),
-            message: format!("is given {} times; expected one value", self.values.len()),
-            shape: false,
-        }
-    }
-}
-
-macro_rules! one_value_expected {
-    ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
-            Err(self.one_expected())
-        }
-    )*};
-}
-
-impl<'de> Deserializer<'de> for Values<'de> {
-    type Error = Error;
-
-    /// Self-describing (`#[serde(flatten)]`, untagged enums): the values, as a
-    /// sequence of strings.
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        let key = self.key;
-        let tag = |mut error: Error| {
-            error.field.get_or_insert_with(|| key.to_owned());
-            error
-        };
-        let mut seq =
-            SeqDeserializer::new(self.values.into_iter().map(|value| Value { key, value }));
-        let out = visitor.visit_seq(&mut seq).map_err(tag)?;
-        seq.end().map_err(tag)?;
-        Ok(out)
-    }
-
-    /// A key the type does not use (`?utm=a&utm=b` beside the fields it reads).
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        visitor.visit_unit()
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _visitor: V,
-    ) -> Result<V::Value, Error> {
-        Err(self.one_expected())
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, Error> {
-        Err(self.one_expected())
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, Error> {
-        Err(self.one_expected())
-    }
-
-    one_value_expected! {
-        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
-        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
-        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
-        deserialize_map deserialize_identifier
     }
 }
 
@@ -574,82 +384,6 @@ mod tests {
             !error.shape,
             "a value that does not parse is the client's error"
         );
-    }
-
-    #[test]
-    fn a_repeated_key_is_a_sequence_and_an_error_naming_it_for_one_value() {
-        #[derive(serde::Deserialize, Debug, PartialEq)]
-        struct Filter {
-            tag: Vec<String>,
-            ids: Option<Vec<u32>>,
-            page: Option<u32>,
-        }
-        let p = pairs(&[
-            ("tag", "a"),
-            ("page", "2"),
-            ("tag", "b"),
-            ("ids", "1"),
-            ("ids", "2"),
-        ]);
-        let parsed: Filter = from_pairs(&p).unwrap();
-        assert_eq!(
-            parsed,
-            Filter {
-                tag: vec!["a".into(), "b".into()],
-                ids: Some(vec![1, 2]),
-                page: Some(2)
-            }
-        );
-        // One value still makes a one-element sequence.
-        let one: Filter = from_pairs(&pairs(&[("tag", "a")])).unwrap();
-        assert_eq!(one.tag, ["a"]);
-        // A value that does not parse, among several: named by its key.
-        let bad = pairs(&[("tag", "a"), ("ids", "1"), ("ids", "x")]);
-        let error = from_pairs::<Filter, _, _>(&bad).unwrap_err();
-        assert_eq!(error.field.as_deref(), Some("ids"));
-        // A key given twice for a field that takes one value.
-        let twice = pairs(&[("tag", "a"), ("page", "1"), ("page", "2")]);
-        let error = from_pairs::<Filter, _, _>(&twice).unwrap_err();
-        assert_eq!(error.field.as_deref(), Some("page"));
-        assert_eq!(error.message, "is given 2 times; expected one value");
-        // A repeated key the type does not use is ignored, as a single one is.
-        #[derive(serde::Deserialize, Debug, PartialEq)]
-        struct Paging {
-            page: u32,
-        }
-        let extra = pairs(&[("page", "1"), ("utm", "a"), ("utm", "b")]);
-        assert_eq!(
-            from_pairs::<Paging, _, _>(&extra).unwrap(),
-            Paging { page: 1 }
-        );
-        // Flattened (self-describing): the values as a list.
-        #[derive(serde::Deserialize, Debug, PartialEq)]
-        struct Open {
-            page: u32,
-            #[serde(flatten)]
-            rest: std::collections::BTreeMap<String, Vec<String>>,
-        }
-        let open: Open = from_pairs(&extra).unwrap();
-        assert_eq!(open.rest["utm"], ["a", "b"]);
-        // Too many values for a pair: named by the key.
-        #[derive(serde::Deserialize, Debug)]
-        #[allow(dead_code, reason = "only deserialized")]
-        struct Range {
-            r: (u32, u32),
-        }
-        let three = pairs(&[("r", "1"), ("r", "2"), ("r", "3")]);
-        let error = from_pairs::<Range, _, _>(&three).unwrap_err();
-        assert_eq!(error.field.as_deref(), Some("r"));
-        let two: Range = from_pairs(&three[..2]).unwrap();
-        assert_eq!(two.r, (1, 2));
-
-        // Many distinct keys (the hashed check).
-        let many: Vec<(String, String)> =
-            (0..40).map(|i| (format!("k{i}"), i.to_string())).collect();
-        assert!(!has_repeated_keys(&many));
-        let mut with_repeat = many.clone();
-        with_repeat.push(("k3".into(), "x".into()));
-        assert!(has_repeated_keys(&with_repeat));
     }
 
     #[test]

@@ -361,27 +361,94 @@ impl<T: DeserializeOwned> OptionalFromRequestParts for Path<T> {
 /// }
 /// ```
 ///
+/// `T` is a struct or a map, read by [`serde_html_form`] (as axum's `Query` is).
 /// `Option<Query<T>>` is `None` when the request has no query string; a query string
-/// that does not parse as `T` still answers 400. A key given more than once fills a
-/// sequence field (`?tag=a&tag=b` into `tag: Vec<String>`); for a field that takes
-/// one value it is a 400 naming the key. An empty value (`?page=`) is `None` for an
-/// `Option` field.
+/// that does not parse as `T` answers 400 `INVALID_PARAMETERS` naming the field. A key
+/// given more than once fills a sequence field (`?tag=a&tag=b` into `tag:
+/// Vec<String>`); for a field that takes one value it is a 400 naming the key. An
+/// empty value (`?page=`) is `None` for an optional number or boolean; an optional
+/// text keeps it (`Some("")`) unless the field says otherwise with
+/// `#[serde(default, deserialize_with = "nucleon_http::extract::empty_as_none")]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query<T>(pub T);
+
+/// For a [`Query`] field: an empty value (`?note=`) is `None`, as a missing one is
+/// (serde_html_form's helper; use it with `#[serde(default, deserialize_with = …)]`).
+pub use serde_html_form::de::empty_as_none;
 
 impl<T: DeserializeOwned> FromRequestParts for Query<T> {
     async fn from_request_parts(
         parts: &mut Parts,
         _ctx: &RequestContext,
     ) -> Result<Self, HttpError> {
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect();
-        de::from_pairs(&pairs)
-            .map(Query)
-            .map_err(|e| invalid(e, "query"))
+        parse_query(parts.uri.query().unwrap_or_default()).map(Query)
     }
+}
+
+fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, HttpError> {
+    let deserializer = serde_html_form::Deserializer::from_bytes(query.as_bytes());
+    serde_path_to_error::deserialize(deserializer)
+        .map_err(|error| query_error(query, error.path(), &error.inner().to_string()))
+}
+
+/// A query that does not fit its type, as 400 `INVALID_PARAMETERS`: the field by its
+/// path (`page`, `id[1]`, `inner.page`), and serde_html_form's message said in the
+/// words of the value the client sent.
+fn query_error(query: &str, path: &serde_path_to_error::Path, message: &str) -> HttpError {
+    use serde_path_to_error::Segment;
+    let at = path.to_string();
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        // Reported at the path of what lacks it: named by its own full path instead.
+        let name = rest.split('`').next().unwrap_or_default();
+        let field = if at == "." {
+            name.to_owned()
+        } else {
+            format!("{at}.{name}")
+        };
+        return HttpError::invalid_parameters([(field, "is required".to_owned())]);
+    }
+    if at == "." {
+        return HttpError::invalid_parameters([("query".to_owned(), message.to_owned())]);
+    }
+    // The values of the field's key, and which one the error is about.
+    let mut segments = path.iter();
+    let key = match segments.next() {
+        Some(Segment::Map { key }) => key.as_str(),
+        _ => "",
+    };
+    let index = match segments.next() {
+        Some(Segment::Seq { index }) => *index,
+        _ => 0,
+    };
+    let values: Vec<_> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect();
+    let value = values.get(index).map_or("", |v| &**v);
+    let negative = value
+        .strip_prefix('-')
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+    let expected = match message {
+        "unsupported value" => {
+            return HttpError::invalid_parameters([(
+                at,
+                format!("is given {} times; expected one value", values.len()),
+            )]);
+        }
+        "number too large to fit in target type" | "number too small to fit in target type" => {
+            return HttpError::invalid_parameters([(at, format!("`{value}` is out of range"))]);
+        }
+        "invalid digit found in string" if negative => "a non-negative integer",
+        "invalid digit found in string" | "cannot parse integer from empty string" => "an integer",
+        "invalid float literal" | "cannot parse float from empty string" => "a number",
+        _ => return HttpError::invalid_parameters([(at, message.to_owned())]),
+    };
+    let message = if value.is_empty() {
+        format!("is empty; expected {expected}")
+    } else {
+        format!("`{value}` is not {expected}")
+    };
+    HttpError::invalid_parameters([(at, message)])
 }
 
 impl<T: DeserializeOwned> OptionalFromRequestParts for Query<T> {
@@ -832,6 +899,124 @@ mod tests {
             "{:?}",
             error.messages()
         );
+    }
+
+    #[test]
+    fn queries_fill_fields_and_name_them_in_errors() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Filter {
+            tag: Vec<String>,
+            ids: Option<Vec<u32>>,
+            page: Option<u32>,
+            #[serde(default, deserialize_with = "empty_as_none")]
+            note: Option<String>,
+        }
+        let message = |query: &str, field: &str| {
+            let error = parse_query::<Filter>(query).unwrap_err();
+            assert_eq!(error.code(), "INVALID_PARAMETERS");
+            let messages = error.messages().unwrap();
+            messages.get(field).cloned().unwrap_or_else(|| {
+                panic!("{query}: {field} not named: {messages:?}");
+            })
+        };
+        let parsed: Filter = parse_query("tag=a&page=2&tag=b&ids=1&ids=2&note=").unwrap();
+        assert_eq!(
+            parsed,
+            Filter {
+                tag: vec!["a".into(), "b".into()],
+                ids: Some(vec![1, 2]),
+                page: Some(2),
+                note: None,
+            }
+        );
+        // One value still makes a one-element sequence; an empty number is `None`.
+        let one: Filter = parse_query("tag=a&page=").unwrap();
+        assert_eq!((one.tag, one.page), (vec!["a".to_owned()], None));
+        assert_eq!(message("page=1", "tag"), "is required");
+        assert_eq!(
+            message("tag=a&page=three", "page"),
+            "`three` is not an integer"
+        );
+        assert_eq!(
+            message("tag=a&page=-3", "page"),
+            "`-3` is not a non-negative integer"
+        );
+        assert_eq!(
+            message("tag=a&page=99999999999", "page"),
+            "`99999999999` is out of range"
+        );
+        // A value that does not parse, among several: named by its key and place.
+        assert_eq!(
+            message("tag=a&ids=1&ids=x", "ids[1]"),
+            "`x` is not an integer"
+        );
+        // A key given twice for a field that takes one value.
+        assert_eq!(
+            message("tag=a&page=1&page=2", "page"),
+            "is given 2 times; expected one value"
+        );
+
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Kinds {
+            full: bool,
+            ratio: f64,
+            letter: char,
+            #[serde(default)]
+            text: Option<String>,
+        }
+        let kinds: Kinds = parse_query("full=true&ratio=1.5&letter=x&text=").unwrap();
+        assert_eq!(kinds.text.as_deref(), Some(""), "text keeps an empty value");
+        let error = parse_query::<Kinds>("full=yes&ratio=1&letter=x").unwrap_err();
+        assert_eq!(
+            error.messages().unwrap()["full"],
+            "invalid value: string \"yes\", expected \"true\", \"on\" or \"false\""
+        );
+        let error = parse_query::<Kinds>("full=true&ratio=many&letter=x").unwrap_err();
+        assert_eq!(error.messages().unwrap()["ratio"], "`many` is not a number");
+        let error = parse_query::<Kinds>("full=true&ratio=1&letter=xy").unwrap_err();
+        assert_eq!(
+            error.messages().unwrap()["letter"],
+            "invalid value: string \"xy\", expected a character"
+        );
+        let error = parse_query::<Kinds>("full=true&ratio=&letter=x").unwrap_err();
+        assert_eq!(
+            error.messages().unwrap()["ratio"],
+            "is empty; expected a number"
+        );
+
+        // A repeated key the type does not use is ignored, as a single one is.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Paging {
+            page: u32,
+        }
+        assert_eq!(
+            parse_query::<Paging>("page=1&utm=a&utm=b").unwrap(),
+            Paging { page: 1 }
+        );
+        // Flattened (self-describing): the values as a list.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Open {
+            page: u32,
+            #[serde(flatten)]
+            rest: std::collections::BTreeMap<String, Vec<String>>,
+        }
+        let open: Open = parse_query("page=1&utm=a&utm=b").unwrap();
+        assert_eq!(open.rest["utm"], ["a", "b"]);
+        // A tuple takes one value (serde_html_form's rule: a repeated key fills a
+        // sequence): named by the key.
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code, reason = "only deserialized")]
+        struct Range {
+            r: (u32, u32),
+        }
+        let error = parse_query::<Range>("r=1&r=2").unwrap_err();
+        assert_eq!(
+            error.messages().unwrap()["r"],
+            "is given 2 times; expected one value"
+        );
+        // A type that is not a struct or a map: named as the query.
+        let error = parse_query::<u32>("id=1").unwrap_err();
+        assert!(error.messages().unwrap().contains_key("query"), "{error:?}");
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! the tree, ~50 here). A path of a length no static route has costs one bit test.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+
+/// foldhash with its fixed seed: paths are short and chosen by the application, not
+/// the client (a request only looks one up), so a fast hash without a random key is
+/// safe here.
+type PathHasher = foldhash::fast::FixedState;
 
 /// The static patterns of a router and the index of each one's entry.
 #[derive(Default)]
@@ -15,7 +19,7 @@ pub(crate) struct StaticRoutes {
     /// Bit `n` is set when a static route is `n` bytes long (`n` < 64); bit 63 stands
     /// for every length from 63 up.
     lengths: u64,
-    by_path: HashMap<Box<str>, usize, BuildHasherDefault<Fnv>>,
+    by_path: HashMap<Box<str>, usize, PathHasher>,
 }
 
 impl StaticRoutes {
@@ -44,29 +48,6 @@ impl StaticRoutes {
 
 fn length_bit(len: usize) -> u64 {
     1 << len.min(63)
-}
-
-/// FNV-1a: paths are short and chosen by the application, not the client (a request
-/// only looks one up), so a fast hash without a random key is safe here.
-#[derive(Clone, Copy)]
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 #[cfg(test)]

@@ -199,37 +199,30 @@ impl Second {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time, by the days-to-civil algorithm
-/// (proleptic Gregorian calendar).
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time: the calendar is `time`'s, the digits
+/// written here in `fmt`'s fixed shape (once per second, so no format description is
+/// parsed or walked per line).
 fn date_time(unix: u64) -> [u8; 19] {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut text = [0_u8; 19];
-    let mut put = |at: usize, value: u64, width: usize| {
+    let at = i64::try_from(unix)
+        .ok()
+        .and_then(|unix| time::OffsetDateTime::from_unix_timestamp(unix).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second) = at.to_hms();
+    let mut text = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, value: u32, width: usize| {
         let mut rest = value;
         for i in (0..width).rev() {
             text[at + i] = b'0' + (rest % 10) as u8;
             rest /= 10;
         }
     };
-    put(0, year.clamp(0, 9999) as u64, 4);
-    put(5, month as u64, 2);
-    put(8, day as u64, 2);
-    put(11, secs / 3600, 2);
-    put(14, secs / 60 % 60, 2);
-    put(17, secs % 60, 2);
-    for (at, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-        text[at] = sep;
-    }
+    put(0, year.clamp(0, 9999) as u32, 4);
+    put(5, u8::from(month).into(), 2);
+    put(8, day.into(), 2);
+    put(11, hour.into(), 2);
+    put(14, minute.into(), 2);
+    put(17, second.into(), 2);
     text
 }
 

@@ -1,5 +1,9 @@
-//! Durations in configuration: `"50ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, or a bare
-//! number of seconds; 100 years at most ([`MAX`]).
+//! Durations in configuration: `"50ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, `"1h 30m"`,
+//! or a bare number of seconds; 100 years at most ([`MAX`]).
+//!
+//! The units are humantime's (`ms`, `s`, `m`/`min`, `h`, `d`…, fractions included);
+//! this module adds what it does not do: a bare number of seconds (`3`, `1.5`, as TOML
+//! and variables write them), the cap, and errors that name the accepted forms.
 //!
 //! Use with serde: `#[serde(with = "nucleon_runtime::config::duration")]`, or
 //! `duration::option` for an `Option<Duration>`.
@@ -32,29 +36,29 @@ pub const MAX: Duration = Duration::from_secs(36_525 * 24 * 3600);
 /// A message naming the accepted forms, or the limit.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| invalid(text))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(invalid(text)),
-    };
-    let duration = Duration::try_from_secs_f64(seconds).map_err(|_| invalid(text))?;
-    at_most_max(duration, text)
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // A bare number is seconds: humantime takes only `0` without a unit.
+        let value: f64 = text.parse().map_err(|_| invalid(text))?;
+        let duration = Duration::try_from_secs_f64(value).map_err(|_| invalid(text))?;
+        return at_most_max(duration, text);
+    }
+    match humantime::parse_duration(text) {
+        Ok(duration) => at_most_max(duration, text),
+        // Beyond what a `Duration` holds: far beyond the cap too.
+        Err(humantime::DurationError::NumberOverflow) => Err(too_long(text)),
+        Err(_) => Err(invalid(text)),
+    }
 }
 
 fn at_most_max(duration: Duration, text: &str) -> Result<Duration, String> {
     if duration > MAX {
-        return Err(format!(
-            "`{text}` is too long: a duration may be 100 years at most"
-        ));
+        return Err(too_long(text));
     }
     Ok(duration)
+}
+
+fn too_long(text: &str) -> String {
+    format!("`{text}` is too long: a duration may be 100 years at most")
 }
 
 fn invalid(text: &str) -> String {
@@ -162,6 +166,22 @@ mod tests {
         assert_eq!(parse("10").unwrap(), Duration::from_secs(10));
         assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse("2min").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse("0.25h").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse(" 10s ").unwrap(), Duration::from_secs(10));
+        assert!(parse(".").is_err());
+        assert!(parse("1.2.3").is_err());
+        assert!(parse("s").is_err());
+        assert!(
+            parse("99999999999999999999h")
+                .unwrap_err()
+                .contains("100 years at most")
+        );
+        assert!(parse("36525d").is_ok());
+        assert!(parse("36526d").unwrap_err().contains("100 years at most"));
         assert!(parse("").is_err());
         assert!(parse("10 parsecs").unwrap_err().contains("10 parsecs"));
         assert!(parse("-1s").is_err());

@@ -21,8 +21,6 @@
 //! `threshold / 4` (12.5 ms by default) and each worker's heartbeat every `heartbeat`
 //! (default: the threshold). Turn tracking off with `enabled = false`.
 
-// FFI to clock_gettime; the module explains why it is sound.
-#[allow(unsafe_code)]
 mod clock;
 mod monitor;
 mod report;
