@@ -49,6 +49,7 @@ mod cli;
 #[cfg(feature = "db")]
 mod db_cli;
 mod dropped_lines;
+mod json_log;
 mod log;
 #[cfg(feature = "metrics")]
 mod metrics;

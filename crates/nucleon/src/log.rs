@@ -53,8 +53,9 @@ where
 }
 
 /// The subscriber of `--log-format json`: one JSON object per line for every event, the
-/// access log's included (its fields as keys), with the current span's fields, under
-/// `filter`, written to `writer`.
+/// access log's included (its fields as keys), with the request id, the worker, its
+/// task and the current span's fields ([`crate::json_log`]), under `filter`, written to
+/// `writer`.
 pub(crate) fn json_subscriber<W>(filter: &str, writer: W) -> impl Subscriber + Send + Sync
 where
     W: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
@@ -63,10 +64,8 @@ where
         .with_default(LevelFilter::TRACE)
         .with_target("lapin::returned_messages", LevelFilter::ERROR);
     let lines = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(crate::json_log::JsonLine)
         .with_writer(writer)
         .with_filter(EnvFilter::new(filter).and(quiet));
     tracing_subscriber::registry().with(lines)

@@ -100,7 +100,8 @@ async fn pidfile_privileges_and_json_logs() {
     );
     let groups = status_line(pid, "Groups:").await;
     assert!(!groups.split_whitespace().any(|g| g == "0"), "{groups}");
-    assert_eq!(get(addr, "GET", "/countries/gb/").await.status, 200);
+    let served = get(addr, "GET", "/countries/gb/").await;
+    assert_eq!(served.status, 200);
     // A second instance given the same pidfile is refused: the first one runs.
     let (other_port, _other) = reserve_port();
     let refused = Command::new(env!("CARGO_BIN_EXE_countries"))
@@ -131,10 +132,20 @@ async fn pidfile_privileges_and_json_logs() {
         .collect();
     let access = lines
         .iter()
-        .find(|l| l["target"] == "nucleon::access")
+        .find(|l| l["target"] == "nucleon::access" && l["path"] == "/countries/gb/")
         .expect("an access line");
+    // The request's id as the client saw it, its route, its worker: JSON fields.
+    assert_eq!(
+        access["request_id"].as_str(),
+        served.header("x-request-id"),
+        "{access}"
+    );
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(access["worker"], 0, "{access}");
     assert!(
-        access.get("request_id").is_some() || access.to_string().contains("200"),
+        access["task"]
+            .as_str()
+            .is_some_and(|task| task.starts_with("GET /countries/")),
         "{access}"
     );
     assert!(
