@@ -185,9 +185,11 @@ impl AppError {
 /// non-blocking writer (filter: `NUCLEON_LOG`, else `RUST_LOG`, else `info`; an empty
 /// variable counts as unset).
 ///
-/// The writer never makes a worker wait: when stdout does not keep up and 128,000
-/// lines are queued, it drops lines, and says how many on stderr (`WARN nucleon::log:
-/// N log line(s) dropped`) within 10 seconds and when the app exits.
+/// The writer never makes a worker wait: each thread's lines wait in a buffer of its
+/// own, written out every 10 ms by the log's thread; when stdout does not keep up and a
+/// thread has 4 MiB of lines waiting, it drops lines, and says how many on stderr
+/// (`WARN nucleon::log: N log line(s) dropped`) within 10 seconds and when the app
+/// exits.
 ///
 /// ```text
 /// app [start] [--host H] [--port P] [-j N] [--env E] [--config FILE]
@@ -196,22 +198,18 @@ impl AppError {
 /// app check [--env E] [--config FILE]
 /// ```
 pub fn run(app: App) -> ExitCode {
-    // The writer thread drains lines in batches and flushes after each batch; a block
-    // buffer turns a batch into one write(2) instead of one per line (stdout alone is
-    // line-buffered), which matters for the access log under load.
-    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+    // Lines wait in their thread's buffer and are written in batches by the log's
+    // thread (`log_writer`); a block buffer turns a batch into few write(2)s.
+    let (writer, guard) = crate::log_writer::log_writer(std::io::BufWriter::with_capacity(
         64 * 1024,
         std::io::stdout(),
     ));
-    // Dropping the guard writes out the lines still queued. A forced exit (a second
+    // Dropping the guard writes out the lines still buffered. A forced exit (a second
     // signal) runs no destructors, so it drops the guard through the runtime's hook.
     *lock_log_guard() = Some(guard);
     // The writer drops a line rather than make a worker wait; this says how many.
-    // Its last report comes before the writer stops: a line logged after that (by a
-    // thread still running) is refused, and would be counted as dropped too.
-    let mut drops = Some(crate::dropped_lines::DropWatch::start(
-        writer.error_counter(),
-    ));
+    // Its last report comes before the writer stops.
+    let mut drops = Some(crate::dropped_lines::DropWatch::start(writer.dropped()));
     nucleon_runtime::before_forced_exit(|| {
         crate::ops::release_held();
         drop(lock_log_guard().take());
@@ -254,11 +252,10 @@ pub fn run(app: App) -> ExitCode {
 }
 
 /// The log writer's guard, while `run` runs.
-static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+static LOG_GUARD: std::sync::Mutex<Option<crate::log_writer::WriterGuard>> =
     std::sync::Mutex::new(None);
 
-fn lock_log_guard()
--> std::sync::MutexGuard<'static, Option<tracing_appender::non_blocking::WorkerGuard>> {
+fn lock_log_guard() -> std::sync::MutexGuard<'static, Option<crate::log_writer::WriterGuard>> {
     LOG_GUARD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

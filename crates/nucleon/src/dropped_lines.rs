@@ -9,21 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_appender::non_blocking::ErrorCounter;
-
 use crate::log::Second;
+use crate::log_writer::Dropped;
 
 /// How often the watcher looks at the count.
 const EVERY: Duration = Duration::from_secs(10);
 
 /// The log writer's count of dropped lines, and how much of it has been reported.
 pub(crate) struct DroppedLines {
-    counter: ErrorCounter,
+    counter: Dropped,
     reported: usize,
 }
 
 impl DroppedLines {
-    pub(crate) fn new(counter: ErrorCounter) -> Self {
+    pub(crate) fn new(counter: Dropped) -> Self {
         Self {
             counter,
             reported: 0,
@@ -60,7 +59,7 @@ pub(crate) struct DropWatch {
 
 impl DropWatch {
     /// Starts watching; without a thread (the system refused one), nothing is reported.
-    pub(crate) fn start(counter: ErrorCounter) -> Self {
+    pub(crate) fn start(counter: Dropped) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let mut dropped = DroppedLines::new(counter);
@@ -95,10 +94,10 @@ impl Drop for DropWatch {
 mod tests {
     use std::sync::Mutex;
 
-    use tracing_appender::non_blocking::NonBlockingBuilder;
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
+    use crate::log_writer::{CAP, log_writer};
 
     /// An output that waits while the test holds its gate: a stalled stdout.
     struct Stalled(Arc<Mutex<()>>);
@@ -114,28 +113,24 @@ mod tests {
         }
     }
 
-    /// Lines the writer could not queue are counted, reported once, with the count.
+    /// Lines the writer could not keep are counted, reported once, with the count.
     #[test]
     fn dropped_lines_are_reported_once_with_their_count() {
         let gate = Arc::new(Mutex::new(()));
         let closed = gate.lock().unwrap();
-        let (writer, guard) = NonBlockingBuilder::default()
-            .buffered_lines_limit(4)
-            .finish(Stalled(Arc::clone(&gate)));
-        let mut dropped = DroppedLines::new(writer.error_counter());
+        let (writer, guard) = log_writer(Stalled(Arc::clone(&gate)));
+        let mut dropped = DroppedLines::new(writer.dropped());
         let mut out = Vec::new();
         assert_eq!(dropped.report(&mut out), 0, "nothing dropped yet");
         assert!(out.is_empty());
 
-        for _ in 0..100 {
-            writer.make_writer().write_all(b"a line\n").unwrap();
+        let mut line = vec![b'x'; 1023];
+        line.push(b'\n');
+        for _ in 0..(3 * CAP / line.len()) {
+            writer.make_writer().write_all(&line).unwrap();
         }
-        let total = writer.error_counter().dropped_lines();
-        assert!(
-            total >= 90,
-            "a queue of 4 (and one line in the stalled write) took {}",
-            100 - total
-        );
+        let total = writer.dropped().dropped_lines();
+        assert!(total >= CAP / line.len(), "{total} dropped");
         assert_eq!(dropped.report(&mut out), total);
         let text = String::from_utf8(out).unwrap();
         assert!(

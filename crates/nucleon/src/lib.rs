@@ -51,6 +51,7 @@ mod db_cli;
 mod dropped_lines;
 mod json_log;
 mod log;
+mod log_writer;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod ops;
