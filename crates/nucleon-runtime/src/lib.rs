@@ -45,6 +45,7 @@ mod process;
 pub mod request_id;
 mod runtime;
 pub mod task;
+pub mod trace;
 pub mod watchdog;
 mod worker;
 
