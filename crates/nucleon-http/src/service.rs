@@ -513,15 +513,14 @@ impl<F: Future<Output = Response>> Future for Finishing<F> {
         let mut polled = {
             let _entered = started.span.enter();
             // Outbound calls made by the handler forward this id and trace context.
-            nucleon_runtime::trace::sync_scope(&mut started.trace, || {
-                nucleon_runtime::request_id::sync_scope(&started.request_id, || {
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)))
-                    {
-                        Ok(polled) => polled,
-                        Err(panic) => Poll::Ready(panic_response(&*panic)),
-                    }
-                })
-            })
+            nucleon_runtime::request_id::sync_scope_with_trace(
+                &started.request_id,
+                &mut started.trace,
+                || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+                    Ok(polled) => polled,
+                    Err(panic) => Poll::Ready(panic_response(&*panic)),
+                },
+            )
         };
         if let Poll::Ready(response) = &mut polled
             && let Some(started) = this.started.take()
@@ -656,10 +655,7 @@ fn payload_too_large(limit: usize) -> Response {
 /// The first value of `name` in `headers`. A request usually has a handful of headers:
 /// comparing names (a tag for a standard name, the bytes for another) is then cheaper
 /// than hashing `name` for the map (~20 instructions against ~90 for `x-request-id`).
-pub(crate) fn find_header<'a>(
-    headers: &'a http::HeaderMap,
-    name: &HeaderName,
-) -> Option<&'a HeaderValue> {
+fn find_header<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     if headers.len() > 8 {
         return headers.get(name);
     }
