@@ -15,11 +15,11 @@
 //! none is made until something asks for one to forward it: [`current`] then starts a
 //! trace (random ids, sampled flag off), keeps it in the scope, and every later call in
 //! that request gets the same one. Started for every request, a context would cost
-//! about 380 instructions more per request (random ids, a box; 5 % of a small JSON
-//! request's pipeline, measured in-process under callgrind): started lazily, a
-//! request that sends no `traceparent` and forwards nothing pays one look at its
-//! header names (the request id and trace context share one slot, swapped in once
-//! per poll), about 24 instructions, and no allocation.
+//! about 380 instructions more per request (random ids, a box: 5 % of a small JSON
+//! request's pipeline, counted in-process under cachegrind); started lazily, a request
+//! that sends no `traceparent` and forwards nothing pays one look at its header names
+//! (the request id and the trace context share one slot, swapped in once per poll):
+//! about 25 instructions of 7,600, and no allocation (`benches/http-bench/pipeline.sh`).
 //!
 //! Scopes are per task: a task spawned from a handler (`nucleon_runtime::spawn`) or a
 //! closure offloaded to a thread does not inherit the context; give it one with
