@@ -1,4 +1,5 @@
-//! One request followed across two services by its `x-request-id`.
+//! One request followed across two services by its `x-request-id`, and by its W3C
+//! trace context (`traceparent`).
 //!
 //! A "backend" app echoes the `x-request-id` it received. A "front" app, whose handler
 //! calls the backend with the worker's `HttpClient::current()`, reaches it by a name
@@ -88,8 +89,13 @@ impl Reply {
 
 /// `GET path` on a new connection, with `x-request-id` when given.
 async fn get_over_tcp(addr: SocketAddr, path: &str, request_id: Option<&str>) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let id = request_id.map_or_else(String::new, |id| format!("x-request-id: {id}\r\n"));
+    get_with_headers(addr, path, &id).await
+}
+
+/// `GET path` on a new connection, with `headers` (header lines, each ending in CRLF).
+async fn get_with_headers(addr: SocketAddr, path: &str, id: &str) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nhost: front\r\n{id}connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
@@ -123,9 +129,32 @@ async fn echo(headers: HeaderMap) -> Json<Value> {
     Json(json!({ "x-request-id": seen }))
 }
 
+/// The backend: what `traceparent` did this request carry, and what trace context did
+/// its handler run in?
+async fn trace_echo(headers: HeaderMap) -> Json<Value> {
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Json(json!({ "traceparent": traceparent, "here": trace_of_this_hop() }))
+}
+
+/// The current trace context (started if none came), as JSON.
+fn trace_of_this_hop() -> Value {
+    let here = nucleon::runtime::trace::current().expect("a handler runs in a trace scope");
+    json!({
+        "trace_id": here.trace_id().to_string(),
+        "span_id": here.span_id().to_string(),
+        "parent_id": here.parent_id().map(|id| id.to_string()),
+    })
+}
+
 fn backend() -> App {
     // It calls nobody: no resolver, no client.
-    App::new("backend").without_dns().route("/echo", get(echo))
+    App::new("backend")
+        .without_dns()
+        .route("/echo", get(echo))
+        .route("/trace", get(trace_echo))
 }
 
 /// The backend's base URL, by name.
@@ -151,10 +180,23 @@ async fn resolve(Path(name): Path<String>) -> Result<Json<Value>, HttpError> {
     }))
 }
 
+/// The front: its own trace context, and what the backend saw of it.
+async fn relay_trace(State(BackendUrl(base)): State<BackendUrl>) -> Result<Json<Value>, HttpError> {
+    let client = HttpClient::current().ok_or_else(|| HttpError::internal("no HttpClient"))?;
+    let backend: Value = client
+        .get_json(format!("{base}/trace"))
+        .await
+        .map_err(|e| HttpError::new(StatusCode::BAD_GATEWAY, "BAD_GATEWAY", e.to_string()))?;
+    Ok(Json(
+        json!({ "front": trace_of_this_hop(), "backend": backend }),
+    ))
+}
+
 fn front(backend_port: u16) -> App {
     App::new("front")
         .state(BackendUrl(format!("http://{BACKEND_HOST}:{backend_port}")))
         .route("/relay", get(relay))
+        .route("/relay-trace", get(relay_trace))
         .route("/resolve/{name}", get(resolve))
 }
 
@@ -258,4 +300,51 @@ async fn the_request_id_travels_from_front_to_backend_and_back() {
     let backend_stopped = backend.stop().await;
     assert!(front_stopped.is_ok(), "front: {front_stopped:?}");
     assert!(backend_stopped.is_ok(), "backend: {backend_stopped:?}");
+}
+
+#[tokio::test]
+async fn the_trace_context_travels_from_front_to_backend() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = write_front_config(dir.path()).await;
+    let backend = Running::start(backend, options().workers(1)).await;
+    let backend_port = backend.addr.port();
+    let front = Running::start(
+        move || front(backend_port),
+        options().workers(1).config_file(config),
+    )
+    .await;
+
+    // A caller's traceparent: the front continues its trace under the caller's span,
+    // and the backend under the front's.
+    let sent = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n";
+    let traced = get_with_headers(front.addr, "/relay-trace", sent).await;
+    assert_eq!(traced.status, 200, "{}", traced.body);
+    let (front_hop, backend_hop) = (&traced.body["front"], &traced.body["backend"]);
+    assert_eq!(front_hop["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(front_hop["parent_id"], "00f067aa0ba902b7");
+    let front_span = front_hop["span_id"].as_str().expect("a span id");
+    assert_eq!(
+        backend_hop["traceparent"],
+        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{front_span}-01"),
+        "{}",
+        traced.body
+    );
+    assert_eq!(backend_hop["here"]["trace_id"], front_hop["trace_id"]);
+    assert_eq!(backend_hop["here"]["parent_id"], front_span);
+
+    // None sent: the front starts a trace at its outbound call, and the backend is in it.
+    let started = get_over_tcp(front.addr, "/relay-trace", None).await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let (front_hop, backend_hop) = (&started.body["front"], &started.body["backend"]);
+    assert_eq!(
+        front_hop["parent_id"],
+        Value::Null,
+        "a trace started at the front"
+    );
+    assert_ne!(front_hop["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(backend_hop["here"]["trace_id"], front_hop["trace_id"]);
+    assert_eq!(backend_hop["here"]["parent_id"], front_hop["span_id"]);
+
+    assert!(front.stop().await.is_ok());
+    assert!(backend.stop().await.is_ok());
 }

@@ -229,6 +229,10 @@ impl Broker {
     /// Publishes `message` to `exchange` (`""`: the default exchange, which routes to
     /// the queue named by the routing key) and waits for the broker's confirm.
     ///
+    /// The current trace context (`nucleon_runtime::trace::current`, as the publish
+    /// is first polled) goes with it as `traceparent`/`tracestate` headers, unless
+    /// the message has a `traceparent` of its own.
+    ///
     /// Waits, within `amqp.publish_timeout`, while the link is down or blocked and while
     /// the window of unconfirmed messages is full; never blocks the loop.
     ///
@@ -241,8 +245,9 @@ impl Broker {
         &self,
         exchange: &str,
         routing_key: &str,
-        message: Message,
+        mut message: Message,
     ) -> Result<(), AmqpError> {
+        message.add_trace_context();
         let settings = &self.inner.config;
         let deadline = Instant::now() + settings.publish_timeout;
         let what = || format!("publish to exchange `{exchange}` with routing key `{routing_key}`");
@@ -552,6 +557,7 @@ impl Transaction {
         mut message: Message,
     ) -> Result<(), AmqpError> {
         message.ensure_id();
+        message.add_trace_context();
         self.channel
             .basic_publish(
                 exchange.into(),

@@ -99,6 +99,14 @@ impl Delivery {
         header_text(self.0.properties.headers().as_ref(), name)
     }
 
+    /// The trace context the message carries (`traceparent`/`tracestate` headers), as
+    /// this hop's: the same trace, a new span under the publisher's. Consumers' handlers
+    /// already run inside it; a [`Subscription`](crate::Subscription)'s reader scopes
+    /// its handling with `nucleon_runtime::trace::scope(message.trace_context(), …)`.
+    pub fn trace_context(&self) -> Option<nucleon_runtime::trace::TraceContext> {
+        crate::trace::received(self.0.properties.headers().as_ref())
+    }
+
     /// How many times this message was tried before this delivery (retries after a
     /// delay; 0 the first time).
     pub fn attempts(&self) -> u32 {

@@ -25,6 +25,13 @@
 //!   reply-to, events in three modes ([`Broker::dispatch`], [`EventMode`]), task queues
 //!   shared by competing workers ([`Broker::submit`], [`Consumer::task`]), and
 //!   transactions ([`Broker::transaction`]).
+//! - **Trace context**: a publish (and an RPC call) made while a W3C trace context is
+//!   current (`nucleon_runtime::trace`: an HTTP request's, a delivery's) carries it as
+//!   `traceparent`/`tracestate` message headers, the convention of OpenTelemetry's
+//!   AMQP instrumentations; every handler (consumer, RPC, event, task) runs inside
+//!   the context its message carries, a span of its own under the publisher's, so its
+//!   own calls and publishes continue the trace. With `nucleon_amqp=debug`, each
+//!   delivery runs in a `delivery` span with its queue, message id and trace id.
 //! - **The drain**: consumers cancel at its start; handlers in flight finish and are
 //!   acked; deliveries not started go back to their queue; publishes wait for their
 //!   confirms; then the channels and the connection close.
@@ -71,6 +78,7 @@ mod rpc;
 mod runner;
 mod subscription;
 mod topology;
+mod trace;
 
 pub use adapter::{Amqp, AmqpAdapter, ConsumerFactory};
 pub use broker::{Broker, BrokerStats, LinkStatus, Transaction};

@@ -136,6 +136,12 @@ impl Message {
         id
     }
 
+    /// Adds the current trace context to the headers, unless the message has a
+    /// `traceparent` of its own.
+    pub(crate) fn add_trace_context(&mut self) {
+        crate::trace::add_current(&mut self.headers);
+    }
+
     /// The body, the properties as sent (a message id set, headers included) and the
     /// mandatory flag, taken apart without a copy (a publish's path).
     pub(crate) fn into_parts(mut self) -> (Vec<u8>, BasicProperties, bool) {

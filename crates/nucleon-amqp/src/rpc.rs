@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::broker::Broker;
 use crate::error::AmqpError;
 use crate::message::JSON;
+use nucleon_runtime::trace::TraceContext;
 
 /// RabbitMQ's pseudo-queue for replies on the requester's own channel.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -108,6 +109,8 @@ pub struct RpcCall<R> {
     name: String,
     args: Result<Vec<u8>, AmqpError>,
     timeout: Duration,
+    /// The caller's trace context, taken when the call is made.
+    trace: Option<TraceContext>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -123,7 +126,9 @@ impl<R> std::fmt::Debug for RpcCall<R> {
 impl Broker {
     /// Calls procedure `name` (served by a service's `App::rpc(name, …)`) with `args` as
     /// JSON, and decodes its result as `R`. Waits `amqp.rpc_timeout` unless
-    /// [`RpcCall::timeout`] says otherwise.
+    /// [`RpcCall::timeout`] says otherwise. The current trace context, as this call is
+    /// made, goes with the request (`traceparent`/`tracestate` headers), and the
+    /// procedure runs in it.
     ///
     /// ```no_run
     /// # async fn f(broker: nucleon_amqp::Broker) -> Result<(), nucleon_amqp::AmqpError> {
@@ -152,6 +157,7 @@ impl Broker {
                 reason: format!("cannot serialise the arguments: {e}"),
             }),
             timeout: self.inner.config.rpc_timeout,
+            trace: nucleon_runtime::trace::current(),
             result: PhantomData,
         }
     }
@@ -184,11 +190,16 @@ impl<R: DeserializeOwned> RpcCall<R> {
             id: &id,
         };
         let expiration = self.timeout.as_millis().max(1).to_string();
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_correlation_id(id.as_str().into())
             .with_reply_to(DIRECT_REPLY_TO.into())
             .with_content_type(JSON.into())
             .with_expiration(expiration.into());
+        if let Some(context) = &self.trace {
+            let mut headers = FieldTable::default();
+            crate::trace::insert(&mut headers, context);
+            properties = properties.with_headers(headers);
+        }
         let queue = rpc_queue(name);
         let lost = |_| AmqpError::ConnectionLost { what: what() };
         let confirm = link

@@ -13,6 +13,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use nucleon_runtime::{Adapter, AdapterContext, BoxError, Drain, Health, TaskLabel};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::acks::{Acks, Ticket};
 use crate::broker::Broker;
@@ -205,6 +206,7 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
                 acks.ticket(tag, acker, None).requeue().await;
                 continue;
             }
+            let trace = crate::trace::received(delivery.properties.headers().as_ref());
             let delivery = Delivery(Arc::new(Received {
                 queue: Arc::clone(&spec.queue),
                 exchange: delivery.exchange.to_string(),
@@ -215,9 +217,17 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
             }));
             broker.inner.stats.consumed.add(1);
             let ticket = acks.ticket(tag, acker, Some(drain.guard()));
+            let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+                delivery_span(spec, &delivery, trace.as_ref())
+            } else {
+                tracing::Span::none()
+            };
+            let label = TaskLabel::from(Arc::clone(&spec.label));
             let (spec, broker) = (Arc::clone(spec), broker.clone());
             let queue_metrics = queue_metrics.clone();
-            nucleon_runtime::spawn(TaskLabel::from(Arc::clone(&spec.label)), async move {
+            // In the context the message carries (or one started if the handler
+            // forwards one): its calls, its publishes and its reply continue the trace.
+            let handled = nucleon_runtime::trace::scope(trace, async move {
                 let started = Instant::now();
                 // The call itself is inside what is caught: a handler (or an extractor)
                 // may panic before it returns its future, and the delivery must be
@@ -233,6 +243,7 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
                 }
                 settle(&spec, &broker, &delivery, ticket, outcome).await;
             });
+            nucleon_runtime::spawn(label, handled.instrument(span));
         }
         if runner.cancelled.get() {
             // The drain's cancel: the channel stays open for the acks of the handlers in
@@ -249,6 +260,24 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
             tokio::time::sleep(REFUSED_RETRY).await;
         }
     }
+}
+
+/// A delivery's tracing span (at DEBUG: made only when that level is on, as the HTTP
+/// request's), with the trace id the message came with.
+#[cold]
+#[inline(never)]
+fn delivery_span(
+    spec: &ConsumerSpec,
+    delivery: &Delivery,
+    trace: Option<&nucleon_runtime::trace::TraceContext>,
+) -> tracing::Span {
+    tracing::debug_span!(
+        target: "nucleon::amqp",
+        "delivery",
+        queue = &*spec.queue,
+        id = delivery.message_id(),
+        trace_id = trace.map(|trace| tracing::field::display(trace.trace_id())),
+    )
 }
 
 /// Acks, replies, retries, requeues or dead-letters a delivery by its outcome.

@@ -1,5 +1,5 @@
 //! The outbound HTTP client: reqwest with the worker's resolver, rustls, timeouts, JSON
-//! helpers, typed errors, request-id forwarding.
+//! helpers, typed errors, request-id and trace-context forwarding.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nucleon_runtime::LocalState;
 use nucleon_runtime::config::SecretUrl;
+use nucleon_runtime::trace::{self, TRACEPARENT, TRACESTATE};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{IntoUrl, Method, RequestBuilder, Response};
 use rustls::RootCertStore;
@@ -30,7 +31,10 @@ const BODY_EXCERPT: usize = 1024;
 ///
 /// One per worker: [`crate::HttpClientAdapter`] builds it at start and registers it
 /// ([`HttpClient::current`]). Inside a request (see [`crate::request_id`]), calls carry
-/// the request's id as `x-request-id`.
+/// the request's id as `x-request-id`, and its trace context (see
+/// `nucleon_runtime::trace`) as W3C `traceparent` and `tracestate`: the same trace,
+/// this service's span as the parent (a trace is started for a request that came
+/// without one, at its first call).
 ///
 /// ```no_run
 /// # async fn handler() -> Result<(), nucleon_dns::HttpError> {
@@ -52,6 +56,7 @@ const BODY_EXCERPT: usize = 1024;
 pub struct HttpClient {
     inner: reqwest::Client,
     forward_request_id: bool,
+    forward_trace_context: bool,
     max_body_size: usize,
 }
 
@@ -91,6 +96,7 @@ impl HttpClient {
         Ok(Self {
             inner,
             forward_request_id: config.forward_request_id,
+            forward_trace_context: config.forward_trace_context,
             max_body_size: config.max_body_size,
         })
     }
@@ -110,22 +116,32 @@ impl HttpClient {
 
     /// Starts a request; the current request id, if any, is attached (unless it
     /// cannot be a header value: an id an application set itself, with a newline or
-    /// non-ASCII text in it, is left off rather than failing the request). An
-    /// `x-request-id` the caller sets on the builder replaces it when the request goes
-    /// through this client's `send` (and its `json`, `send_ok`… helpers); reqwest's own
-    /// `RequestBuilder::send` would send both.
+    /// non-ASCII text in it, is left off rather than failing the request), and so is
+    /// the current trace context (`traceparent`, and `tracestate` when there is one).
+    /// An `x-request-id` or a `traceparent` the caller sets on the builder replaces
+    /// ours when the request goes through this client's `send` (and its `json`,
+    /// `send_ok`… helpers), our `tracestate` going with our `traceparent`; reqwest's
+    /// own `RequestBuilder::send` would send both.
     pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
-        let builder = self.inner.request(method, url);
+        let mut builder = self.inner.request(method, url);
         let id = request_id::current()
             .filter(|_| self.forward_request_id)
             .and_then(|id| {
                 id.with_bytes(|bytes| reqwest::header::HeaderValue::from_bytes(bytes).ok())
             })
             .filter(|value| value.to_str().is_ok());
-        match id {
-            Some(value) => builder.header(REQUEST_ID_HEADER, value),
-            None => builder,
+        if let Some(value) = id {
+            builder = builder.header(REQUEST_ID_HEADER, value);
         }
+        if self.forward_trace_context
+            && let Some(context) = trace::current()
+        {
+            builder = builder.header(TRACEPARENT, context.traceparent().as_str());
+            if let Some(state) = context.tracestate() {
+                builder = builder.header(TRACESTATE, state);
+            }
+        }
+        builder
     }
 
     /// Starts a GET.
@@ -171,6 +187,7 @@ impl HttpClient {
         })?;
         let mut request = request;
         keep_the_callers_request_id(request.headers_mut());
+        keep_the_callers_trace_context(request.headers_mut());
         let (method, url) = describe(Some(request.method()), Some(request.url()));
         client
             .execute(request)
@@ -283,6 +300,7 @@ impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpClient")
             .field("forward_request_id", &self.forward_request_id)
+            .field("forward_trace_context", &self.forward_trace_context)
             .finish_non_exhaustive()
     }
 }
@@ -447,6 +465,37 @@ fn keep_the_callers_request_id(headers: &mut reqwest::header::HeaderMap) {
         for value in callers {
             headers.append(REQUEST_ID_HEADER, value);
         }
+    }
+}
+
+/// The current trace context goes in first ([`HttpClient::request`]); a `traceparent`
+/// the caller added after it is the one sent, and our `tracestate` (the first value,
+/// when the current context has one) goes with ours.
+fn keep_the_callers_trace_context(headers: &mut reqwest::header::HeaderMap) {
+    if headers.get_all(TRACEPARENT).iter().nth(1).is_none() {
+        return;
+    }
+    let ours = trace::peek();
+    let keep = |name: &str, headers: &reqwest::header::HeaderMap, skip: usize| {
+        headers
+            .get_all(name)
+            .iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let parents = keep(TRACEPARENT, headers, 1);
+    let our_state = ours.as_ref().and_then(|context| context.tracestate());
+    let first_state_is_ours =
+        our_state.is_some() && headers.get(TRACESTATE).and_then(|v| v.to_str().ok()) == our_state;
+    let states = keep(TRACESTATE, headers, usize::from(first_state_is_ours));
+    headers.remove(TRACEPARENT);
+    headers.remove(TRACESTATE);
+    for value in parents {
+        headers.append(TRACEPARENT, value);
+    }
+    for value in states {
+        headers.append(TRACESTATE, value);
     }
 }
 

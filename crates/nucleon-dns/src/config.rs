@@ -283,6 +283,9 @@ pub struct HttpClientConfig {
     pub ca_file: Option<PathBuf>,
     /// Forward the current request id as `x-request-id` (default true).
     pub forward_request_id: bool,
+    /// Forward the current trace context as W3C `traceparent` and `tracestate`
+    /// (default true; see `nucleon_runtime::trace`).
+    pub forward_trace_context: bool,
     /// The largest response body [`crate::HttpClient::json`] reads, in bytes (default
     /// 16 MiB): past it, [`crate::HttpError::BodyTooLarge`], and the rest is not read.
     pub max_body_size: usize,
@@ -300,6 +303,7 @@ impl Default for HttpClientConfig {
             native_roots: true,
             ca_file: None,
             forward_request_id: true,
+            forward_trace_context: true,
             max_body_size: 16 * 1024 * 1024,
         }
     }

@@ -20,7 +20,8 @@
 //! - [`HttpClient`] and [`HttpClientAdapter`]: an outbound HTTP client (reqwest, rustls)
 //!   whose name lookups go through the worker's resolver and cache, with timeouts, JSON
 //!   helpers, typed [`HttpError`]s, and the current request id forwarded as
-//!   `x-request-id` (see [`request_id`]).
+//!   `x-request-id` (see [`request_id`]) and the current trace context as W3C
+//!   `traceparent`/`tracestate` (see `nucleon_runtime::trace`).
 //!
 //! Health: each resolver records how its latest lookups that reached a name server
 //! went, cheaply, and [`Resolver::health`] (the `dns` adapter's health check) reports

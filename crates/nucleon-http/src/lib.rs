@@ -86,10 +86,18 @@
 //! whose client left before its answer is logged with status 499 and `cancelled`),
 //! `nucleon::http` (server events; a handler's 500 at ERROR with its cause, the request
 //! id, and the path, or the route when the access log is off). Each request runs in a `request` span (target
-//! `nucleon::http`: id, method, path) at **DEBUG**, as tower-http's `TraceLayer` makes
+//! `nucleon::http`: id, method, path, trace id) at **DEBUG**, as tower-http's `TraceLayer` makes
 //! its span: at the default `info` level it costs nothing per request; turn it on with
 //! `nucleon::http=debug`. Handlers get the id from [`RequestId`] or
 //! `nucleon_runtime::request_id::current()`.
+//!
+//! Trace context: a request's W3C `traceparent` (and `tracestate`) becomes its
+//! handler's `nucleon_runtime::trace::current()`: the same trace, a span of its own
+//! whose parent is the sender's. An invalid one is ignored, as the specification
+//! says. The trace id is in the `request` span (`trace_id`) and in the access line
+//! (`trace_id`, only for a request that came with a `traceparent`). A request without
+//! one gets a trace started when its handler first forwards one (an outbound call, a
+//! publish), not before: it costs nothing otherwise.
 //!
 //! ## Draining
 //!
@@ -144,6 +152,7 @@ mod router;
 mod server;
 mod service;
 mod static_routes;
+mod trace_context;
 
 pub use body::{Body, BodyReadTimeout};
 pub use bytes::Bytes;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use http::{Method, StatusCode, Uri};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::LabelHandle;
+use nucleon_runtime::trace::{TraceContext, TraceId};
 
 use crate::Request;
 use crate::error::InternalCause;
@@ -21,6 +22,8 @@ pub(crate) struct AccessStart {
     /// The client's address as text (written once per connection).
     remote: Rc<str>,
     start: Instant,
+    /// The trace id the request came with (`traceparent`), if any.
+    trace_id: Option<TraceId>,
 }
 
 impl AccessStart {
@@ -29,12 +32,14 @@ impl AccessStart {
         request: &Request,
         remote: SocketAddr,
         conn: Option<&InService>,
+        trace: Option<&TraceContext>,
     ) -> Box<Self> {
         Box::new(AccessStart {
             // Cheap: the path and query are shared bytes, not copied.
             uri: request.uri().clone(),
             remote: conn.map_or_else(|| Rc::from(remote.to_string()), InService::remote_text),
             start: Instant::now(),
+            trace_id: trace.map(TraceContext::trace_id),
         })
     }
 
@@ -72,6 +77,7 @@ impl AccessStart {
         cancelled: Option<bool>,
         request_id: &Id,
     ) {
+        let trace_id = self.trace_id.map(TraceId::to_hex);
         request_id.with_str(|id| {
             tracing::info!(
                 target: "nucleon::access",
@@ -82,6 +88,7 @@ impl AccessStart {
                 bytes,
                 duration_us = self.start.elapsed().as_micros() as u64,
                 request_id = id,
+                trace_id = trace_id.as_ref().map(|hex| hex.as_str()),
                 cancelled,
             );
         });

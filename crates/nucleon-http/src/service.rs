@@ -15,6 +15,7 @@ use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::{LabelHandle, StaticLabel};
+use nucleon_runtime::trace::{TaskTrace, TraceContext};
 use nucleon_runtime::{Drain, Health, InFlightGuard, TaskLabel};
 
 use crate::error::{BodyLeftUnread, InternalCause};
@@ -271,14 +272,15 @@ impl HttpService {
         let pipeline = &*self.inner;
         let config = &*pipeline.config;
         let request_id = self.request_id(&request);
+        let trace = crate::trace_context::incoming(request.headers());
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            request_span(&request_id, &request)
+            request_span(&request_id, trace.get(), &request)
         } else {
             tracing::Span::none()
         };
         let access = config
             .access_log
-            .then(|| AccessStart::new(&request, remote, conn.as_ref()));
+            .then(|| AccessStart::new(&request, remote, conn.as_ref(), trace.get()));
         let measured = pipeline
             .metrics
             .as_ref()
@@ -287,6 +289,7 @@ impl HttpService {
             service: self.clone(),
             span,
             request_id,
+            trace,
             method: request.method().clone(),
             version: request.version(),
             access,
@@ -356,13 +359,14 @@ impl HttpService {
 /// The request's tracing span (at DEBUG: made only when that level is on).
 #[cold]
 #[inline(never)]
-fn request_span(request_id: &Id, request: &Request) -> tracing::Span {
+fn request_span(request_id: &Id, trace: Option<&TraceContext>, request: &Request) -> tracing::Span {
     tracing::debug_span!(
         target: "nucleon::http",
         "request",
         id = %request_id,
         method = %request.method(),
         path = %request.uri().path(),
+        trace_id = trace.map(|trace| tracing::field::display(trace.trace_id())),
     )
 }
 
@@ -480,6 +484,8 @@ pub(crate) struct Started {
     service: HttpService,
     span: tracing::Span,
     request_id: Id,
+    /// The trace context received, or started by the handler (kept between polls).
+    trace: TaskTrace,
     method: Method,
     version: Version,
     access: Option<Box<AccessStart>>,
@@ -536,7 +542,7 @@ impl<F: Future<Output = Response>> Future for Finishing<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = self.project();
-        let Some(started) = this.started.as_ref() else {
+        let Some(started) = this.started.as_mut() else {
             // Polled again after its response: nothing more to give.
             return Poll::Pending;
         };
@@ -545,13 +551,15 @@ impl<F: Future<Output = Response>> Future for Finishing<F> {
         // (152 bytes) is copied each time it moves.
         let mut polled = {
             let _entered = started.span.enter();
-            // Outbound calls made by the handler forward this id.
-            nucleon_runtime::request_id::sync_scope(&started.request_id, || {
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            // Outbound calls made by the handler forward this id and trace context.
+            nucleon_runtime::request_id::sync_scope_with_trace(
+                &started.request_id,
+                &mut started.trace,
+                || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
                     Ok(polled) => polled,
                     Err(panic) => Poll::Ready(panic_response(&*panic)),
-                }
-            })
+                },
+            )
         };
         if let Poll::Ready(response) = &mut polled
             && let Some(started) = this.started.take()

@@ -45,7 +45,9 @@ pub mod offload;
 mod process;
 pub mod request_id;
 mod runtime;
+mod scope;
 pub mod task;
+pub mod trace;
 pub mod watchdog;
 mod worker;
 

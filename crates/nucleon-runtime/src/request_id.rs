@@ -22,9 +22,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-tokio::task_local! {
-    static REQUEST_ID: Id;
-}
+use crate::scope::{CURRENT, enter};
+use crate::trace::TaskTrace;
 
 /// A request id: one a client sent (its bytes, shared with the request's header), or
 /// one the server made from a per-worker prefix and a counter, `{prefix:016x}-{n:x}`
@@ -142,18 +141,53 @@ impl From<String> for Id {
 
 /// Runs `future` with `id` as the current request id.
 pub fn scope<F: Future>(id: impl Into<Id>, future: F) -> impl Future<Output = F::Output> {
-    REQUEST_ID.scope(id.into(), future)
+    Scoped {
+        id: id.into(),
+        future,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future run with a request id current ([`scope`]).
+    struct Scoped<F> {
+        id: Id,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let future = this.future;
+        enter(Some(this.id), None, || future.poll(cx))
+    }
 }
 
 /// Runs `f` with `id` as the current request id: [`scope`] for synchronous code, such
 /// as one `poll` of a future that keeps its id beside it.
 pub fn sync_scope<R>(id: &Id, f: impl FnOnce() -> R) -> R {
-    REQUEST_ID.sync_scope(id.clone(), f)
+    enter(Some(id), None, f)
+}
+
+/// Runs `f` with `id` as the current request id and `trace` as the current trace
+/// context ([`crate::trace::sync_scope`]): both in one step, as the HTTP pipeline does
+/// around each poll of a handler.
+pub fn sync_scope_with_trace<R>(id: &Id, trace: &mut TaskTrace, f: impl FnOnce() -> R) -> R {
+    enter(Some(id), Some(trace), f)
 }
 
 /// The current request id, inside [`scope`].
 pub fn current() -> Option<Id> {
-    REQUEST_ID.try_with(Id::clone).ok()
+    CURRENT
+        .try_with(|cell| cell.borrow().request_id.clone())
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Beside the event's own fields (flattened, `message` included): the request id of
-//! the request being served (the access line carries it as a field of its own), the
+//! the request being served (the access line carries it as a field of its own), its
+//! trace id when it has a trace context (W3C `traceparent`), the
 //! worker, the task the worker runs (for a request, its route: `POST /orders`) and the
 //! current span with its fields. Formatted on the thread that logs, written by the
 //! non-blocking writer as the text lines are.
@@ -47,6 +48,14 @@ where
             && let Some(id) = nucleon_runtime::request_id::current()
         {
             line.insert("request_id".into(), Value::String(id.to_string()));
+        }
+        if !line.contains_key("trace_id")
+            && let Some(trace) = nucleon_runtime::trace::peek()
+        {
+            line.insert(
+                "trace_id".into(),
+                Value::String(trace.trace_id().to_string()),
+            );
         }
         if let Some(worker) = nucleon_runtime::current_worker() {
             line.insert("worker".into(), Value::from(worker));
