@@ -66,6 +66,10 @@ impl HttpClient {
     /// Loads root certificates here (the system's, off the loop, once per process; and
     /// `ca_file`'s), so the first TLS handshake does no file IO.
     ///
+    /// TLS is rustls with the process's default crypto provider when the application
+    /// installed one before (`rustls::crypto::CryptoProvider::install_default`: aws-lc-rs
+    /// for post-quantum key exchange, say), else with ring, as the rest of the framework.
+    ///
     /// # Errors
     /// [`HttpError::Build`] when `ca_file` cannot be read or holds no certificate, the
     /// system's root certificates cannot be loaded (`native_roots`; the blocking pool
@@ -575,8 +579,7 @@ async fn tls_config(config: &HttpClientConfig) -> Result<rustls::ClientConfig, H
              (install ca-certificates, or set http_client.ca_file)"
         );
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| HttpError::Build {
             reason: e.to_string(),
@@ -585,6 +588,21 @@ async fn tls_config(config: &HttpClientConfig) -> Result<rustls::ClientConfig, H
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
+}
+
+/// The TLS crypto provider: the process's default when the application installed one
+/// (aws-lc-rs's, say, for post-quantum key exchange), else ring's, which the rest of
+/// the framework's TLS uses too (sqlx, lapin).
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    if let Some(provider) = rustls::crypto::CryptoProvider::get_default() {
+        return Arc::clone(provider);
+    }
+    // rustls 0.23.48 deprecates ring's provider as it lacks post-quantum key exchange;
+    // aws-lc-rs would add a C library to every app's build beside ring, and an app can
+    // install it as the default itself (taken above).
+    #[allow(deprecated, reason = "ring stays the framework's provider; see above")]
+    let ring = rustls::crypto::ring::default_provider();
+    Arc::new(ring)
 }
 
 #[cfg(test)]

@@ -108,8 +108,13 @@ impl LoopThread {
             }));
         });
         #[cfg(all(target_os = "linux", feature = "backtrace"))]
-        slot.thread
-            .store(crate::watchdog::stack_current_thread(), Ordering::Release);
+        {
+            let (low, high) = crate::watchdog::stack_current_stack();
+            slot.stack_low.store(low, Ordering::Release);
+            slot.stack_high.store(high, Ordering::Release);
+            slot.thread
+                .store(crate::watchdog::stack_current_thread(), Ordering::Release);
+        }
         slot.beat();
         slot.alive.store(enabled, Ordering::Release);
         let metrics = self.metrics;

@@ -222,6 +222,163 @@ fn captures_the_blocked_stack_while_blocked() {
     );
 }
 
+/// Blocks worker 0's loop in a function the stack must name.
+#[inline(never)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test blocks the loop on purpose"
+)]
+fn hold_worker_zero_in_alpha(nap: Duration) {
+    std::thread::sleep(nap);
+    std::hint::black_box(());
+}
+
+/// Blocks worker 1's loop in another function, at overlapping times.
+#[inline(never)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test blocks the loop on purpose"
+)]
+fn hold_worker_one_in_beta(nap: Duration) {
+    std::thread::sleep(nap);
+    std::hint::black_box(());
+}
+
+/// Under load: three workers, two of which block in known functions, again and again,
+/// at overlapping times (so captures follow each other closely and a late answer could
+/// be taken for the next one), while the third serves a tick every millisecond. Each
+/// live report's stack names its own worker's function and never the other's, and the
+/// third worker served throughout every block.
+#[cfg(all(target_os = "linux", feature = "backtrace"))]
+#[test]
+fn captures_under_load_name_each_blocked_worker_s_own_function() {
+    use std::sync::atomic::AtomicU64;
+
+    const ROUNDS: u32 = 3;
+    // The first symbolisation loads this binary's debug info (hundreds of milliseconds
+    // for a test binary), and the monitor reports nothing meanwhile: done before.
+    drop(backtrace::Backtrace::new());
+    let config = WatchdogConfig {
+        backtrace: true,
+        ..WatchdogConfig::default()
+    };
+    let ticks = Arc::new(AtomicU64::new(0));
+    // For each block: the ticks served before it and after it.
+    let served: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let reports: Arc<Mutex<Vec<WatchdogReport>>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (t, sv, r) = (
+        Arc::clone(&ticks),
+        Arc::clone(&served),
+        Arc::clone(&reports),
+    );
+    let thread = std::thread::spawn(move || {
+        let runtime = Runtime::builder()
+            .workers(3)
+            .handle_signals(false)
+            .watchdog(config)
+            .per_worker(move |worker| {
+                let id = worker.id();
+                let drain = worker.drain().clone();
+                let (ticks, served) = (Arc::clone(&t), Arc::clone(&sv));
+                worker.spawn("load", async move {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    match id {
+                        0 | 1 => {
+                            if id == 1 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            for _ in 0..ROUNDS {
+                                let blocker = nucleon_runtime::spawn(
+                                    if id == 0 { "alpha" } else { "beta" },
+                                    {
+                                        let (ticks, served) =
+                                            (Arc::clone(&ticks), Arc::clone(&served));
+                                        async move {
+                                            let before = ticks.load(Ordering::SeqCst);
+                                            if id == 0 {
+                                                hold_worker_zero_in_alpha(NAP);
+                                            } else {
+                                                hold_worker_one_in_beta(NAP);
+                                            }
+                                            let after = ticks.load(Ordering::SeqCst);
+                                            served.lock().unwrap().push((before, after));
+                                        }
+                                    },
+                                );
+                                blocker.await.unwrap();
+                                tokio::time::sleep(Duration::from_millis(60)).await;
+                            }
+                        }
+                        _ => {
+                            let mut interval = tokio::time::interval(Duration::from_millis(1));
+                            let until = tokio::time::Instant::now()
+                                + Duration::from_millis(100)
+                                + (NAP + Duration::from_millis(60)) * (ROUNDS + 1);
+                            while tokio::time::Instant::now() < until {
+                                interval.tick().await;
+                                ticks.fetch_add(1, Ordering::SeqCst);
+                            }
+                            drain.start();
+                        }
+                    }
+                });
+                Ok(())
+            })
+            .build()
+            .unwrap();
+        let handle = runtime.handle();
+        handle.watchdog().on_report(move |report| {
+            r.lock().unwrap().push(report.clone());
+        });
+        tx.send(handle).unwrap();
+        runtime.run()
+    });
+    let handle = rx.recv().unwrap();
+    thread.join().unwrap().unwrap();
+    assert_eq!(handle.phase(), Phase::Stopped);
+
+    let served = served.lock().unwrap().clone();
+    assert_eq!(served.len(), 2 * ROUNDS as usize, "{served:?}");
+    for (before, after) in &served {
+        assert!(
+            after > before,
+            "the third worker served during a block: {served:?}"
+        );
+    }
+    let reports = reports.lock().unwrap().clone();
+    let live: Vec<&WatchdogReport> = reports
+        .iter()
+        .filter(|r| r.kind == ReportKind::Blocking)
+        .collect();
+    for (worker, own, other) in [(0, "alpha", "beta"), (1, "beta", "alpha")] {
+        let stacks: Vec<&str> = live
+            .iter()
+            .filter(|r| r.worker == worker && !r.process_loop)
+            .filter_map(|r| r.backtrace.as_deref())
+            .collect();
+        assert_eq!(
+            stacks.len(),
+            ROUNDS as usize,
+            "worker {worker}: a stack for each block"
+        );
+        for stack in stacks {
+            assert!(
+                stack.contains(&format!("hold_worker_{}_in_{own}", ["zero", "one"][worker])),
+                "worker {worker}'s stack names its own function:\n{stack}"
+            );
+            assert!(
+                !stack.contains(&format!("_in_{other}")),
+                "worker {worker}'s stack is its own:\n{stack}"
+            );
+        }
+    }
+    assert!(
+        !live.iter().any(|r| r.worker == 2 && !r.process_loop),
+        "the serving worker never blocked: {live:?}"
+    );
+}
+
 #[test]
 fn disabled_watchdog_tracks_nothing() {
     let config = WatchdogConfig {

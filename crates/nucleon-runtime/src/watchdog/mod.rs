@@ -27,8 +27,8 @@ mod report;
 pub(crate) mod slot;
 #[cfg(all(target_os = "linux", feature = "backtrace"))]
 // Unsafe is needed here, and only here: installing a signal handler (sigaction),
-// signalling one thread (pthread_kill), and walking that thread's stack from inside the
-// handler. The module documents each invariant it relies on.
+// signalling one thread (pthread_kill), and reading that thread's registers and frame
+// records from inside the handler. The module documents each invariant it relies on.
 #[allow(unsafe_code)]
 mod stack;
 
@@ -41,7 +41,9 @@ use serde::Deserialize;
 pub use report::{ReportKind, WatchdogReport, WatchdogStats};
 pub(crate) use slot::WorkerSlot;
 #[cfg(all(target_os = "linux", feature = "backtrace"))]
-pub(crate) use stack::current_thread as stack_current_thread;
+pub(crate) use stack::{
+    current_stack as stack_current_stack, current_thread as stack_current_thread,
+};
 
 use crate::config::duration;
 
@@ -57,7 +59,10 @@ pub struct WatchdogConfig {
     /// How often each worker's heartbeat ticks (default: the threshold).
     #[serde(with = "duration::nonzero::option")]
     pub heartbeat: Option<Duration>,
-    /// Capture the blocked thread's stack when reporting (Linux; default off).
+    /// Capture the blocked thread's stack when reporting (Linux on x86_64 or aarch64;
+    /// default off). The stack is walked by frame pointers, from the signal context:
+    /// build with `RUSTFLAGS="-C force-frame-pointers=yes"` for the service's own frames
+    /// to show (the standard library keeps them; code without them ends the walk).
     pub backtrace: bool,
 }
 

@@ -79,10 +79,14 @@ fn capture_stack(inner: &Inner, slot: &super::WorkerSlot) -> Option<String> {
     // cannot exit, so `pthread_kill` never targets a dead (or reused) thread id.
     slot.signalling.store(true, Ordering::SeqCst);
     let thread = slot.thread.load(Ordering::SeqCst);
+    let bounds = (
+        slot.stack_low.load(Ordering::Acquire),
+        slot.stack_high.load(Ordering::Acquire),
+    );
     let stack = if thread == 0 || !slot.alive.load(Ordering::Acquire) {
         None
     } else {
-        super::stack::capture(thread)
+        super::stack::capture(thread, bounds)
     };
     slot.signalling.store(false, Ordering::SeqCst);
     stack

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+#[cfg(all(target_os = "linux", feature = "backtrace"))]
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +39,12 @@ pub(crate) struct WorkerSlot {
     pub(crate) stalled: AtomicBool,
     /// The worker thread's pthread id, for stack capture; 0 once the thread is ending.
     pub(crate) thread: AtomicU64,
+    /// The worker thread's stack (lowest and highest address), written with `thread`:
+    /// a stack capture reads no frame outside it.
+    #[cfg(all(target_os = "linux", feature = "backtrace"))]
+    pub(crate) stack_low: AtomicUsize,
+    #[cfg(all(target_os = "linux", feature = "backtrace"))]
+    pub(crate) stack_high: AtomicUsize,
     /// Set by the monitor while it may signal `thread`: the ending worker waits for it to
     /// clear, so a signal never targets a thread that has exited (see [`Self::retire`]).
     pub(crate) signalling: AtomicBool,
@@ -56,6 +64,10 @@ impl WorkerSlot {
             alive: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             thread: AtomicU64::new(0),
+            #[cfg(all(target_os = "linux", feature = "backtrace"))]
+            stack_low: AtomicUsize::new(0),
+            #[cfg(all(target_os = "linux", feature = "backtrace"))]
+            stack_high: AtomicUsize::new(0),
             signalling: AtomicBool::new(false),
             next_task: AtomicU64::new(1),
             tasks: Mutex::new(HashMap::default()),
