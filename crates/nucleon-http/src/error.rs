@@ -1,4 +1,5 @@
-//! JSON errors with a stable shape, and the server's own errors.
+//! JSON errors with a stable shape, and the server's own errors. How an error becomes
+//! a response is in `response`, beside every other `IntoResponse`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -6,8 +7,6 @@ use std::fmt;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
-
-use crate::response::{IntoResponse, Response, json_response};
 
 /// An HTTP error answered as JSON: `{"error":"NOT_FOUND","message":"…"}`, with per-field
 /// `messages` for invalid parameters.
@@ -27,12 +26,12 @@ use crate::response::{IntoResponse, Response, json_response};
 /// ```
 #[derive(Debug, Clone)]
 pub struct HttpError {
-    status: StatusCode,
-    code: Cow<'static, str>,
-    message: Cow<'static, str>,
-    messages: Option<BTreeMap<String, String>>,
-    headers: Option<Box<HeaderMap>>,
-    cause: Option<String>,
+    pub(crate) status: StatusCode,
+    pub(crate) code: Cow<'static, str>,
+    pub(crate) message: Cow<'static, str>,
+    pub(crate) messages: Option<BTreeMap<String, String>>,
+    pub(crate) headers: Option<Box<HeaderMap>>,
+    pub(crate) cause: Option<String>,
     /// Answered before the request's body was read to its end (see [`BodyLeftUnread`]).
     pub(crate) body_left_unread: bool,
 }
@@ -226,35 +225,6 @@ pub(crate) struct BodyLeftUnread;
 /// name it with the request id.
 #[derive(Debug, Clone)]
 pub(crate) struct InternalCause(pub(crate) String);
-
-#[derive(serde::Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<&'a BTreeMap<String, String>>,
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: &self.code,
-            message: &self.message,
-            messages: self.messages.as_ref(),
-        };
-        let mut response = json_response(self.status, &body);
-        if let Some(headers) = self.headers {
-            response.headers_mut().extend(*headers);
-        }
-        if let Some(cause) = self.cause {
-            response.extensions_mut().insert(InternalCause(cause));
-        }
-        if self.body_left_unread {
-            response.extensions_mut().insert(BodyLeftUnread);
-        }
-        response
-    }
-}
 
 /// Why the HTTP server could not start.
 #[derive(Debug, thiserror::Error)]

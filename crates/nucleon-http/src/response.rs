@@ -1,4 +1,6 @@
-//! Turning handler results into responses.
+//! Turning handler results into responses, errors ([`HttpError`]) included.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -6,7 +8,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use crate::Body;
-use crate::error::HttpError;
+use crate::error::{BodyLeftUnread, HttpError, InternalCause};
 
 /// The response type of handlers and services.
 pub type Response<B = Body> = http::Response<B>;
@@ -62,6 +64,39 @@ impl<T: Serialize> IntoResponse for Json<T> {
 impl IntoResponse for Response {
     fn into_response(self) -> Response {
         self
+    }
+}
+
+/// An [`HttpError`]'s JSON body: `{"error":"…","message":"…"}`, and `messages` by
+/// field when it has them.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The error's status, its JSON body and its headers; its cause (for the log) and an
+/// unread body (for the connection) travel in the response's extensions.
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: &self.code,
+            message: &self.message,
+            messages: self.messages.as_ref(),
+        };
+        let mut response = json_response(self.status, &body);
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        if self.body_left_unread {
+            response.extensions_mut().insert(BodyLeftUnread);
+        }
+        response
     }
 }
 
