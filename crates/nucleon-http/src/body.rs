@@ -115,7 +115,7 @@ impl Body {
 
     /// This body, counted by `guard` until it is dropped (boxed: the streaming case
     /// pays for it, not every body's `match`).
-    pub(crate) fn sending(self, guard: crate::server::SendingBody) -> Self {
+    pub(crate) fn sending(self, guard: crate::server::conn::SendingBody) -> Self {
         Self(Kind::Boxed(
             Sending {
                 body: self,
@@ -130,7 +130,7 @@ impl Body {
 /// (the connection's idle limit waits for it).
 struct Sending {
     body: Body,
-    _guard: crate::server::SendingBody,
+    _guard: crate::server::conn::SendingBody,
 }
 
 impl http_body::Body for Sending {

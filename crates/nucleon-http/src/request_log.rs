@@ -14,7 +14,7 @@ use nucleon_runtime::trace::{TraceContext, TraceId};
 use crate::Request;
 use crate::error::InternalCause;
 use crate::response::Response;
-use crate::server::InService;
+use crate::server::conn::InService;
 
 /// The access log's fields known when a request starts.
 pub(crate) struct AccessStart {

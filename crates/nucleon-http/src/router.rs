@@ -23,7 +23,7 @@ use crate::extract::{ParamValue, Params, RequestContext, StateMap, missing_conte
 use crate::handler::{Erased, ErasedHandler, Handler};
 use crate::limits::Limits;
 use crate::response::{IntoResponse, Response};
-use crate::service::name_task;
+use crate::server::conn::name_task;
 use crate::static_routes::StaticRoutes;
 use crate::{Body, BoxError, HttpError, Request};
 use nucleon_runtime::{HandleKey, Requirement};

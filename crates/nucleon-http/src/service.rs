@@ -14,9 +14,9 @@ use futures_util::future::LocalBoxFuture;
 use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use nucleon_runtime::request_id::Id;
-use nucleon_runtime::task::{LabelHandle, StaticLabel};
+use nucleon_runtime::task::StaticLabel;
 use nucleon_runtime::trace::{TaskTrace, TraceContext};
-use nucleon_runtime::{Drain, Health, InFlightGuard, TaskLabel};
+use nucleon_runtime::{Drain, Health, InFlightGuard};
 
 use crate::error::{BodyLeftUnread, InternalCause};
 use crate::extract::{Params, RequestContext, limit_body};
@@ -26,14 +26,12 @@ use crate::request_ids::IdSource;
 use crate::request_log::{AccessStart, CLIENT_CLOSED_REQUEST, log_failure, response_body_size};
 use crate::response::{IntoResponse, Json, Response};
 use crate::router::{Compiled, Dispatch, Endpoint};
-use crate::server::{HttpConfig, InService};
+use crate::server::HttpConfig;
+use crate::server::conn::{CONNECTION_LABEL, InService, name_task};
 use crate::{HttpError, Request, Router};
 
 /// The `x-request-id` header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The label of a connection task between requests.
-pub(crate) const CONNECTION_LABEL: &str = "http connection";
 
 /// An application ready to serve on the current thread: the router compiled for this
 /// worker, with the server's pipeline around it (request id, readiness, drain answers,
@@ -451,15 +449,6 @@ fn call_service(
 ) -> Outcome {
     request.extensions_mut().insert(ctx);
     Outcome::Pending(Box::pin(finish.run(endpoint.call(request))))
-}
-
-/// Names the current task for the watchdog: through the connection's handle to its
-/// label when there is one (a lock, no lookup), else by finding the task.
-pub(crate) fn name_task(handle: Option<&LabelHandle>, label: impl Into<TaskLabel>) {
-    match handle {
-        Some(handle) => handle.set(label),
-        None => nucleon_runtime::task::set_label(label),
-    }
 }
 
 /// What [`HttpService::start`] makes of a request.
