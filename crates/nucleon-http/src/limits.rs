@@ -84,6 +84,10 @@ impl<F: Future<Output = Response>> Future for Limited<F> {
     }
 }
 
+/// A handler ran past its time limit: the server's own failure to answer in time, not
+/// the client's (that is 408 `REQUEST_TIMEOUT`, for headers that arrive too slowly), so
+/// 503 with `Retry-After` (`http.retry_after` seconds): worth retrying, maybe on
+/// another instance.
 fn handler_timeout(limit: Duration, retry_after: u64) -> HttpError {
     HttpError::new(
         StatusCode::SERVICE_UNAVAILABLE,
