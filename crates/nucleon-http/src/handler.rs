@@ -8,8 +8,8 @@ use nucleon_runtime::HandleKey;
 
 use crate::Request;
 use crate::extract::{FromRequest, FromRequestParts, RequestContext, missing_context};
+use crate::finish::Finish;
 use crate::response::{IntoResponse, Response};
-use crate::service::Finish;
 
 /// An async function usable as a route's handler.
 ///

@@ -142,6 +142,7 @@ mod de;
 mod dep;
 mod error;
 pub mod extract;
+mod finish;
 mod handler;
 mod limits;
 mod metrics;
@@ -164,13 +165,14 @@ pub use extract::{
 };
 pub use handler::Handler;
 pub use http::{HeaderMap, Method, StatusCode, Uri, header};
+pub use request_ids::X_REQUEST_ID;
 pub use response::{IntoResponse, Json, Response};
 pub use router::{
     Endpoint, EndpointLayer, IntoEndpoint, MethodRouter, RouteInfo, Router, delete, get, head, on,
     options, patch, post, put,
 };
 pub use server::{DEFAULT_BODY_LIMIT, HttpConfig, HttpServer, PortClaim};
-pub use service::{HttpService, X_REQUEST_ID};
+pub use service::HttpService;
 
 /// Any error, boxed (as the runtime's adapters use).
 pub type BoxError = nucleon_runtime::BoxError;

@@ -4,8 +4,11 @@
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use nucleon_runtime::request_id::Id;
+
+/// The `x-request-id` header.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A worker's request ids: a random prefix and a counter.
 ///

@@ -1,37 +1,33 @@
 //! The per-worker request pipeline: request id, readiness, drain answers, limits,
-//! routing, panics, access log.
+//! routing; then the handler's future and the response are finished in `finish`
+//! (panics, `Connection: close`, metrics, access log).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
-use http::header::{ALLOW, CONNECTION, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::header::{ALLOW, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::StaticLabel;
-use nucleon_runtime::trace::{TaskTrace, TraceContext};
-use nucleon_runtime::{Drain, Health, InFlightGuard};
+use nucleon_runtime::trace::TraceContext;
+use nucleon_runtime::{Drain, Health};
 
-use crate::error::{BodyLeftUnread, InternalCause};
 use crate::extract::{Params, RequestContext, limit_body};
-use crate::limits::{Limited, Limits, strip_body};
+use crate::finish::{Finish, Finisher, Started};
+use crate::limits::Limits;
 use crate::metrics::{HttpMetrics, Rejection};
-use crate::request_ids::IdSource;
-use crate::request_log::{AccessStart, CLIENT_CLOSED_REQUEST, log_failure, response_body_size};
+use crate::request_ids::{IdSource, X_REQUEST_ID};
+use crate::request_log::AccessStart;
 use crate::response::{IntoResponse, Json, Response};
 use crate::router::{Compiled, Dispatch, Endpoint};
 use crate::server::HttpConfig;
-use crate::server::conn::{CONNECTION_LABEL, InService, name_task};
+use crate::server::conn::{CONNECTION_LABEL, InService};
 use crate::{HttpError, Request, Router};
-
-/// The `x-request-id` header.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// An application ready to serve on the current thread: the router compiled for this
 /// worker, with the server's pipeline around it (request id, readiness, drain answers,
@@ -54,15 +50,10 @@ struct Pipeline {
     compiled: Rc<Compiled>,
     app: Option<Endpoint>,
     config: Arc<HttpConfig>,
-    drain: Option<Drain>,
-    closing: Cell<bool>,
+    /// What finishing its responses needs (the drain, request ids, metrics…), held by
+    /// every request until its response is ready.
+    finisher: Rc<Finisher>,
     probes: Probes,
-    ids: IdSource,
-    /// [`CONNECTION_LABEL`], interned: a connection's task takes it back after each
-    /// request without a lock.
-    connection_label: StaticLabel,
-    /// This worker's HTTP metrics, when the runtime records metrics.
-    metrics: Option<HttpMetrics>,
     /// The probes' routes as metrics name them (`GET /readyz`), interned.
     probe_labels: [Option<&'static str>; 2],
 }
@@ -78,12 +69,15 @@ impl HttpService {
                 compiled,
                 app,
                 config: Arc::new(config.clone()),
-                drain,
-                closing: Cell::new(false),
+                finisher: Rc::new(Finisher {
+                    drain,
+                    closing: Cell::new(false),
+                    ids: IdSource::new(),
+                    connection_label: StaticLabel::intern(CONNECTION_LABEL),
+                    metrics: HttpMetrics::for_this_worker(),
+                    retry_after: config.retry_after,
+                }),
                 probes: Probes::new(config),
-                ids: IdSource::new(),
-                connection_label: StaticLabel::intern(CONNECTION_LABEL),
-                metrics: HttpMetrics::for_this_worker(),
                 probe_labels: [&config.readiness_path, &config.liveness_path].map(|path| {
                     path.as_deref()
                         .map(|path| StaticLabel::intern(&format!("GET {path}")).as_str())
@@ -95,7 +89,7 @@ impl HttpService {
     /// After the lame-duck delay (the listener closed): the requests still arriving on
     /// connections already accepted are served, each answer with `Connection: close`.
     pub(crate) fn set_closing(&self) {
-        self.inner.closing.set(true);
+        self.inner.finisher.closing.set(true);
     }
 
     /// `http.drain_idle_grace`: how long a connection idle in the drain waits for one
@@ -105,7 +99,7 @@ impl HttpService {
     }
 
     fn draining(&self) -> bool {
-        self.inner.drain.as_ref().is_some_and(Drain::is_draining)
+        self.inner.finisher.draining()
     }
 
     /// The request's id: the client's `x-request-id` when it is a sensible one (its
@@ -120,7 +114,7 @@ impl HttpService {
     /// A new request id (also for a request hyper rejected before the pipeline).
     #[inline]
     pub(crate) fn new_request_id(&self) -> Id {
-        self.inner.ids.next()
+        self.inner.finisher.ids.next()
     }
 
     /// The access log line of a request answered by the connection itself (408, or a
@@ -132,7 +126,7 @@ impl HttpService {
         bytes: usize,
         request_id: &Id,
     ) {
-        if let Some(metrics) = &self.inner.metrics
+        if let Some(metrics) = &self.inner.finisher.metrics
             && let Some(reason) = Rejection::of(status, false)
         {
             metrics.rejected(reason);
@@ -280,11 +274,12 @@ impl HttpService {
             .access_log
             .then(|| AccessStart::new(&request, remote, conn.as_ref(), trace.get()));
         let measured = pipeline
+            .finisher
             .metrics
             .as_ref()
             .map(|metrics| metrics.started(http_body::Body::size_hint(request.body()).exact()));
         let mut started = Started {
-            service: self.clone(),
+            finisher: Rc::clone(&pipeline.finisher),
             span,
             request_id,
             trace,
@@ -314,7 +309,7 @@ impl HttpService {
             started.respond(&mut response);
             return Outcome::Ready(response);
         }
-        started._guard = pipeline.drain.as_ref().map(Drain::guard);
+        started._guard = pipeline.finisher.drain.as_ref().map(Drain::guard);
         // The one place request bodies are capped: whatever reads it (an extractor, a
         // layer, a mounted service) reads at most the body limit.
         if let Err(error) = limit_body(&mut request, config.body_limit) {
@@ -457,229 +452,6 @@ pub(crate) enum Outcome {
     Ready(Response),
     /// The handler's future inside the pipeline's, in one box.
     Pending(LocalBoxFuture<'static, Response>),
-}
-
-/// The pipeline's work around a handler's future: its time limit, HEAD, the request id
-/// in scope, a panic made a 500, then the response finished.
-pub(crate) struct Finish {
-    started: Started,
-    limits: Limits,
-}
-
-/// A request past [`HttpService::start`]: what its response and the access log need.
-/// Small, since it is moved into the request's future (the access log's fields are on
-/// the heap, and only when the access log is on).
-pub(crate) struct Started {
-    service: HttpService,
-    span: tracing::Span,
-    request_id: Id,
-    /// The trace context received, or started by the handler (kept between polls).
-    trace: TaskTrace,
-    method: Method,
-    version: Version,
-    access: Option<Box<AccessStart>>,
-    /// When the request started, when metrics are recorded.
-    measured: Option<Instant>,
-    /// The route that took the request (its interned label), once routed.
-    route: Option<&'static str>,
-    /// Held until the response is ready: the drain waits for it.
-    _guard: Option<InFlightGuard>,
-    /// The connection's count of requests in service, until the response is ready.
-    _conn: Option<InService>,
-}
-
-impl Finish {
-    fn new(started: Started, limits: Limits) -> Self {
-        Finish { started, limits }
-    }
-
-    /// The handler's future within the pipeline's work: its limits, its request id in
-    /// scope, a panic made a 500, then the response finished (the request id header,
-    /// `Connection: close` while draining, the access log line). One future, built
-    /// before it is boxed: the handler's future is moved into it once, not once per
-    /// wrapper.
-    pub(crate) fn run<F: Future<Output = Response>>(self, future: F) -> Finishing<F> {
-        let Finish { started, limits } = self;
-        let retry_after = started.service.inner.compiled.retry_after();
-        Finishing {
-            inner: limits.run(future, retry_after),
-            started: Some(started),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request's future: see [`Finish::run`].
-    pub(crate) struct Finishing<F> {
-        #[pin]
-        inner: Limited<F>,
-        started: Option<Started>,
-    }
-
-    impl<F> PinnedDrop for Finishing<F> {
-        fn drop(this: Pin<&mut Self>) {
-            // Dropped before its response was ready: the client went away.
-            if let Some(started) = this.project().started.take() {
-                started.cancelled();
-            }
-        }
-    }
-}
-
-impl<F: Future<Output = Response>> Future for Finishing<F> {
-    type Output = Response;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let this = self.project();
-        let Some(started) = this.started.as_mut() else {
-            // Polled again after its response: nothing more to give.
-            return Poll::Pending;
-        };
-        let inner = this.inner;
-        // The response is finished where it lies, in the `Poll` returned: a response
-        // (152 bytes) is copied each time it moves.
-        let mut polled = {
-            let _entered = started.span.enter();
-            // Outbound calls made by the handler forward this id and trace context.
-            nucleon_runtime::request_id::sync_scope_with_trace(
-                &started.request_id,
-                &mut started.trace,
-                || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-                    Ok(polled) => polled,
-                    Err(panic) => Poll::Ready(panic_response(&*panic)),
-                },
-            )
-        };
-        if let Poll::Ready(response) = &mut polled
-            && let Some(started) = this.started.take()
-        {
-            started.respond(response);
-        }
-        polled
-    }
-}
-
-/// The 500 for a handler that panicked (the panic's message goes to the log only).
-#[cold]
-#[inline(never)]
-fn panic_response(panic: &(dyn std::any::Any + Send)) -> Response {
-    let message = nucleon_runtime::task::panic_message(panic);
-    HttpError::internal(format_args!("handler panicked: {message}")).into_response()
-}
-
-impl Started {
-    /// Finishes the response: the request id header, `Connection: close` while
-    /// draining, the error and access log lines; then the connection task's watchdog
-    /// label goes back to the connection's.
-    fn respond(self, response: &mut Response) {
-        let Started {
-            service,
-            span,
-            request_id,
-            method,
-            version,
-            access,
-            measured,
-            route,
-            _conn: conn,
-            ..
-        } = self;
-        let task_label = conn.as_ref().and_then(InService::label);
-        if let Some(cause) = response.extensions_mut().remove::<InternalCause>() {
-            log_failure(
-                &cause,
-                &span,
-                &request_id,
-                &method,
-                access.as_deref(),
-                task_label,
-            );
-        }
-        let unread_body = response
-            .extensions_mut()
-            .remove::<BodyLeftUnread>()
-            .is_some();
-        let close = (service.inner.closing.get()
-            || unread_body
-            || response.status() == StatusCode::SERVICE_UNAVAILABLE && service.draining())
-            && version <= Version::HTTP_11;
-        if unread_body && let Some(conn) = &conn {
-            conn.body_left_unread();
-        }
-        if method == Method::HEAD && !http_body::Body::is_end_stream(response.body()) {
-            // The pipeline's own answers (404, 405, 500…) and a route's explicit HEAD
-            // handler: HTTP/2 has no rule that drops a HEAD answer's body (hyper's
-            // HTTP/1 server does), and a client resets a stream that sends one.
-            strip_body(response);
-        }
-        let headers = response.headers_mut();
-        let id_header = service.inner.ids.header(&request_id);
-        headers.insert(X_REQUEST_ID.clone(), id_header);
-        if close {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        if let (Some(since), Some(metrics)) = (measured, &service.inner.metrics) {
-            record_response(metrics, since, route, &method, response, service.draining());
-        }
-        if let Some(access) = access {
-            access.log(&method, response, &request_id);
-        }
-        if let Some(conn) = &conn
-            && response.body().is_streaming()
-        {
-            count_sending(conn, response);
-        }
-        name_task(task_label, service.inner.connection_label);
-    }
-}
-
-impl Started {
-    /// The request was dropped before its response was ready: its access-log line
-    /// says so (status 499).
-    #[cold]
-    #[inline(never)]
-    fn cancelled(self) {
-        if let (Some(since), Some(metrics)) = (self.measured, &self.service.inner.metrics) {
-            metrics.finished(since, self.route, &self.method, CLIENT_CLOSED_REQUEST, None);
-        }
-        if let Some(access) = &self.access {
-            access.log_cancelled(&self.method, &self.request_id);
-        }
-    }
-}
-
-/// A response's figures in the worker's metrics: by route, method and status class,
-/// its time, its body's size when known, and a refusal's reason.
-#[inline]
-fn record_response(
-    metrics: &HttpMetrics,
-    since: Instant,
-    route: Option<&'static str>,
-    method: &Method,
-    response: &Response,
-    draining: bool,
-) {
-    let status = response.status();
-    metrics.finished(
-        since,
-        route,
-        method,
-        status.as_u16(),
-        response_body_size(method, response),
-    );
-    if let Some(reason) = Rejection::of(status, draining) {
-        metrics.rejected(reason);
-    }
-}
-
-/// A streaming response body is counted by its connection until hyper has sent it
-/// all (or dropped it): the connection is not idle meanwhile, however long the body
-/// takes between frames.
-#[cold]
-#[inline(never)]
-fn count_sending(conn: &InService, response: &mut Response) {
-    let body = std::mem::take(response.body_mut());
-    *response.body_mut() = body.sending(conn.sending_body());
 }
 
 /// A client's `x-request-id`, when it is a sensible one: 1 to 128 visible ASCII

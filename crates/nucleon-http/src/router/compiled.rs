@@ -203,10 +203,6 @@ impl Compiled {
     pub(crate) fn state(&self) -> Option<&Arc<StateMap>> {
         self.state.as_ref()
     }
-
-    pub(crate) fn retry_after(&self) -> u64 {
-        self.retry_after
-    }
 }
 
 /// 405 with `Allow`, for a method the route has no handler for.
