@@ -28,11 +28,11 @@ impl Router {
             .iter()
             .map(|entry| {
                 let names = param_names(&entry.pattern);
-                CEntry {
+                PatternRoutes {
                     candidates: entry
                         .candidates
                         .iter()
-                        .map(|c| CCandidate {
+                        .map(|c| ConstrainedRoute {
                             constraints: c
                                 .constraints
                                 .iter()
@@ -40,7 +40,7 @@ impl Router {
                                 .collect(),
                             target: match &c.target {
                                 Target::Methods(m) => compile_methods(m, &entry.pattern),
-                                Target::Mount { prefix, factory } => CTarget::Mount {
+                                Target::Mount { prefix, factory } => RouteTarget::Mount {
                                     segments: prefix_segments(prefix),
                                     label: StaticLabel::intern(&format!("MOUNT {prefix}/*")),
                                     endpoint: mounts
@@ -74,7 +74,7 @@ impl Router {
     }
 }
 
-fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
+fn compile_methods(methods: &MethodRouter, pattern: &str) -> RouteTarget {
     let mut allowed: Vec<&str> = methods.methods.iter().map(|e| e.method.as_str()).collect();
     if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
         allowed.push("HEAD");
@@ -91,7 +91,7 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
                 let inner = Endpoint::from_fn(move |request| handler.call(request));
                 Callee::Service(entry.layers.iter().fold(inner, |ep, layer| layer(ep)))
             };
-            CCall {
+            RouteMethod {
                 method: entry.method.clone(),
                 label: StaticLabel::intern(&format!("{} {pattern}", entry.method)),
                 call,
@@ -116,7 +116,7 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
             .fold(inner, |ep, layer| layer(ep));
         (endpoint, label)
     });
-    CTarget::Methods {
+    RouteTarget::Methods {
         calls,
         allow,
         fallback,
@@ -127,13 +127,15 @@ fn compile_methods(methods: &MethodRouter, pattern: &str) -> CTarget {
 #[derive(Clone)]
 pub(super) struct AllowHeader(pub(super) HeaderValue);
 
+/// What serves one method of a route: its handler, or the service its layers made
+/// around it.
 pub(super) enum Callee {
     Handler(Arc<dyn ErasedHandler>),
     Service(Endpoint),
 }
 
 /// One method of a compiled route.
-pub(super) struct CCall {
+pub(super) struct RouteMethod {
     pub(super) method: Method,
     /// The watchdog's label: `GET /countries/{code}`.
     pub(super) label: StaticLabel,
@@ -141,9 +143,11 @@ pub(super) struct CCall {
     pub(super) timeout: Option<Duration>,
 }
 
-pub(super) enum CTarget {
+/// What a compiled route serves: its methods' handlers (and the 405 of the others),
+/// or a mounted service.
+pub(super) enum RouteTarget {
     Methods {
-        calls: Vec<CCall>,
+        calls: Vec<RouteMethod>,
         allow: HeaderValue,
         /// The 405 inside the route's layers, when it has any, and its watchdog label.
         fallback: Option<(Endpoint, StaticLabel)>,
@@ -156,20 +160,22 @@ pub(super) enum CTarget {
     },
 }
 
-pub(super) struct CCandidate {
+/// One route of a pattern: the constraints its parameters must meet, and what serves
+/// a request that meets them.
+pub(super) struct ConstrainedRoute {
     pub(super) constraints: Vec<Constraint>,
-    pub(super) target: CTarget,
+    pub(super) target: RouteTarget,
 }
 
 /// A matchit pattern's routes: one per set of constraints, tried in order.
-pub(super) struct CEntry {
-    pub(super) candidates: Vec<CCandidate>,
+pub(super) struct PatternRoutes {
+    pub(super) candidates: Vec<ConstrainedRoute>,
     /// The pattern's parameter names in order (its candidates differ only in their
     /// constraints), shared by every request's [`Params`].
     pub(super) names: Vec<&'static str>,
 }
 
-impl CEntry {
+impl PatternRoutes {
     /// The first candidate from index `from` on whose constraints `params` meet.
     pub(super) fn candidate_from(&self, from: usize, params: &Params) -> Option<usize> {
         let values = params.as_slice();
@@ -191,7 +197,7 @@ pub(crate) struct Compiled {
     pub(super) catch_alls: matchit::Router<usize>,
     /// The routes without parameters, by path: found without walking `table`.
     pub(super) statics: StaticRoutes,
-    pub(super) entries: Vec<CEntry>,
+    pub(super) entries: Vec<PatternRoutes>,
     pub(super) state: Option<Arc<StateMap>>,
     pub(super) default_timeout: Option<Duration>,
     /// `http.retry_after`, for the 503 of a handler past its time limit.

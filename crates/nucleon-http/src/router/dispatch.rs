@@ -9,7 +9,8 @@ use http::{Method, StatusCode, Uri};
 use nucleon_runtime::task::LabelHandle;
 
 use super::compiled::{
-    AllowHeader, CCall, CCandidate, CEntry, CTarget, Callee, Compiled, method_not_allowed,
+    AllowHeader, Callee, Compiled, ConstrainedRoute, PatternRoutes, RouteMethod, RouteTarget,
+    method_not_allowed,
 };
 use super::endpoint::Endpoint;
 use crate::extract::{ParamValue, Params, RequestContext, missing_context};
@@ -55,7 +56,7 @@ fn decode(value: &str) -> Option<std::borrow::Cow<'_, str>> {
 /// What the route tables give a path.
 enum Found<'a> {
     /// The route's entry, the first of its candidates the path meets, the parameters.
-    Route(&'a CEntry, usize, Params),
+    Route(&'a PatternRoutes, usize, Params),
     /// A parameter that is not UTF-8 once percent-decoded (`%FF`).
     NotUtf8(&'static str),
 }
@@ -196,7 +197,7 @@ impl Compiled {
         if let Some(prefix) = path.strip_suffix('/')
             && !prefix.is_empty()
             && let Some(Found::Route(entry, at, params)) = self.lookup(prefix)
-            && matches!(entry.candidates[at].target, CTarget::Mount { .. })
+            && matches!(entry.candidates[at].target, RouteTarget::Mount { .. })
         {
             return self.dispatch_to(entry, at, params, request, ctx, task_label);
         }
@@ -208,7 +209,7 @@ impl Compiled {
     #[inline(always)]
     fn dispatch_to<'a>(
         &'a self,
-        entry: &'a CEntry,
+        entry: &'a PatternRoutes,
         at: usize,
         params: Params,
         request: &mut Request,
@@ -216,7 +217,7 @@ impl Compiled {
         task_label: Option<&LabelHandle>,
     ) -> Dispatch<'a> {
         match &entry.candidates[at].target {
-            CTarget::Methods { calls, .. } => {
+            RouteTarget::Methods { calls, .. } => {
                 let method = request.method();
                 let mut head = false;
                 let mut found = calls.iter().find(|c| c.method == method);
@@ -224,7 +225,7 @@ impl Compiled {
                     head = true;
                     found = calls.iter().find(|c| c.method == Method::GET);
                 }
-                let Some(CCall {
+                let Some(RouteMethod {
                     label,
                     call,
                     timeout,
@@ -250,7 +251,7 @@ impl Compiled {
                     Callee::Service(endpoint) => Dispatch::Service { endpoint, limits },
                 }
             }
-            CTarget::Mount { .. } => self.to_mount(entry, at, params, request, ctx, task_label),
+            RouteTarget::Mount { .. } => self.to_mount(entry, at, params, request, ctx, task_label),
         }
     }
 
@@ -260,7 +261,7 @@ impl Compiled {
     #[inline(never)]
     fn to_mount<'a>(
         &'a self,
-        mut entry: &'a CEntry,
+        mut entry: &'a PatternRoutes,
         mut at: usize,
         mut params: Params,
         request: &mut Request,
@@ -272,11 +273,11 @@ impl Compiled {
             && !prefix.is_empty()
             && let Some(Found::Route(exact, exact_at, exact_params)) = self.lookup(prefix)
             && !std::ptr::eq(exact, entry)
-            && matches!(exact.candidates[exact_at].target, CTarget::Mount { .. })
+            && matches!(exact.candidates[exact_at].target, RouteTarget::Mount { .. })
         {
             (entry, at, params) = (exact, exact_at, exact_params);
         }
-        let CTarget::Mount {
+        let RouteTarget::Mount {
             segments,
             label,
             endpoint,
@@ -303,7 +304,7 @@ impl Compiled {
     #[inline(never)]
     fn method_elsewhere<'a>(
         &'a self,
-        entry: &'a CEntry,
+        entry: &'a PatternRoutes,
         at: usize,
         params: Params,
         request: &mut Request,
@@ -311,11 +312,11 @@ impl Compiled {
         task_label: Option<&LabelHandle>,
     ) -> Dispatch<'a> {
         let method = request.method();
-        let serves = |candidate: &CCandidate| match &candidate.target {
-            CTarget::Methods { calls, .. } => calls
+        let serves = |candidate: &ConstrainedRoute| match &candidate.target {
+            RouteTarget::Methods { calls, .. } => calls
                 .iter()
                 .any(|c| c.method == method || method == Method::HEAD && c.method == Method::GET),
-            CTarget::Mount { .. } => true,
+            RouteTarget::Mount { .. } => true,
         };
         let mut next = at + 1;
         while let Some(other) = entry.candidate_from(next, &params) {
@@ -327,7 +328,7 @@ impl Compiled {
         let mut allowed: Vec<&str> = Vec::new();
         let mut from = at;
         while let Some(index) = entry.candidate_from(from, &params) {
-            if let CTarget::Methods { allow, .. } = &entry.candidates[index].target {
+            if let RouteTarget::Methods { allow, .. } = &entry.candidates[index].target {
                 for name in allow.to_str().unwrap_or_default().split(", ") {
                     if !name.is_empty() && !allowed.contains(&name) {
                         allowed.push(name);
@@ -338,7 +339,7 @@ impl Compiled {
         }
         let allow =
             HeaderValue::from_str(&allowed.join(", ")).unwrap_or(HeaderValue::from_static(""));
-        if let CTarget::Methods {
+        if let RouteTarget::Methods {
             fallback: Some((endpoint, label)),
             ..
         } = &entry.candidates[at].target

@@ -106,7 +106,7 @@ async fn sniff_in_drain(shared: &Shared, stream: &RefCell<TcpStream>, http2: boo
 /// would get no answer. So a connection is closed only after a response that said
 /// `Connection: close` (every response made once the listener has closed does), or
 /// after the idle grace (`http.drain_idle_grace`) went by without a byte.
-enum Drain1 {
+enum Http1Drain {
     Serving,
     /// A request under way (see `ConnState::request_under_way`): hyper finishes it.
     /// Its response says `Connection: close` (a request that arrives in the drain gets
@@ -119,24 +119,24 @@ enum Drain1 {
     Done,
 }
 
-impl Drain1 {
+impl Http1Drain {
     /// The next state, on any wake-up of the connection task (`cx` for the grace's
     /// timer).
     fn next(self, shared: &Shared, state: &ConnState, cx: &mut Context<'_>) -> Self {
         let mut timer = match self {
-            Drain1::Serving if !state.is(CLOSING) => return self,
-            Drain1::Now | Drain1::Done => return self,
+            Http1Drain::Serving if !state.is(CLOSING) => return self,
+            Http1Drain::Now | Http1Drain::Done => return self,
             // `graceful_shutdown` would close at once a connection whose next request
             // head is only partly read (or has not been read from the socket yet).
-            _ if state.request_under_way() => return Drain1::Request,
-            Drain1::Quiet(timer) => timer,
-            Drain1::Serving | Drain1::Request => Box::pin(tokio::time::sleep_until(
+            _ if state.request_under_way() => return Http1Drain::Request,
+            Http1Drain::Quiet(timer) => timer,
+            Http1Drain::Serving | Http1Drain::Request => Box::pin(tokio::time::sleep_until(
                 shared.grace_end(Instant::now()).into(),
             )),
         };
         match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Drain1::Now,
-            Poll::Pending => Drain1::Quiet(timer),
+            Poll::Ready(()) => Http1Drain::Now,
+            Poll::Pending => Http1Drain::Quiet(timer),
         }
     }
 }
@@ -162,7 +162,7 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
     // The header read timeout and the drain reach the connection as flags set by the
     // worker's watcher (see `Watcher`), not as a timer and a `Notify` polled on every
     // wake-up of the connection.
-    let mut drain = Drain1::Serving;
+    let mut drain = Http1Drain::Serving;
     let ended = std::future::poll_fn(|cx| {
         state.remember(cx.waker());
         loop {
@@ -175,9 +175,9 @@ async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
             {
                 return Poll::Ready(ended);
             }
-            drain = std::mem::replace(&mut drain, Drain1::Done).next(shared, &state, cx);
-            if let Drain1::Now = drain {
-                drain = Drain1::Done;
+            drain = std::mem::replace(&mut drain, Http1Drain::Done).next(shared, &state, cx);
+            if let Http1Drain::Now = drain {
+                drain = Http1Drain::Done;
                 connection.as_mut().graceful_shutdown();
                 // Poll it again: the shutdown may have finished it.
                 continue;
