@@ -137,6 +137,9 @@
 //!   are refused);
 //! - whatever is still under way at the drain's deadline is cut.
 
+// A newcomer's way in: `server/life_of_a_request.rs` follows a request from the
+// accepted socket to the written response, hop by hop, with links to each
+// (`cargo doc -p nucleon-http --no-deps --document-private-items`).
 mod body;
 mod de;
 mod dep;

@@ -1,6 +1,9 @@
 //! The HTTP server: one listener per worker (`SO_REUSEPORT`), hyper connections on the
 //! worker's loop, limits, and the drain.
 //!
+//! A request's way through the crate, from the accepted socket to the written
+//! response, is told hop by hop in [`life_of_a_request`].
+//!
 //! One job per file, and the dependencies point one way, from the adapter down to
 //! the connection's state:
 //!
@@ -25,6 +28,7 @@ mod config;
 pub(crate) mod conn;
 mod hyper_service;
 mod io;
+mod life_of_a_request;
 mod listener;
 mod serve;
 mod shared;

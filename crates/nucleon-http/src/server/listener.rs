@@ -186,7 +186,7 @@ pub(super) async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
 /// doubling while the failures go on, up to 1 s; and its log line, the first failure's
 /// and then one every 10 s at most, with the count since the last.
 #[derive(Debug, Default)]
-struct AcceptBackoff {
+pub(super) struct AcceptBackoff {
     /// Consecutive failures.
     streak: u32,
     /// Failures not yet in a log line.
@@ -223,7 +223,7 @@ impl AcceptBackoff {
     }
 }
 
-fn start_connection(shared: &Rc<Shared>, stream: TcpStream, remote: SocketAddr) {
+pub(super) fn start_connection(shared: &Rc<Shared>, stream: TcpStream, remote: SocketAddr) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(target: "nucleon::http", %error, "cannot set TCP_NODELAY");
     }

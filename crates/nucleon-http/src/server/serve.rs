@@ -141,7 +141,7 @@ impl Http1Drain {
     }
 }
 
-async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
+pub(super) async fn serve_http1(shared: &Shared, state: Rc<ConnState>) {
     // A request runs in this task: its label becomes the request's route meanwhile.
     // (HTTP/2's requests each run in a task of their own, named so.)
     if let Some(label) = nucleon_runtime::task::label_handle() {
@@ -234,7 +234,7 @@ fn rejection(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
-async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
+pub(super) async fn serve_http2(shared: &Shared, state: Rc<ConnState>) {
     let Some(builder) = &shared.http2 else {
         return;
     };
@@ -322,7 +322,7 @@ async fn write_timeout_response(shared: &Shared, state: &ConnState) {
 /// JSON, a new request id, `Connection: close`, one access log line; then closes the
 /// writing side and reads what the client still sends for a moment, so that closing
 /// with unread bytes does not reset the connection before the client reads the answer.
-async fn write_error_response(
+pub(super) async fn write_error_response(
     shared: &Shared,
     state: &ConnState,
     status: StatusCode,
