@@ -101,9 +101,9 @@ async fn scrape(addr: SocketAddr) -> Scrape {
     Scrape::parse(&reply.text())
 }
 
-/// Scrapes until `ready` holds (the workers flush every 100 ms), 10 s at most.
+/// Scrapes until `ready` holds (the workers flush every 100 ms), 30 s at most.
 async fn scrape_until(addr: SocketAddr, ready: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let scrape = scrape(addr).await;
         if ready(&scrape) {
@@ -111,7 +111,14 @@ async fn scrape_until(addr: SocketAddr, ready: impl Fn(&Scrape) -> bool) -> Scra
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the figures did not arrive within 10 s: {scrape:#?}"
+            "the figures did not arrive within 30 s: {:#?}",
+            scrape
+                .series(REQUESTS)
+                .into_iter()
+                .chain(scrape.series("nucleon_http_request_duration_seconds_count"))
+                .chain(scrape.series("nucleon_http_request_body_bytes_total"))
+                .chain(scrape.series("nucleon_watchdog_slow_polls_total"))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -160,12 +167,31 @@ async fn the_scrape_counts_real_traffic_by_route_pattern() {
         ("method", "GET"),
         ("status", "2xx"),
     ];
+    // Each worker hands its figures over on its own tick: wait until every one the
+    // test checks has arrived (a scrape can fall between two workers' flushes).
     let scrape = scrape_until(addr, |s| {
         s.value(REQUESTS, &items) == Some(10_000.0)
+            && s.value(
+                "nucleon_http_request_duration_seconds_count",
+                &[("route", "/items/{id}"), ("method", "GET")],
+            ) == Some(10_000.0)
             && s.value(
                 REQUESTS,
                 &[("route", "/block"), ("method", "GET"), ("status", "2xx")],
             ) == Some(1.0)
+            && s.value(
+                REQUESTS,
+                &[("route", "/upload"), ("method", "POST"), ("status", "2xx")],
+            ) == Some(1.0)
+            && s.value(
+                REQUESTS,
+                &[("route", "none"), ("method", "POST"), ("status", "4xx")],
+            ) == Some(1.0)
+            && s.value(
+                REQUESTS,
+                &[("route", "none"), ("method", "DELETE"), ("status", "4xx")],
+            ) == Some(1.0)
+            && s.value("nucleon_http_request_body_bytes_total", &[]) == Some(2048.0 + 5.0)
             && s.sum(
                 "nucleon_watchdog_slow_polls_total",
                 &[("task", "GET /block")],
