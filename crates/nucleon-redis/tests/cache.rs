@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Served, get, on_a_worker, prefix, redis_toml, request, serve, socket_addr};
+use common::{
+    CacheHeader, Served, get, on_a_worker, prefix, redis_toml, request, serve, socket_addr,
+};
 use nucleon_http::{HttpError, Json, Path, Router, StatusCode, get as route, post};
 use nucleon_redis::{CacheLayer, CacheStats, Redis, RedisAdapter, cached};
 use nucleon_runtime::Health;

@@ -167,8 +167,6 @@ pub use http::*;
 mod http {
     use super::*;
     use nucleon_http::{HttpConfig, HttpServer, Router};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
 
     /// A runtime serving `router` on 127.0.0.1 (its routes' handle requirements
     /// declared), with `per_worker` adapters added before the server.
@@ -208,33 +206,18 @@ mod http {
         Served { addr, service }
     }
 
-    #[derive(Debug)]
-    pub struct Reply {
-        pub status: u16,
-        pub headers: Vec<(String, String)>,
-        pub body: Vec<u8>,
+    #[allow(unused_imports, reason = "a test file uses part of the client")]
+    pub use nucleon_testkit::http::{Reply, get};
+
+    /// The `x-cache` header of a reply ("-" when absent).
+    pub trait CacheHeader {
+        /// The `x-cache` header ("-" when absent).
+        fn cache(&self) -> &str;
     }
 
-    impl Reply {
-        pub fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
-
-        /// The `x-cache` header ("-" when absent).
-        pub fn cache(&self) -> &str {
+    impl CacheHeader for Reply {
+        fn cache(&self) -> &str {
             self.header("x-cache").unwrap_or("-")
-        }
-
-        pub fn text(&self) -> String {
-            String::from_utf8_lossy(&self.body).into_owned()
-        }
-
-        pub fn json(&self) -> serde_json::Value {
-            serde_json::from_slice(&self.body)
-                .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
         }
     }
 
@@ -245,38 +228,6 @@ mod http {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut text = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
-        for (name, value) in headers {
-            text.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if method == "POST" {
-            text.push_str("content-length: 0\r\n");
-        }
-        text.push_str("\r\n");
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(text.as_bytes()).await.expect("write");
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.expect("read");
-        parse(&buf).unwrap_or_else(|| panic!("not a response: {:?}", String::from_utf8_lossy(&buf)))
-    }
-
-    pub async fn get(addr: SocketAddr, path: &str) -> Reply {
-        request(addr, "GET", path, &[]).await
-    }
-
-    fn parse(buf: &[u8]) -> Option<Reply> {
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let head = std::str::from_utf8(&buf[..end]).ok()?;
-        let mut lines = head.split("\r\n");
-        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        Some(Reply {
-            status,
-            headers,
-            body: buf[end..].to_vec(),
-        })
+        nucleon_testkit::http::request(addr, method, path, headers, b"").await
     }
 }

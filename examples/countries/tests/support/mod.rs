@@ -9,45 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
-pub fn parse(buf: &[u8]) -> Option<Reply> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    (buf.len() >= end + length).then(|| Reply {
-        status,
-        headers,
-        body: buf[end..end + length].to_vec(),
-    })
-}
+pub use nucleon_testkit::http::Reply;
 
 /// Sends one request on `stream`; `Ok(None)` if the connection closed before any byte
 /// of a response (the server never read the request); panics on a truncated response.
@@ -61,7 +23,7 @@ pub async fn exchange(
     let mut buf = Vec::new();
     let mut chunk = [0_u8; 4096];
     loop {
-        if let Some(reply) = parse(&buf) {
+        if let Some((reply, _)) = nucleon_testkit::http::parse_reply(&buf, method == "HEAD") {
             return Ok(Some(reply));
         }
         let n = match stream.read(&mut chunk).await {
