@@ -169,6 +169,7 @@ pub use extract::{
 pub use handler::Handler;
 pub use http::{HeaderMap, Method, StatusCode, Uri, header};
 pub use request_ids::X_REQUEST_ID;
+pub use request_log::{AccessRecord, AccessSink, set_access_sink};
 pub use response::{IntoResponse, Json, Response};
 pub use router::{
     Endpoint, EndpointLayer, IntoEndpoint, MethodRouter, RouteInfo, Router, delete, get, head, on,

@@ -79,6 +79,20 @@ impl AccessStart {
     ) {
         let trace_id = self.trace_id.map(TraceId::to_hex);
         request_id.with_str(|id| {
+            if let Some(sink) = ACCESS_SINK.get() {
+                sink(&AccessRecord {
+                    remote: &self.remote,
+                    method: method.as_str(),
+                    path: self.uri.path(),
+                    status,
+                    bytes,
+                    duration_us: self.start.elapsed().as_micros() as u64,
+                    request_id: id,
+                    trace_id: trace_id.as_ref().map(|hex| hex.as_str()),
+                    cancelled,
+                });
+                return;
+            }
             tracing::info!(
                 target: "nucleon::access",
                 remote = &*self.remote,
@@ -93,6 +107,82 @@ impl AccessStart {
             );
         });
     }
+}
+
+/// One request's access-log line, as given to an [`AccessSink`]: the fields of the
+/// `nucleon::access` event, in its order.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AccessRecord<'a> {
+    /// The client's address.
+    pub remote: &'a str,
+    /// The request's method.
+    pub method: &'a str,
+    /// The request's path (no query).
+    pub path: &'a str,
+    /// The response's status (499: the client went away first).
+    pub status: u16,
+    /// The response body's size, when known before it was sent.
+    pub bytes: Option<u64>,
+    /// From the request's head to the response's head.
+    pub duration_us: u64,
+    /// The request id (the `x-request-id` answered).
+    pub request_id: &'a str,
+    /// The trace id, when the request came with a `traceparent`.
+    pub trace_id: Option<&'a str>,
+    /// `Some(true)` for a request dropped before its response.
+    pub cancelled: Option<bool>,
+}
+
+impl<'a> AccessRecord<'a> {
+    /// A record with the fields every line has (no size, no trace id, 0 µs): to test a
+    /// sink with.
+    pub fn new(
+        remote: &'a str,
+        method: &'a str,
+        path: &'a str,
+        status: u16,
+        request_id: &'a str,
+    ) -> Self {
+        Self {
+            remote,
+            method,
+            path,
+            status,
+            bytes: None,
+            duration_us: 0,
+            request_id,
+            trace_id: None,
+            cancelled: None,
+        }
+    }
+
+    /// With the body's size.
+    pub fn with_bytes(mut self, bytes: u64) -> Self {
+        self.bytes = Some(bytes);
+        self
+    }
+
+    /// With the time from head to head.
+    pub fn with_duration_us(mut self, duration_us: u64) -> Self {
+        self.duration_us = duration_us;
+        self
+    }
+}
+
+/// Writes access-log lines without going through `tracing` (see [`set_access_sink`]).
+pub type AccessSink = fn(&AccessRecord<'_>);
+
+static ACCESS_SINK: std::sync::OnceLock<AccessSink> = std::sync::OnceLock::new();
+
+/// Hands every request's access-log line to `sink` instead of a `nucleon::access`
+/// event: for a log whose writer formats the line itself (the umbrella's text log
+/// does, when `nucleon::access` is enabled), this saves the event's dispatch and its
+/// filters on every request. Process-wide, set once: `false` if a sink was set
+/// already. The lines of connections refused before a request (408, 431 on the
+/// socket) stay events.
+pub fn set_access_sink(sink: AccessSink) -> bool {
+    ACCESS_SINK.set(sink).is_ok()
 }
 
 /// nginx's status for a request whose client went away before its answer.

@@ -222,7 +222,17 @@ pub fn run(app: App) -> ExitCode {
     let _ = match LogFormat::chosen(&args, std::env::var("NUCLEON_LOG_FORMAT").ok()) {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            tracing::subscriber::set_global_default(crate::log::subscriber(&filter, writer, ansi))
+            let set = tracing::subscriber::set_global_default(crate::log::subscriber(
+                &filter,
+                writer.clone(),
+                ansi,
+            ));
+            // Access lines straight to the writer, past tracing's dispatch.
+            #[cfg(feature = "http")]
+            if set.is_ok() {
+                crate::log::install_access_sink(&writer);
+            }
+            set
         }
         LogFormat::Json => {
             tracing::subscriber::set_global_default(crate::log::json_subscriber(&filter, writer))

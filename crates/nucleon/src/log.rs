@@ -108,6 +108,87 @@ where
     }
 }
 
+/// Where [`write_access`] writes: the log's writer, once the text log is set up.
+#[cfg(feature = "http")]
+static ACCESS_WRITER: std::sync::OnceLock<crate::log_writer::LogWriter> =
+    std::sync::OnceLock::new();
+
+/// Writes the access log without `tracing`'s dispatch (see
+/// [`nucleon_http::set_access_sink`]), when the filter lets `nucleon::access` lines
+/// through: the same line as [`AccessLog`]'s, to the same writer.
+#[cfg(feature = "http")]
+pub(crate) fn install_access_sink(writer: &crate::log_writer::LogWriter) {
+    if tracing::enabled!(target: "nucleon::access", Level::INFO)
+        && ACCESS_WRITER.set(writer.clone()).is_ok()
+    {
+        nucleon_http::set_access_sink(write_access);
+    }
+}
+
+/// One access-log line, as [`AccessLog`] writes a `nucleon::access` event.
+#[cfg(feature = "http")]
+fn write_access(record: &nucleon_http::AccessRecord<'_>) {
+    let Some(writer) = ACCESS_WRITER.get() else {
+        return;
+    };
+    LINE.with(|cell| {
+        let Ok(mut cell) = cell.try_borrow_mut() else {
+            return;
+        };
+        let (line, second) = &mut *cell;
+        line.clear();
+        second.write_now(line);
+        access_line(line, record);
+        let _ = writer.make_writer().write_all(line.as_bytes());
+    });
+}
+
+/// Appends the access line of `record` after its time.
+#[cfg(feature = "http")]
+fn access_line(line: &mut String, record: &nucleon_http::AccessRecord<'_>) {
+    {
+        line.push(' ');
+        line.push_str(level_name(&Level::INFO));
+        line.push(' ');
+        line.push_str(ACCESS_TARGET);
+        line.push(':');
+        let mut itoa = itoa::Buffer::new();
+        for (name, value) in [
+            ("remote", Some(record.remote)),
+            ("method", Some(record.method)),
+            ("path", Some(record.path)),
+            ("status", Some(itoa.format(record.status))),
+        ] {
+            push_field(line, name, value);
+        }
+        if let Some(bytes) = record.bytes {
+            push_field(line, "bytes", Some(itoa.format(bytes)));
+        }
+        push_field(line, "duration_us", Some(itoa.format(record.duration_us)));
+        push_field(line, "request_id", Some(record.request_id));
+        push_field(line, "trace_id", record.trace_id);
+        if let Some(cancelled) = record.cancelled {
+            push_field(
+                line,
+                "cancelled",
+                Some(if cancelled { "true" } else { "false" }),
+            );
+        }
+        line.push('\n');
+    }
+}
+
+/// ` name=value`, when there is a value.
+#[cfg(feature = "http")]
+fn push_field(line: &mut String, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        line.push(' ');
+        line.push_str(name);
+        line.push('=');
+        line.push_str(value);
+    }
+}
+
 /// A level as `fmt` writes it: right-aligned in five columns.
 fn level_name(level: &Level) -> &'static str {
     match *level {
@@ -295,6 +376,26 @@ mod tests {
             tracing::info!(target: "nucleon::runtime", timeout = "10s", "draining");
         });
         String::from_utf8(memory.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// The line written past tracing (the access sink's) is the event's line.
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_access_sink_writes_the_events_line() {
+        let text = log_with("info");
+        let from_event = &text.lines().next().unwrap()[27..];
+        let mut line = String::new();
+        let record: nucleon_http::AccessRecord<'_> = record_of_the_event();
+        access_line(&mut line, &record);
+        assert_eq!(line.trim_end(), from_event);
+    }
+
+    /// The record of `log_with`'s access event.
+    #[cfg(feature = "http")]
+    fn record_of_the_event() -> nucleon_http::AccessRecord<'static> {
+        nucleon_http::AccessRecord::new("127.0.0.1:38146", "GET", "/nowhere", 404, "abc")
+            .with_bytes(59)
+            .with_duration_us(10)
     }
 
     /// The access line has `fmt`'s shape, once; other events are `fmt`'s own lines.

@@ -199,6 +199,8 @@ async fn a_second_sigterm_forces_exit_with_its_log_line_written() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(listening, "countries did not listen on {addr}");
+    let served = nucleon_testkit::http::get(addr, "/countries/gb/").await;
+    assert_eq!(served.status, 200);
     sigterm(&child).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     sigterm(&child).await;
@@ -215,5 +217,17 @@ async fn a_second_sigterm_forces_exit_with_its_log_line_written() {
     assert!(
         stdout.contains("received a second time: forcing exit"),
         "the forced exit's own line was lost: {stdout}"
+    );
+    // The access line, written past tracing by the text log's own sink, in its shape.
+    let id = served.header("x-request-id").expect("a request id");
+    let access = stdout
+        .lines()
+        .find(|line| line.contains(" INFO nucleon::access: "))
+        .unwrap_or_else(|| panic!("no access line: {stdout}"));
+    assert!(
+        access.contains(" method=GET path=/countries/gb/ status=200 bytes=")
+            && access.ends_with(&format!(" request_id={id}"))
+            && access.contains(" remote=127.0.0.1:"),
+        "{access}"
     );
 }
