@@ -217,10 +217,10 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
             }));
             broker.inner.stats.consumed.add(1);
             let ticket = acks.ticket(tag, acker, Some(drain.guard()));
-            let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-                delivery_span(spec, &delivery, trace.as_ref())
+            let (span, trace) = if tracing::level_enabled!(tracing::Level::DEBUG) {
+                delivery_span(spec, &delivery, trace)
             } else {
-                tracing::Span::none()
+                (tracing::Span::none(), trace)
             };
             let label = TaskLabel::from(Arc::clone(&spec.label));
             let (spec, broker) = (Arc::clone(spec), broker.clone());
@@ -263,21 +263,40 @@ async fn consume(runner: Rc<Runner>, broker: Broker, drain: Drain, worker: usize
 }
 
 /// A delivery's tracing span (at DEBUG: made only when that level is on, as the HTTP
-/// request's), with the trace id the message came with.
+/// request's), with the trace id the message came with and the fields OpenTelemetry's
+/// messaging conventions name; and the context the handler runs in, with the exported
+/// span's ids when an exporter of spans is installed
+/// ([`nucleon_runtime::trace::bind_span`]).
 #[cold]
 #[inline(never)]
 fn delivery_span(
     spec: &ConsumerSpec,
     delivery: &Delivery,
-    trace: Option<&nucleon_runtime::trace::TraceContext>,
-) -> tracing::Span {
-    tracing::debug_span!(
+    trace: Option<nucleon_runtime::trace::TraceContext>,
+) -> (tracing::Span, Option<nucleon_runtime::trace::TraceContext>) {
+    let received = trace
+        .as_ref()
+        .map(nucleon_runtime::trace::TraceContext::trace_id);
+    let span = tracing::debug_span!(
         target: "nucleon::amqp",
         "delivery",
         queue = &*spec.queue,
         id = delivery.message_id(),
-        trace_id = trace.map(|trace| tracing::field::display(trace.trace_id())),
-    )
+        trace_id = received.map(tracing::field::display),
+        otel.name = %format!("process {}", spec.queue),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.name = "process",
+        messaging.destination.name = &*spec.queue,
+    );
+    let trace = nucleon_runtime::trace::bind_span(&span, trace);
+    if let Some(trace) = &trace
+        && received != Some(trace.trace_id())
+    {
+        // A trace the exporter started.
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
+    }
+    (span, trace)
 }
 
 /// Acks, replies, retries, requeues or dead-letters a delivery by its outcome.

@@ -228,6 +228,9 @@ impl Started {
         if let Some(access) = access {
             access.log(&method, response, &request_id);
         }
+        if !span.is_disabled() {
+            record_outcome(&span, route, response.status());
+        }
         if let Some(conn) = &conn
             && response.body().is_streaming()
         {
@@ -249,6 +252,25 @@ impl Started {
         if let Some(access) = &self.access {
             access.log_cancelled(&self.method, &self.request_id);
         }
+    }
+}
+
+/// The request span's route and status, as OpenTelemetry's HTTP conventions name them:
+/// the span is named by its route (`GET /users/{id}`), and a 5xx marks it an error.
+#[cold]
+#[inline(never)]
+fn record_outcome(span: &tracing::Span, route: Option<&'static str>, status: StatusCode) {
+    if let Some(route) = route {
+        span.record("otel.name", route);
+        // An exporter that started the span already takes its name this way.
+        nucleon_runtime::trace::rename_span(span, route);
+        if let Some((_, pattern)) = route.split_once(' ') {
+            span.record("http.route", pattern);
+        }
+    }
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
 }
 

@@ -14,7 +14,7 @@ use http::header::{ALLOW, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::StaticLabel;
-use nucleon_runtime::trace::TraceContext;
+use nucleon_runtime::trace::{TaskTrace, TraceContext};
 use nucleon_runtime::{Drain, Health};
 
 use crate::extract::{Params, RequestContext, limit_body};
@@ -264,9 +264,9 @@ impl HttpService {
         let pipeline = &*self.inner;
         let config = &*pipeline.config;
         let request_id = self.request_id(&request);
-        let trace = crate::trace_context::incoming(request.headers());
+        let mut trace = crate::trace_context::incoming(request.headers());
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            request_span(&request_id, trace.get(), &request)
+            request_span(&request_id, &mut trace, &request)
         } else {
             tracing::Span::none()
         };
@@ -349,18 +349,37 @@ impl HttpService {
     }
 }
 
-/// The request's tracing span (at DEBUG: made only when that level is on).
+/// The request's tracing span (at DEBUG: made only when that level is on), with the
+/// fields OpenTelemetry's HTTP conventions name, the route and status recorded when the
+/// response is ready ([`crate::finish`]). An exporter of spans installed as the trace
+/// context's binder ([`nucleon_runtime::trace::bind_span`]) gives the request's
+/// context the exported span's ids.
 #[cold]
 #[inline(never)]
-fn request_span(request_id: &Id, trace: Option<&TraceContext>, request: &Request) -> tracing::Span {
-    tracing::debug_span!(
+fn request_span(request_id: &Id, trace: &mut TaskTrace, request: &Request) -> tracing::Span {
+    let received = trace.get().map(TraceContext::trace_id);
+    let span = tracing::debug_span!(
         target: "nucleon::http",
         "request",
         id = %request_id,
         method = %request.method(),
         path = %request.uri().path(),
-        trace_id = trace.map(|trace| tracing::field::display(trace.trace_id())),
-    )
+        trace_id = received.map(tracing::field::display),
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(bound) = nucleon_runtime::trace::bind_span(&span, trace.take()) {
+        if received != Some(bound.trace_id()) {
+            // A trace the exporter started.
+            span.record("trace_id", tracing::field::display(bound.trace_id()));
+        }
+        *trace = TaskTrace::from(bound);
+    }
+    span
 }
 
 /// The probes' paths, told from others with one length compare on the hot path.

@@ -461,6 +461,34 @@ impl TraceContext {
         }
     }
 
+    /// A context from its parts: for an exporter that gives a hop its ids
+    /// ([`set_span_binder`]), or a test that needs given ones.
+    ///
+    /// ```
+    /// use nucleon_runtime::trace::{SpanId, TraceContext, TraceFlags, TraceId};
+    ///
+    /// let trace_id = TraceId::from_bytes([7; 16]).unwrap();
+    /// let (span, parent) = (SpanId::from_bytes([1; 8]).unwrap(), SpanId::from_bytes([2; 8]).unwrap());
+    /// let here = TraceContext::from_parts(trace_id, span, Some(parent), TraceFlags::SAMPLED, None);
+    /// assert_eq!(here.traceparent().as_str(), "00-07070707070707070707070707070707-0101010101010101-01");
+    /// assert_eq!(here.parent_id(), Some(parent));
+    /// ```
+    pub fn from_parts(
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent_id: Option<SpanId>,
+        flags: TraceFlags,
+        state: Option<TraceState>,
+    ) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            parent_id,
+            flags,
+            state,
+        }
+    }
+
     /// The context a caller sent, as it sent it: its trace id, its span id (the
     /// header's parent id) and its flags, with `tracestate` if it is valid (an invalid
     /// one is dropped: the specification does not let it spoil the `traceparent`).
@@ -578,6 +606,11 @@ impl TraceContext {
         self.state.as_ref().map(TraceState::as_str)
     }
 
+    /// The `tracestate` received, as its type (shared, not copied).
+    pub fn trace_state(&self) -> Option<&TraceState> {
+        self.state.as_ref()
+    }
+
     /// The `traceparent` this hop sends on (version 00, this span as the parent).
     pub fn traceparent(&self) -> Traceparent {
         let mut out = [b'-'; TRACEPARENT_LEN];
@@ -685,6 +718,11 @@ impl TaskTrace {
     pub fn get(&self) -> Option<&TraceContext> {
         self.0.as_deref()
     }
+
+    /// The context held, taken out (none left).
+    pub fn take(&mut self) -> Option<TraceContext> {
+        self.0.take().map(|context| *context)
+    }
 }
 
 impl From<TraceContext> for TaskTrace {
@@ -766,6 +804,51 @@ pub fn peek() -> Option<TraceContext> {
         })
         .ok()
         .flatten()
+}
+
+/// Ties a hop's tracing span to an exporter's span (see [`set_span_binder`]): the
+/// umbrella's `otel` feature installs one, so that the span it exports for a request or
+/// a delivery and the `traceparent` the hop forwards name the same span.
+#[derive(Clone, Copy, Debug)]
+pub struct SpanBinder {
+    /// Given the span of a request or a delivery (`request`, `delivery`, made only
+    /// when something records them) and the context the hop received, gives the
+    /// context the hop runs in, with the ids the exporter gave the span.
+    pub bind: fn(&tracing::Span, Option<TraceContext>) -> Option<TraceContext>,
+    /// Names the exported span once its name is known (a request's route, after
+    /// routing), when the exporter has already started it.
+    pub rename: fn(&tracing::Span, &'static str),
+}
+
+static SPAN_BINDER: std::sync::OnceLock<SpanBinder> = std::sync::OnceLock::new();
+
+/// Installs the process's [`SpanBinder`], once. Without one, a hop's context keeps the
+/// span id it made itself. `Err` with the binder given when one is already installed.
+pub fn set_span_binder(binder: SpanBinder) -> Result<(), SpanBinder> {
+    SPAN_BINDER.set(binder)
+}
+
+/// The context a hop runs in, given its span and what it received: the installed
+/// [`SpanBinder`]'s answer, or `received` itself when none is installed or the span is
+/// disabled. The HTTP front end and the AMQP consumers call it for each request and
+/// delivery whose span is made.
+#[inline]
+pub fn bind_span(span: &tracing::Span, received: Option<TraceContext>) -> Option<TraceContext> {
+    match SPAN_BINDER.get() {
+        Some(binder) if !span.is_disabled() => (binder.bind)(span, received),
+        _ => received,
+    }
+}
+
+/// Names a hop's exported span ([`SpanBinder::rename`]); nothing when no binder is
+/// installed.
+#[inline]
+pub fn rename_span(span: &tracing::Span, name: &'static str) {
+    if let Some(binder) = SPAN_BINDER.get()
+        && !span.is_disabled()
+    {
+        (binder.rename)(span, name);
+    }
 }
 
 #[cfg(test)]

@@ -219,25 +219,30 @@ pub fn run(app: App) -> ExitCode {
         std::env::var("RUST_LOG").ok(),
     );
     let args: Vec<OsString> = std::env::args_os().collect();
-    let _ = match LogFormat::chosen(&args, std::env::var("NUCLEON_LOG_FORMAT").ok()) {
+    // Span export, when the standard OpenTelemetry variables ask for it.
+    #[cfg(feature = "otel")]
+    let otel = crate::otel::OtelSettings::from_env(&app.name);
+    #[cfg(not(feature = "otel"))]
+    let otel: Option<std::convert::Infallible> = None;
+    let installed = match LogFormat::chosen(&args, std::env::var("NUCLEON_LOG_FORMAT").ok()) {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            let set = tracing::subscriber::set_global_default(crate::log::subscriber(
-                &filter,
-                writer.clone(),
-                ansi,
-            ));
+            let installed = install(crate::log::subscriber(&filter, writer.clone(), ansi), &otel);
             // Access lines straight to the writer, past tracing's dispatch.
             #[cfg(feature = "http")]
-            if set.is_ok() {
+            if matches!(installed, Ok(true)) {
                 crate::log::install_access_sink(&writer);
             }
-            set
+            installed
         }
-        LogFormat::Json => {
-            tracing::subscriber::set_global_default(crate::log::json_subscriber(&filter, writer))
-        }
+        LogFormat::Json => install(crate::log::json_subscriber(&filter, writer), &otel),
     };
+    if let Err(error) = installed {
+        drop(drops.take());
+        drop(lock_log_guard().take());
+        let _ = writeln!(std::io::stderr().lock(), "error: {error}");
+        return ExitCode::from(nucleon_runtime::exit_code::CONFIG);
+    }
     let code = match run_from(app, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::Usage(error)) => {
@@ -256,9 +261,58 @@ pub fn run(app: App) -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     };
+    // The spans still waiting are exported while the log still writes.
+    #[cfg(feature = "otel")]
+    drop(lock_otel_guard().take());
     drop(drops.take());
     drop(lock_log_guard().take());
     code
+}
+
+/// Installs `subscriber` as the process's; `Ok(false)` when one already was.
+#[cfg(not(feature = "otel"))]
+fn install<S>(
+    subscriber: S,
+    _otel: &Option<std::convert::Infallible>,
+) -> Result<bool, std::convert::Infallible>
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    Ok(tracing::subscriber::set_global_default(subscriber).is_ok())
+}
+
+/// Installs `subscriber` as the process's, with the span exporter's layer over it when
+/// `otel` asks for one (its guard kept until `run` ends); `Ok(false)` when a subscriber
+/// already was installed.
+#[cfg(feature = "otel")]
+fn install<S>(
+    subscriber: S,
+    otel: &Option<crate::otel::OtelSettings>,
+) -> Result<bool, crate::otel::OtelError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let Some(settings) = otel else {
+        return Ok(tracing::subscriber::set_global_default(subscriber).is_ok());
+    };
+    let (layer, guard) = crate::otel::layer(settings)?;
+    let set = tracing::subscriber::set_global_default(subscriber.with(layer)).is_ok();
+    if set {
+        *lock_otel_guard() = Some(guard);
+    }
+    Ok(set)
+}
+
+/// The span exporter's guard, while `run` runs.
+#[cfg(feature = "otel")]
+static OTEL_GUARD: std::sync::Mutex<Option<crate::otel::OtelGuard>> = std::sync::Mutex::new(None);
+
+#[cfg(feature = "otel")]
+fn lock_otel_guard() -> std::sync::MutexGuard<'static, Option<crate::otel::OtelGuard>> {
+    OTEL_GUARD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The log writer's guard, while `run` runs.

@@ -23,6 +23,11 @@
 //!   `[<env>.http_client]` in `app.toml`), which handlers take as `Dep<HttpClient>` (or
 //!   `HttpClient::current()`); [`App::without_dns`] leaves them out. It adds hickory-resolver, reqwest and rustls to the build: a service that never
 //!   calls out may prefer `default-features = false, features = ["http"]`.
+//! - `amqp`: messaging over AMQP (`amqp`, `nucleon-amqp`): consumers, RPC, events,
+//!   task queues and a `Broker` handle.
+//! - `metrics` (default): the Prometheus endpoint (`/metrics`, `[<env>.metrics]`).
+//! - `otel`: span export to an OpenTelemetry collector over OTLP/HTTP (`otel`), turned
+//!   on by the standard `OTEL_EXPORTER_OTLP_*` variables.
 //!
 //! ```no_run
 //! use nucleon::{App, HttpError, Json, Path, get};
@@ -55,6 +60,8 @@ mod log_writer;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod ops;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod start;
 #[cfg(feature = "http")]
 pub mod test;

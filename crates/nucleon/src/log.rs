@@ -20,6 +20,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The access log's target.
 pub(crate) const ACCESS_TARGET: &str = "nucleon::access";
@@ -33,7 +34,11 @@ pub(crate) const ACCESS_TARGET: &str = "nucleon::access";
 /// give the subscriber a level hint (`info` for `info`), so a disabled `debug!` or
 /// `debug_span!` (one per request in the HTTP server) is skipped by a comparison,
 /// without asking the subscriber each time.
-pub(crate) fn subscriber<W>(filter: &str, writer: W, ansi: bool) -> impl Subscriber + Send + Sync
+pub(crate) fn subscriber<W>(
+    filter: &str,
+    writer: W,
+    ansi: bool,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
 where
     W: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
 {
@@ -56,7 +61,10 @@ where
 /// access log's included (its fields as keys), with the request id, the worker, its
 /// task and the current span's fields ([`crate::json_log`]), under `filter`, written to
 /// `writer`.
-pub(crate) fn json_subscriber<W>(filter: &str, writer: W) -> impl Subscriber + Send + Sync
+pub(crate) fn json_subscriber<W>(
+    filter: &str,
+    writer: W,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
 where
     W: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
 {
