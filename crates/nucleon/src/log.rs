@@ -96,24 +96,41 @@ where
 {
     /// Only `nucleon::access` events get here (the layer's filter, see `subscriber`).
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let meta = event.metadata();
-        LINE.with(|cell| {
-            let Ok(mut cell) = cell.try_borrow_mut() else {
-                return;
-            };
-            let (line, second) = &mut *cell;
-            line.clear();
-            second.write_now(line);
-            line.push(' ');
-            line.push_str(level_name(meta.level()));
-            line.push(' ');
-            line.push_str(ACCESS_TARGET);
-            line.push(':');
-            event.record(&mut Fields(line));
-            line.push('\n');
-            let _ = self.writer.make_writer().write_all(line.as_bytes());
-        });
+        write_line(
+            |line| {
+                push_prefix(line, event.metadata().level());
+                event.record(&mut Fields(line));
+                line.push('\n');
+            },
+            |bytes| {
+                let _ = self.writer.make_writer().write_all(bytes);
+            },
+        );
     }
+}
+
+/// Builds one line in the thread's buffer, its time first, with `fill`; then hands it
+/// to `write`.
+fn write_line(fill: impl FnOnce(&mut String), write: impl FnOnce(&[u8])) {
+    LINE.with(|cell| {
+        let Ok(mut cell) = cell.try_borrow_mut() else {
+            return;
+        };
+        let (line, second) = &mut *cell;
+        line.clear();
+        second.write_now(line);
+        fill(line);
+        write(line.as_bytes());
+    });
+}
+
+/// `  INFO nucleon::access:` after the time, as `fmt` writes it.
+fn push_prefix(line: &mut String, level: &Level) {
+    line.push(' ');
+    line.push_str(level_name(level));
+    line.push(' ');
+    line.push_str(ACCESS_TARGET);
+    line.push(':');
 }
 
 /// Where [`write_access`] writes: the log's writer, once the text log is set up.
@@ -139,51 +156,41 @@ fn write_access(record: &nucleon_http::AccessRecord<'_>) {
     let Some(writer) = ACCESS_WRITER.get() else {
         return;
     };
-    LINE.with(|cell| {
-        let Ok(mut cell) = cell.try_borrow_mut() else {
-            return;
-        };
-        let (line, second) = &mut *cell;
-        line.clear();
-        second.write_now(line);
-        access_line(line, record);
-        let _ = writer.make_writer().write_all(line.as_bytes());
-    });
+    write_line(
+        |line| access_line(line, record),
+        |bytes| {
+            let _ = writer.make_writer().write_all(bytes);
+        },
+    );
 }
 
 /// Appends the access line of `record` after its time.
 #[cfg(feature = "http")]
 fn access_line(line: &mut String, record: &nucleon_http::AccessRecord<'_>) {
-    {
-        line.push(' ');
-        line.push_str(level_name(&Level::INFO));
-        line.push(' ');
-        line.push_str(ACCESS_TARGET);
-        line.push(':');
-        let mut itoa = itoa::Buffer::new();
-        for (name, value) in [
-            ("remote", Some(record.remote)),
-            ("method", Some(record.method)),
-            ("path", Some(record.path)),
-            ("status", Some(itoa.format(record.status))),
-        ] {
-            push_field(line, name, value);
-        }
-        if let Some(bytes) = record.bytes {
-            push_field(line, "bytes", Some(itoa.format(bytes)));
-        }
-        push_field(line, "duration_us", Some(itoa.format(record.duration_us)));
-        push_field(line, "request_id", Some(record.request_id));
-        push_field(line, "trace_id", record.trace_id);
-        if let Some(cancelled) = record.cancelled {
-            push_field(
-                line,
-                "cancelled",
-                Some(if cancelled { "true" } else { "false" }),
-            );
-        }
-        line.push('\n');
+    push_prefix(line, &Level::INFO);
+    let mut itoa = itoa::Buffer::new();
+    for (name, value) in [
+        ("remote", Some(record.remote)),
+        ("method", Some(record.method)),
+        ("path", Some(record.path)),
+        ("status", Some(itoa.format(record.status))),
+    ] {
+        push_field(line, name, value);
     }
+    if let Some(bytes) = record.bytes {
+        push_field(line, "bytes", Some(itoa.format(bytes)));
+    }
+    push_field(line, "duration_us", Some(itoa.format(record.duration_us)));
+    push_field(line, "request_id", Some(record.request_id));
+    push_field(line, "trace_id", record.trace_id);
+    if let Some(cancelled) = record.cancelled {
+        push_field(
+            line,
+            "cancelled",
+            Some(if cancelled { "true" } else { "false" }),
+        );
+    }
+    line.push('\n');
 }
 
 /// ` name=value`, when there is a value.
