@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{CONNECTION, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -75,8 +75,9 @@ pub(crate) struct Started {
     pub(crate) method: Method,
     pub(crate) version: Version,
     pub(crate) access: Option<Box<AccessStart>>,
-    /// When the request started, when metrics are recorded.
-    pub(crate) measured: Option<Instant>,
+    /// When the request started, when metrics or the access log are on (one clock
+    /// read for both, and one at its end).
+    pub(crate) start: Option<Instant>,
     /// The route that took the request (its interned label), once routed.
     pub(crate) route: Option<&'static str>,
     /// Held until the response is ready: the drain waits for it.
@@ -176,7 +177,7 @@ impl Started {
             method,
             version,
             access,
-            measured,
+            start,
             route,
             _conn: conn,
             ..
@@ -215,18 +216,19 @@ impl Started {
         if close {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        if let (Some(since), Some(metrics)) = (measured, &finisher.metrics) {
+        let elapsed = start.map(|start| start.elapsed());
+        if let (Some(elapsed), Some(metrics)) = (elapsed, &finisher.metrics) {
             record_response(
                 metrics,
-                since,
+                elapsed,
                 route,
                 &method,
                 response,
                 finisher.draining(),
             );
         }
-        if let Some(access) = access {
-            access.log(&method, response, &request_id);
+        if let (Some(access), Some(elapsed)) = (access, elapsed) {
+            access.log(&method, response, &request_id, elapsed);
         }
         if !span.is_disabled() {
             record_outcome(&span, route, response.status());
@@ -246,11 +248,18 @@ impl Started {
     #[cold]
     #[inline(never)]
     fn cancelled(self) {
-        if let (Some(since), Some(metrics)) = (self.measured, &self.finisher.metrics) {
-            metrics.finished(since, self.route, &self.method, CLIENT_CLOSED_REQUEST, None);
+        let elapsed = self.start.map(|start| start.elapsed());
+        if let (Some(elapsed), Some(metrics)) = (elapsed, &self.finisher.metrics) {
+            metrics.finished(
+                elapsed,
+                self.route,
+                &self.method,
+                CLIENT_CLOSED_REQUEST,
+                None,
+            );
         }
-        if let Some(access) = &self.access {
-            access.log_cancelled(&self.method, &self.request_id);
+        if let (Some(access), Some(elapsed)) = (&self.access, elapsed) {
+            access.log_cancelled(&self.method, &self.request_id, elapsed);
         }
     }
 }
@@ -279,7 +288,7 @@ fn record_outcome(span: &tracing::Span, route: Option<&'static str>, status: Sta
 #[inline]
 fn record_response(
     metrics: &HttpMetrics,
-    since: Instant,
+    elapsed: Duration,
     route: Option<&'static str>,
     method: &Method,
     response: &Response,
@@ -287,7 +296,7 @@ fn record_response(
 ) {
     let status = response.status();
     metrics.finished(
-        since,
+        elapsed,
         route,
         method,
         status.as_u16(),

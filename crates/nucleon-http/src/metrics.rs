@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use nucleon_runtime::metrics::{
@@ -68,10 +68,15 @@ impl Rejection {
 /// index, the status class (0 for the duration histogram, which has none).
 type Key = (usize, u8, u8);
 
+/// The series maps' hasher: foldhash with its fixed seed, the keys being the
+/// application's routes, not the client's input (SipHash, the default, cost about 25 ns
+/// of the two lookups a request makes).
+type SeriesMap<V> = HashMap<Key, V, foldhash::fast::FixedState>;
+
 /// One worker's HTTP metrics.
 pub(crate) struct HttpMetrics {
-    requests: RefCell<HashMap<Key, LocalCounter>>,
-    durations: RefCell<HashMap<Key, LocalHistogram>>,
+    requests: RefCell<SeriesMap<LocalCounter>>,
+    durations: RefCell<SeriesMap<LocalHistogram>>,
     in_flight: LocalGauge,
     request_bytes: LocalCounter,
     response_bytes: LocalCounter,
@@ -95,12 +100,11 @@ impl HttpMetrics {
 
     /// A request has started: in flight, and its declared body counted.
     #[inline]
-    pub(crate) fn started(&self, declared_body: Option<u64>) -> Instant {
+    pub(crate) fn started(&self, declared_body: Option<u64>) {
         self.in_flight.add(1.0);
         if let Some(bytes) = declared_body {
             self.request_bytes.increment(bytes);
         }
-        Instant::now()
     }
 
     /// A request has its answer (or was dropped: status 499): counted by route,
@@ -108,13 +112,13 @@ impl HttpMetrics {
     #[inline]
     pub(crate) fn finished(
         &self,
-        since: Instant,
+        elapsed: Duration,
         route: Option<&'static str>,
         method: &Method,
         status: u16,
         body_bytes: Option<u64>,
     ) {
-        let elapsed = since.elapsed().as_secs_f64();
+        let elapsed = elapsed.as_secs_f64();
         self.in_flight.add(-1.0);
         if let Some(bytes) = body_bytes {
             self.response_bytes.increment(bytes);

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
@@ -273,11 +273,11 @@ impl HttpService {
         let access = config
             .access_log
             .then(|| AccessStart::new(&request, remote, conn.as_ref(), trace.get()));
-        let measured = pipeline
-            .finisher
-            .metrics
-            .as_ref()
-            .map(|metrics| metrics.started(http_body::Body::size_hint(request.body()).exact()));
+        if let Some(metrics) = &pipeline.finisher.metrics {
+            metrics.started(http_body::Body::size_hint(request.body()).exact());
+        }
+        // One clock read for the metrics and the access log both.
+        let start = (access.is_some() || pipeline.finisher.metrics.is_some()).then(Instant::now);
         let mut started = Started {
             finisher: Rc::clone(&pipeline.finisher),
             span,
@@ -286,7 +286,7 @@ impl HttpService {
             method: request.method().clone(),
             version: request.version(),
             access,
-            measured,
+            start,
             route: None,
             _guard: None,
             _conn: conn,

@@ -256,16 +256,17 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// A whole second since the Unix epoch, and its `YYYY-MM-DDTHH:MM:SS` text.
+/// A whole second since the Unix epoch, and its `YYYY-MM-DDTHH:MM:SS` text (made once
+/// per second, kept as text: a line copies it, without checking it again).
 pub(crate) struct Second {
     unix: u64,
-    text: [u8; 19],
+    text: String,
 }
 
 impl Second {
     pub(crate) const NONE: Second = Second {
         unix: u64::MAX,
-        text: [0; 19],
+        text: String::new(),
     };
 
     /// Appends the time now as `fmt` writes it: `2026-11-26T04:04:25.633855Z`.
@@ -278,18 +279,18 @@ impl Second {
 
     fn write(&mut self, line: &mut String, unix: u64, micros: u32) {
         if unix != self.unix {
-            self.text = date_time(unix);
+            let text = date_time(unix);
+            self.text.clear();
+            self.text
+                .push_str(std::str::from_utf8(&text).unwrap_or("????-??-??T??:??:??"));
             self.unix = unix;
         }
-        line.push_str(std::str::from_utf8(&self.text).unwrap_or("????-??-??T??:??:??"));
+        line.push_str(&self.text);
         line.push('.');
-        let mut digits = [b'0'; 6];
-        let mut rest = micros.min(999_999);
-        for slot in digits.iter_mut().rev() {
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
+        let micros = micros.min(999_999);
+        for scale in [100_000, 10_000, 1_000, 100, 10, 1] {
+            line.push(char::from(b'0' + (micros / scale % 10) as u8));
         }
-        line.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
         line.push('Z');
     }
 }
