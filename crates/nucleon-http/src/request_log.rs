@@ -18,10 +18,10 @@ use crate::server::conn::InService;
 
 /// The access log's fields known when a request starts.
 pub(crate) struct AccessStart {
-    /// The request's path, copied: a clone of the request's `Uri` would share its
-    /// buffer, and the atomic release of that share at the end of the request waits
-    /// for the access line's stores to reach the cache (measured: about 170 ns a
-    /// request, against a copy of a few bytes).
+    /// The request's path, copied: a clone of the request's `Uri` would share the
+    /// connection's read buffer, an atomic count taken and released on every request
+    /// (and an atomic operation waits for the stores before it, the access line's
+    /// among them).
     pub(crate) path: Box<str>,
     /// The client's address as text (written once per connection).
     remote: Rc<str>,

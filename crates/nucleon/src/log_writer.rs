@@ -1,12 +1,18 @@
 //! The log's writer: a thread that logs appends its line to a ring of its own (a
 //! single-producer, single-consumer ring: the logging thread writes, the writer thread
 //! reads); the writer thread takes what every ring holds each `EVERY` and writes it out
-//! in large writes. A worker never waits for the output, never takes a lock per line
-//! (a lock's release is a full barrier: it waits for the line's stores to reach the
-//! cache, about 200 ns a line under load where the ring's plain stores cost nothing),
+//! in large writes. A worker never waits for the output, never takes a lock per line,
 //! and never wakes the writer thread per line (a wake-up per line costs more than the
 //! line: a system call, and, on a busy core, a context switch). A ring that is full
 //! drops lines, counted, until the writer takes what it holds.
+//!
+//! What a line costs a worker under load is mostly memory: its stores go to a part of
+//! the ring not in the cache, and the next atomic operation of the worker (a lock's
+//! release, a reference count) waits for them. Measured with `benches/http-bench`
+//! (`/json`, one worker), a line cost about 200 ns that way, with a lock per line or
+//! without; fetching the next line's place into the cache as a line is written
+//! (`PREFETCH`) took most of it away, and a ring small enough to stay in the cache
+//! (`CAP`) the rest of what a 1 MiB ring cost.
 //!
 //! Lines of one thread keep their order; lines of different threads are written in
 //! batches, so two threads' lines may interleave out of time order by up to `EVERY`
