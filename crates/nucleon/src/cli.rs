@@ -187,7 +187,7 @@ impl AppError {
 ///
 /// The writer never makes a worker wait: each thread's lines wait in a buffer of its
 /// own, written out every 10 ms by the log's thread; when stdout does not keep up and a
-/// thread has 1 MiB of lines waiting, it drops lines, and says how many on stderr
+/// thread has 256 KiB of lines waiting, it drops lines, and says how many on stderr
 /// (`WARN nucleon::log: N log line(s) dropped`) within 10 seconds and when the app
 /// exits.
 ///
