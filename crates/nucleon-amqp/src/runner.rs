@@ -274,15 +274,12 @@ fn delivery_span(
     delivery: &Delivery,
     trace: Option<nucleon_runtime::trace::TraceContext>,
 ) -> (tracing::Span, Option<nucleon_runtime::trace::TraceContext>) {
-    let received = trace
-        .as_ref()
-        .map(nucleon_runtime::trace::TraceContext::trace_id);
     let span = tracing::debug_span!(
         target: "nucleon::amqp",
         "delivery",
         queue = &*spec.queue,
         id = delivery.message_id(),
-        trace_id = received.map(tracing::field::display),
+        trace_id = trace.as_ref().map(|trace| tracing::field::display(trace.trace_id())),
         otel.name = %format!("process {}", spec.queue),
         otel.kind = "consumer",
         messaging.system = "rabbitmq",
@@ -290,12 +287,6 @@ fn delivery_span(
         messaging.destination.name = &*spec.queue,
     );
     let trace = nucleon_runtime::trace::bind_span(&span, trace);
-    if let Some(trace) = &trace
-        && received != Some(trace.trace_id())
-    {
-        // A trace the exporter started.
-        span.record("trace_id", tracing::field::display(trace.trace_id()));
-    }
     (span, trace)
 }
 

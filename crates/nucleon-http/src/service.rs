@@ -14,7 +14,7 @@ use http::header::{ALLOW, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use nucleon_runtime::request_id::Id;
 use nucleon_runtime::task::StaticLabel;
-use nucleon_runtime::trace::{TaskTrace, TraceContext};
+use nucleon_runtime::trace::TaskTrace;
 use nucleon_runtime::{Drain, Health};
 
 use crate::extract::{Params, RequestContext, limit_body};
@@ -357,14 +357,13 @@ impl HttpService {
 #[cold]
 #[inline(never)]
 fn request_span(request_id: &Id, trace: &mut TaskTrace, request: &Request) -> tracing::Span {
-    let received = trace.get().map(TraceContext::trace_id);
     let span = tracing::debug_span!(
         target: "nucleon::http",
         "request",
         id = %request_id,
         method = %request.method(),
         path = %request.uri().path(),
-        trace_id = received.map(tracing::field::display),
+        trace_id = trace.get().map(|trace| tracing::field::display(trace.trace_id())),
         otel.name = tracing::field::Empty,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
@@ -372,13 +371,7 @@ fn request_span(request_id: &Id, trace: &mut TaskTrace, request: &Request) -> tr
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    if let Some(bound) = nucleon_runtime::trace::bind_span(&span, trace.take()) {
-        if received != Some(bound.trace_id()) {
-            // A trace the exporter started.
-            span.record("trace_id", tracing::field::display(bound.trace_id()));
-        }
-        *trace = TaskTrace::from(bound);
-    }
+    *trace = TaskTrace::from(nucleon_runtime::trace::bind_span(&span, trace.take()));
     span
 }
 

@@ -831,11 +831,21 @@ pub fn set_span_binder(binder: SpanBinder) -> Result<(), SpanBinder> {
 /// The context a hop runs in, given its span and what it received: the installed
 /// [`SpanBinder`]'s answer, or `received` itself when none is installed or the span is
 /// disabled. The HTTP front end and the AMQP consumers call it for each request and
-/// delivery whose span is made.
+/// delivery whose span is made. A trace the binder started is recorded as the span's
+/// `trace_id` field (a span that declares one has it already for a trace received).
 #[inline]
 pub fn bind_span(span: &tracing::Span, received: Option<TraceContext>) -> Option<TraceContext> {
     match SPAN_BINDER.get() {
-        Some(binder) if !span.is_disabled() => (binder.bind)(span, received),
+        Some(binder) if !span.is_disabled() => {
+            let received_id = received.as_ref().map(TraceContext::trace_id);
+            let bound = (binder.bind)(span, received);
+            if let Some(bound) = &bound
+                && received_id != Some(bound.trace_id())
+            {
+                span.record("trace_id", tracing::field::display(bound.trace_id()));
+            }
+            bound
+        }
         _ => received,
     }
 }

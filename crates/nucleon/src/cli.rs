@@ -219,15 +219,11 @@ pub fn run(app: App) -> ExitCode {
         std::env::var("RUST_LOG").ok(),
     );
     let args: Vec<OsString> = std::env::args_os().collect();
-    // Span export, when the standard OpenTelemetry variables ask for it.
-    #[cfg(feature = "otel")]
-    let otel = crate::otel::OtelSettings::from_env(&app.name);
-    #[cfg(not(feature = "otel"))]
-    let otel: Option<std::convert::Infallible> = None;
     let installed = match LogFormat::chosen(&args, std::env::var("NUCLEON_LOG_FORMAT").ok()) {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            let installed = install(crate::log::subscriber(&filter, writer.clone(), ansi), &otel);
+            let subscriber = crate::log::subscriber(&filter, writer.clone(), ansi);
+            let installed = install(subscriber, &app.name);
             // Access lines straight to the writer, past tracing's dispatch.
             #[cfg(feature = "http")]
             if matches!(installed, Ok(true)) {
@@ -235,7 +231,7 @@ pub fn run(app: App) -> ExitCode {
             }
             installed
         }
-        LogFormat::Json => install(crate::log::json_subscriber(&filter, writer), &otel),
+        LogFormat::Json => install(crate::log::json_subscriber(&filter, writer), &app.name),
     };
     if let Err(error) = installed {
         drop(drops.take());
@@ -269,39 +265,32 @@ pub fn run(app: App) -> ExitCode {
     code
 }
 
-/// Installs `subscriber` as the process's; `Ok(false)` when one already was.
+/// Why the log could not be installed: the span exporter's settings (with `otel`).
+#[cfg(feature = "otel")]
+type InstallError = crate::otel::OtelError;
 #[cfg(not(feature = "otel"))]
-fn install<S>(
-    subscriber: S,
-    _otel: &Option<std::convert::Infallible>,
-) -> Result<bool, std::convert::Infallible>
-where
-    S: tracing::Subscriber + Send + Sync + 'static,
-{
-    Ok(tracing::subscriber::set_global_default(subscriber).is_ok())
-}
+type InstallError = std::convert::Infallible;
 
 /// Installs `subscriber` as the process's, with the span exporter's layer over it when
-/// `otel` asks for one (its guard kept until `run` ends); `Ok(false)` when a subscriber
-/// already was installed.
-#[cfg(feature = "otel")]
-fn install<S>(
-    subscriber: S,
-    otel: &Option<crate::otel::OtelSettings>,
-) -> Result<bool, crate::otel::OtelError>
+/// the standard OpenTelemetry variables ask for one (feature `otel`; its guard kept
+/// until `run` ends); `Ok(false)` when a subscriber already was installed.
+fn install<S>(subscriber: S, app_name: &str) -> Result<bool, InstallError>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
 {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    let Some(settings) = otel else {
-        return Ok(tracing::subscriber::set_global_default(subscriber).is_ok());
-    };
-    let (layer, guard) = crate::otel::layer(settings)?;
-    let set = tracing::subscriber::set_global_default(subscriber.with(layer)).is_ok();
-    if set {
-        *lock_otel_guard() = Some(guard);
+    #[cfg(feature = "otel")]
+    if let Some(settings) = crate::otel::OtelSettings::from_env(app_name) {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let (layer, guard) = crate::otel::layer(&settings)?;
+        let set = tracing::subscriber::set_global_default(subscriber.with(layer)).is_ok();
+        if set {
+            *lock_otel_guard() = Some(guard);
+        }
+        return Ok(set);
     }
-    Ok(set)
+    #[cfg(not(feature = "otel"))]
+    let _ = app_name;
+    Ok(tracing::subscriber::set_global_default(subscriber).is_ok())
 }
 
 /// The span exporter's guard, while `run` runs.
