@@ -149,9 +149,10 @@ impl Watchdog {
     pub fn stats(&self) -> WatchdogStats {
         let i = &self.inner;
         WatchdogStats {
-            blocking_reports: i.blocking_reports.load(Ordering::Relaxed),
-            slow_polls: i.slow_polls.load(Ordering::Relaxed),
-            stalls: i.stalls.load(Ordering::Relaxed),
+            // Acquire: a report counted is in `recent_reports` (see `publish`).
+            blocking_reports: i.blocking_reports.load(Ordering::Acquire),
+            slow_polls: i.slow_polls.load(Ordering::Acquire),
+            stalls: i.stalls.load(Ordering::Acquire),
             histogram: i
                 .histogram
                 .iter()
@@ -191,7 +192,6 @@ impl Inner {
     pub(crate) fn publish(&self, report: WatchdogReport) {
         match report.kind {
             ReportKind::Blocking => {
-                self.blocking_reports.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::watchdog_report(&report);
                 tracing::warn!(
                     target: "nucleon::watchdog",
@@ -207,7 +207,6 @@ impl Inner {
                 );
             }
             ReportKind::SlowPollEnded => {
-                self.slow_polls.fetch_add(1, Ordering::Relaxed);
                 self.record_histogram(report.elapsed);
                 crate::metrics::watchdog_report(&report);
                 tracing::warn!(
@@ -223,7 +222,6 @@ impl Inner {
                 );
             }
             ReportKind::Stall => {
-                self.stalls.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::watchdog_report(&report);
                 tracing::warn!(
                     target: "nucleon::watchdog",
@@ -256,11 +254,23 @@ impl Inner {
                 tracing::error!(target: "nucleon::watchdog", "a watchdog report listener panicked: {}", crate::task::panic_message(&*panic));
             }
         }
-        let mut recent = lock(&self.recent);
-        if recent.len() == RECENT_REPORTS {
-            recent.pop_front();
+        let counter = match report.kind {
+            ReportKind::Blocking => Some(&self.blocking_reports),
+            ReportKind::SlowPollEnded => Some(&self.slow_polls),
+            ReportKind::Stall => Some(&self.stalls),
+            ReportKind::StallEnded => None,
+        };
+        {
+            let mut recent = lock(&self.recent);
+            if recent.len() == RECENT_REPORTS {
+                recent.pop_front();
+            }
+            recent.push_back(report);
         }
-        recent.push_back(report);
+        // Counted once in the recent reports: whoever sees the count finds the report.
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Release);
+        }
     }
 
     fn record_histogram(&self, elapsed: Duration) {
