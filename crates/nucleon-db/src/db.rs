@@ -101,13 +101,35 @@ impl Db {
                 metrics_name: name.to_owned(),
             }),
         };
-        db.query("SELECT 1").execute().await.map_err(|e| match e {
-            DbError::Unavailable { reason } => DbError::Unavailable {
-                reason: format!("{reason} (at start)"),
-            },
-            other => other,
-        })?;
+        db.first_check(backend, settings.busy_timeout)
+            .await
+            .map_err(|e| match e {
+                DbError::Unavailable { reason } => DbError::Unavailable {
+                    reason: format!("{reason} (at start)"),
+                },
+                other => other,
+            })?;
         Ok(db)
+    }
+
+    /// The start's `SELECT 1`, which opens the first connection. Several pools opening
+    /// one new SQLite file at once (the tests of one app, each with its own runtime)
+    /// can have a connection's set-up (`journal_mode = WAL`) refused as busy without
+    /// SQLite's busy timeout being waited on; that is tried again, within the busy
+    /// timeout, every 20 ms.
+    async fn first_check(&self, backend: &Backend, busy_timeout: Duration) -> Result<(), DbError> {
+        let deadline = tokio::time::Instant::now() + busy_timeout;
+        loop {
+            match self.query("SELECT 1").execute().await {
+                Err(DbError::Retryable { .. })
+                    if matches!(backend, Backend::Sqlite(_))
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other.map(drop),
+            }
+        }
     }
 
     /// The current worker's database (the unnamed one): [`DbAdapter`](crate::DbAdapter)'s

@@ -311,3 +311,37 @@ async fn listen_notify_reaches_every_listener_and_survives_a_cut() {
     assert_eq!(after.channel, "stock");
     sending.abort();
 }
+
+/// Pools of separate runtimes (an app's tests, each with its own `TestClient`) opening
+/// one new SQLite file at the same moment all start: a connection set-up refused as
+/// busy at the start is tried again within the busy timeout.
+#[test]
+fn pools_opening_one_new_sqlite_file_at_once_all_start() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = nucleon_db::Backend::Sqlite(dir.path().join("data/app.db"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let (backend, barrier) = (backend.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    barrier.wait();
+                    runtime.block_on(async {
+                        let settings = nucleon_db::DbConfig::default();
+                        nucleon_db::Db::connect(&settings, &backend, 2)
+                            .await
+                            .map(drop)
+                            .map_err(|error| error.to_string())
+                    })
+                })
+            })
+            .collect();
+        for start in starts {
+            start.join().unwrap().expect("the pool starts");
+        }
+    }
+}
